@@ -1,0 +1,371 @@
+//! The reference grammar, shared by rotor-webhook, rotor-init and rotor-reloader.
+//!
+//! ```text
+//! vault:PATH#KEY            read KEY of the secret at PATH (bao: means the same)
+//! vault:PATH#KEY#VERSION    read a pinned KV v2 version
+//! >>vault:PATH#KEY          write (an empty body) to PATH, read KEY of the answer
+//! >>vault:PATH#KEY#{json}   write the JSON body to PATH, read KEY of the answer
+//! text ${vault:PATH#KEY} text   inline, several per value, the text around kept
+//! ```
+//!
+//! As in Bank-Vaults' vault-env, a value is a whole reference only when it *starts* with the
+//! prefix, and inline references are only `${vault:...}` / `${bao:...}` / `${>>vault:...}`:
+//! `http://vault:8200`, a lone `$` or `${HOME}` are plain text and left alone.
+
+use std::fmt;
+
+/// Which prefix a reference was written with. Both mean the same; the spelling is kept so a
+/// reference prints back as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scheme {
+    Vault,
+    Bao,
+}
+
+impl Scheme {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Vault => "vault:",
+            Self::Bao => "bao:",
+        }
+    }
+}
+
+/// One reference to a key of a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Reference {
+    pub scheme: Scheme,
+    /// The store path as written (KV v2 paths may or may not contain `/data/`).
+    pub path: String,
+    pub key: String,
+    pub action: Action,
+}
+
+/// What to do at the path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Read the current version (`version: None`) or a pinned one.
+    Read { version: Option<u64> },
+    /// Write `body` (a JSON object, `None` for an empty body) and read the answer.
+    Write { body: Option<String> },
+}
+
+impl Reference {
+    /// The pinned version, for reads that pin one.
+    pub fn pinned_version(&self) -> Option<u64> {
+        match self.action {
+            Action::Read { version } => version,
+            Action::Write { .. } => None,
+        }
+    }
+
+    pub fn is_write(&self) -> bool {
+        matches!(self.action, Action::Write { .. })
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_write() {
+            f.write_str(">>")?;
+        }
+        write!(f, "{}{}#{}", self.scheme.prefix(), self.path, self.key)?;
+        match &self.action {
+            Action::Read { version: Some(v) } => write!(f, "#{v}"),
+            Action::Write { body: Some(body) } => write!(f, "#{body}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A value with references: a whole reference, or text with inline `${...}` references.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Template {
+    Whole(Reference),
+    Inline(Vec<Segment>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Text(String),
+    Reference(Reference),
+}
+
+impl Template {
+    /// Every reference in the value, in order.
+    pub fn references(&self) -> Vec<&Reference> {
+        match self {
+            Self::Whole(r) => vec![r],
+            Self::Inline(segments) => segments
+                .iter()
+                .filter_map(|s| match s {
+                    Segment::Reference(r) => Some(r),
+                    Segment::Text(_) => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The value with each reference replaced by `resolve(reference)`.
+    pub fn render<E>(&self, mut resolve: impl FnMut(&Reference) -> Result<String, E>) -> Result<String, E> {
+        match self {
+            Self::Whole(r) => resolve(r),
+            Self::Inline(segments) => {
+                let mut out = String::new();
+                for segment in segments {
+                    match segment {
+                        Segment::Text(t) => out.push_str(t),
+                        Segment::Reference(r) => out.push_str(&resolve(r)?),
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Whole(r) => write!(f, "{r}"),
+            Self::Inline(segments) => {
+                for segment in segments {
+                    match segment {
+                        Segment::Text(t) => f.write_str(t)?,
+                        Segment::Reference(r) => write!(f, "${{{r}}}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A reference that could not be parsed. The message names the env var, quotes the reference,
+/// and says what is wrong and what is expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("env {var}: reference {reference:?}: {problem}; expected {expected}")]
+pub struct ParseError {
+    pub var: String,
+    pub reference: String,
+    pub problem: String,
+    pub expected: &'static str,
+}
+
+const EXPECTED_REFERENCE: &str =
+    "vault:PATH#KEY, vault:PATH#KEY#VERSION or >>vault:PATH#KEY[#{json body}] (bao: works alike)";
+
+/// Whether `value` contains anything rotor would treat as a reference (cheap, no allocation).
+pub fn has_reference(value: &str) -> bool {
+    starts_with_reference(value).is_some()
+        || ["${vault:", "${bao:", "${>>vault:", "${>>bao:"]
+            .iter()
+            .any(|p| value.contains(p))
+}
+
+fn starts_with_reference(value: &str) -> Option<(Scheme, bool, &str)> {
+    let (write, rest) = match value.strip_prefix(">>") {
+        Some(rest) => (true, rest),
+        None => (false, value),
+    };
+    if let Some(rest) = rest.strip_prefix("vault:") {
+        Some((Scheme::Vault, write, rest))
+    } else {
+        rest.strip_prefix("bao:").map(|rest| (Scheme::Bao, write, rest))
+    }
+}
+
+/// Parses the value of env var `var`. `Ok(None)`: no references, leave the value alone.
+pub fn parse_value(var: &str, value: &str) -> Result<Option<Template>, ParseError> {
+    if starts_with_reference(value).is_some() {
+        return parse_reference(var, value).map(|r| Some(Template::Whole(r)));
+    }
+    if !has_reference(value) {
+        return Ok(None);
+    }
+    let mut segments = Vec::new();
+    let mut rest = value;
+    while let Some(start) = find_inline_start(rest) {
+        if start > 0 {
+            segments.push(Segment::Text(rest[..start].to_string()));
+        }
+        let inner_start = start + 2;
+        let Some(len) = rest[inner_start..].find('}').map(|len| {
+            // A write body is JSON and may contain braces: take the closing brace that balances.
+            balanced_end(&rest[inner_start..]).unwrap_or(len)
+        }) else {
+            return Err(ParseError {
+                var: var.to_string(),
+                reference: rest[start..].to_string(),
+                problem: "an inline reference is not closed with '}'".to_string(),
+                expected: "${vault:PATH#KEY} inside the value",
+            });
+        };
+        let inner = &rest[inner_start..inner_start + len];
+        segments.push(Segment::Reference(parse_reference(var, inner)?));
+        rest = &rest[inner_start + len + 1..];
+    }
+    if !rest.is_empty() {
+        segments.push(Segment::Text(rest.to_string()));
+    }
+    Ok(Some(Template::Inline(segments)))
+}
+
+fn find_inline_start(s: &str) -> Option<usize> {
+    ["${vault:", "${bao:", "${>>vault:", "${>>bao:"]
+        .iter()
+        .filter_map(|p| s.find(p))
+        .min()
+}
+
+/// The index of the `}` that closes an inline reference whose body may hold a JSON object.
+fn balanced_end(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' if depth > 0 => in_string = true,
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(i),
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Parses one reference (`vault:...`, `bao:...`, `>>vault:...`).
+pub fn parse_reference(var: &str, text: &str) -> Result<Reference, ParseError> {
+    let fail = |problem: String| ParseError {
+        var: var.to_string(),
+        reference: text.to_string(),
+        problem,
+        expected: EXPECTED_REFERENCE,
+    };
+    let Some((scheme, write, rest)) = starts_with_reference(text) else {
+        return Err(fail("it does not start with vault: or bao:".to_string()));
+    };
+    let (path, after_path) = rest
+        .split_once('#')
+        .ok_or_else(|| fail("the '#KEY' part is missing".to_string()))?;
+    let path = path.trim_matches('/');
+    if path.is_empty() {
+        return Err(fail("the path is empty".to_string()));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(fail("the path contains whitespace".to_string()));
+    }
+    if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        return Err(fail("the path has an empty, '.' or '..' segment".to_string()));
+    }
+    let (key, extra) = match after_path.split_once('#') {
+        Some((key, extra)) => (key, Some(extra)),
+        None => (after_path, None),
+    };
+    if key.is_empty() {
+        return Err(fail("the key after '#' is empty".to_string()));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(fail("the key contains control characters".to_string()));
+    }
+    let action = if write {
+        let body = match extra {
+            None => None,
+            Some(body) => {
+                match serde_json::from_str::<serde_json::Value>(body) {
+                    Ok(serde_json::Value::Object(_)) => {}
+                    _ => {
+                        return Err(fail(
+                            "the write body after the second '#' is not a JSON object".to_string(),
+                        ));
+                    }
+                }
+                Some(body.to_string())
+            }
+        };
+        Action::Write { body }
+    } else {
+        let version = match extra {
+            None => None,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(fail(format!(
+                        "the version {v:?} after the second '#' is not a positive integer"
+                    )));
+                }
+            },
+        };
+        Action::Read { version }
+    };
+    Ok(Reference {
+        scheme,
+        path: path.to_string(),
+        key: key.to_string(),
+        action,
+    })
+}
+
+/// One entry of a from-path list: every key of the secret becomes an env var.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PathRef {
+    pub path: String,
+    pub version: Option<u64>,
+}
+
+impl fmt::Display for PathRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)?;
+        match self.version {
+            Some(v) => write!(f, "#{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses a from-path list `PATH[#VERSION],...` (the `from-path` annotation).
+pub fn parse_from_path(source: &str, list: &str) -> Result<Vec<PathRef>, ParseError> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let fail = |problem: String| ParseError {
+            var: source.to_string(),
+            reference: item.to_string(),
+            problem,
+            expected: "a comma-separated list of PATH or PATH#VERSION",
+        };
+        let item_path = item
+            .strip_prefix("vault:")
+            .or_else(|| item.strip_prefix("bao:"))
+            .unwrap_or(item);
+        let (path, version) = match item_path.split_once('#') {
+            None => (item_path, None),
+            Some((path, v)) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => (path, Some(n)),
+                _ => return Err(fail(format!("the version {v:?} is not a positive integer"))),
+            },
+        };
+        let path = path.trim_matches('/');
+        if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "..") {
+            return Err(fail("the path is empty or has an empty or '..' segment".to_string()));
+        }
+        out.push(PathRef {
+            path: path.to_string(),
+            version,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "reference_tests.rs"]
+mod tests;

@@ -1,0 +1,249 @@
+//! OpenBao (`bao server -dev`) on loopback, and an admin client over its HTTP API.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::ports::free_port;
+use crate::process::ManagedProcess;
+use crate::ready::wait_http_ok;
+use crate::tools::tool;
+
+/// The dev server's root token (tests only).
+pub const ROOT_TOKEN: &str = "rotor-test-root";
+
+pub struct OpenBao {
+    pub process: ManagedProcess,
+    pub addr: String,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl OpenBao {
+    pub async fn start(dir: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let mut bao = Self {
+            process: spawn(dir, port)?,
+            addr: format!("http://127.0.0.1:{port}"),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        bao.wait_ready().await?;
+        Ok(bao)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let url = format!("{}/v1/sys/health", self.addr);
+        wait_http_ok(&mut self.process, &url, None).await
+    }
+
+    /// The admin client (root token).
+    pub fn admin(&self) -> Result<BaoAdmin> {
+        BaoAdmin::new(&self.addr, ROOT_TOKEN)
+    }
+
+    /// Stops the server (an outage). Dev mode keeps nothing: `restart` starts an empty store.
+    pub fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(5));
+    }
+
+    /// Starts the server again on the same address, empty.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process.stop(Duration::from_secs(5));
+        self.process = spawn(&self.dir, self.port)?;
+        self.wait_ready().await
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel but never answered,
+    /// the shape of a hung store. `resume` continues it with all its data.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> Result<()> {
+        let pid = self.process.pid().context("OpenBao is not running")?;
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill {sig} {pid} failed");
+        }
+        Ok(())
+    }
+}
+
+fn spawn(dir: &Path, port: u16) -> Result<ManagedProcess> {
+    let home = dir.join("bao-home");
+    std::fs::create_dir_all(&home).context("creating the OpenBao home")?;
+    let args = vec![
+        "server".to_string(),
+        "-dev".to_string(),
+        format!("-dev-root-token-id={ROOT_TOKEN}"),
+        format!("-dev-listen-address=127.0.0.1:{port}"),
+        "-dev-no-store-token".to_string(),
+        "-log-level=warn".to_string(),
+    ];
+    let home = home.display().to_string();
+    ManagedProcess::spawn(
+        "openbao",
+        &tool("bao")?,
+        &args,
+        &[("HOME", home.as_str()), ("BAO_ADDR", "")],
+        dir,
+    )
+}
+
+/// A thin admin client over OpenBao's HTTP API, for setting up tests.
+#[derive(Clone)]
+pub struct BaoAdmin {
+    pub addr: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl BaoAdmin {
+    pub fn new(addr: &str, token: &str) -> Result<Self> {
+        Ok(Self {
+            addr: addr.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: crate::http_client()?,
+        })
+    }
+
+    /// The same server with another token.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: token.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Calls `METHOD /v1/<path>`; a non-2xx answer is an error carrying the server's message.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("X-Vault-Token", &self.token)
+            .timeout(Duration::from_secs(10));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{method} {url}: HTTP {status}: {text}");
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).with_context(|| format!("{method} {url}: parsing the answer"))
+    }
+
+    pub async fn write(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn read(&self, path: &str) -> Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Writes a KV v2 secret at `<mount>/data/<name>`; returns the new version.
+    pub async fn put_kv2(&self, mount: &str, name: &str, data: Value) -> Result<u64> {
+        let answer = self
+            .write(&format!("{mount}/data/{name}"), json!({ "data": data }))
+            .await?;
+        answer["data"]["version"]
+            .as_u64()
+            .context("KV v2 write answered without a version")
+    }
+
+    /// Mounts a secrets engine of `kind` at `path` with `options`.
+    pub async fn mount(&self, path: &str, kind: &str, options: Value) -> Result<()> {
+        self.write(
+            &format!("sys/mounts/{path}"),
+            json!({ "type": kind, "options": options }),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn put_policy(&self, name: &str, hcl: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({ "policy": hcl })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Enables Kubernetes auth at `auth/<mount>` against the given API server.
+    pub async fn enable_kubernetes_auth(
+        &self,
+        mount: &str,
+        kubernetes_host: &str,
+        ca_pem: &str,
+        reviewer_jwt: &str,
+    ) -> Result<()> {
+        self.write(&format!("sys/auth/{mount}"), json!({ "type": "kubernetes" }))
+            .await?;
+        self.write(
+            &format!("auth/{mount}/config"),
+            json!({
+                "kubernetes_host": kubernetes_host,
+                "kubernetes_ca_cert": ca_pem,
+                "token_reviewer_jwt": reviewer_jwt,
+                "disable_local_ca_jwt": true,
+            }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Creates a Kubernetes auth role bound to service accounts in namespaces.
+    pub async fn put_kubernetes_role(
+        &self,
+        mount: &str,
+        role: &str,
+        service_accounts: &[&str],
+        namespaces: &[&str],
+        policies: &[&str],
+        audience: Option<&str>,
+    ) -> Result<()> {
+        let mut body = json!({
+            "bound_service_account_names": service_accounts,
+            "bound_service_account_namespaces": namespaces,
+            "token_policies": policies,
+            "token_ttl": "10m",
+        });
+        if let Some(aud) = audience {
+            body["audience"] = json!(aud);
+        }
+        self.write(&format!("auth/{mount}/role/{role}"), body)
+            .await
+            .map(drop)
+    }
+
+    /// Logs in with a Kubernetes service-account JWT; returns the client token.
+    pub async fn login_kubernetes(&self, mount: &str, role: &str, jwt: &str) -> Result<String> {
+        let answer = self
+            .write(
+                &format!("auth/{mount}/login"),
+                json!({ "role": role, "jwt": jwt }),
+            )
+            .await?;
+        answer["auth"]["client_token"]
+            .as_str()
+            .map(str::to_string)
+            .context("login answered without auth.client_token")
+    }
+}

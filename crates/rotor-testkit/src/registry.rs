@@ -1,0 +1,100 @@
+//! An OCI registry on loopback (go-containerregistry's), and pushing test images with crane.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::ports::free_port;
+use crate::process::ManagedProcess;
+use crate::ready::wait_http_ok;
+use crate::tools::tool;
+
+pub struct Registry {
+    pub process: ManagedProcess,
+    /// `127.0.0.1:PORT`, the host part of image references.
+    pub host: String,
+    dir: PathBuf,
+}
+
+impl Registry {
+    pub async fn start(dir: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let args = vec![format!("-port={port}")];
+        let mut process = ManagedProcess::spawn("registry", &tool("registry")?, &args, &[], dir)?;
+        let host = format!("127.0.0.1:{port}");
+        wait_http_ok(&mut process, &format!("http://{host}/v2/"), None).await?;
+        Ok(Self {
+            process,
+            host,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Pushes `127.0.0.1:PORT/<repo>:<tag>` with the given ENTRYPOINT and CMD (either may be
+    /// empty) for `platform` (`linux/amd64`); returns the full reference.
+    pub fn push_image(
+        &self,
+        repo_tag: &str,
+        entrypoint: &[&str],
+        cmd: &[&str],
+        platform: &str,
+    ) -> Result<String> {
+        let reference = format!("{}/{repo_tag}", self.host);
+        let layer = self.dir.join("empty-layer.tar");
+        if !layer.exists() {
+            std::fs::write(&layer, [0u8; 1024]).context("writing an empty tar layer")?;
+        }
+        crane(&[
+            "append",
+            "--insecure",
+            "--platform",
+            platform,
+            "-f",
+            &layer.display().to_string(),
+            "-t",
+            &reference,
+        ])?;
+        let mut mutate = vec![
+            "mutate".to_string(),
+            "--insecure".to_string(),
+            reference.clone(),
+            "-t".to_string(),
+            reference.clone(),
+        ];
+        // crane takes comma-separated lists; an empty list clears the field.
+        mutate.push(format!("--entrypoint={}", entrypoint.join(",")));
+        mutate.push(format!("--cmd={}", cmd.join(",")));
+        let refs: Vec<&str> = mutate.iter().map(String::as_str).collect();
+        crane(&refs)?;
+        Ok(reference)
+    }
+
+    /// Pushes an index (multi-platform image) at `reference` from existing image references.
+    pub fn push_index(&self, repo_tag: &str, manifests: &[&str]) -> Result<String> {
+        let reference = format!("{}/{repo_tag}", self.host);
+        let mut args = vec!["index", "append", "--insecure", "-t", &reference];
+        for m in manifests {
+            args.push("-m");
+            args.push(m);
+        }
+        crane(&args)?;
+        Ok(reference)
+    }
+}
+
+/// Runs crane with `args`, failing with its output.
+pub fn crane(args: &[&str]) -> Result<String> {
+    let out = Command::new(tool("crane")?)
+        .args(args)
+        .output()
+        .context("running crane")?;
+    if !out.status.success() {
+        bail!(
+            "crane {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

