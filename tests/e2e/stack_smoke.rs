@@ -12,7 +12,10 @@ async fn service_account_logs_in_to_openbao_and_reads_a_secret() -> Result<()> {
     eprintln!("stack ready in {:?}", stack.startup);
 
     let version = stack.kube.apiserver_version().await?;
-    assert_eq!(version.git_version, "v1.34.4", "the apiserver reports its real version");
+    assert_eq!(
+        version.git_version, "v1.34.4",
+        "the apiserver reports its real version"
+    );
 
     let ns = stack.namespace("smoke").await?;
     stack.service_account(&ns, "app").await?;
@@ -20,27 +23,58 @@ async fn service_account_logs_in_to_openbao_and_reads_a_secret() -> Result<()> {
 
     let bao = stack.bao_admin()?;
     stack.enable_bao_kubernetes_auth("kubernetes").await?;
-    bao.put_policy("read-db", r#"path "secret/data/db" { capabilities = ["read"] }"#)
+    bao.put_policy(
+        "read-db",
+        r#"path "secret/data/db" { capabilities = ["read"] }"#,
+    )
+    .await?;
+    bao.put_kubernetes_role(
+        "kubernetes",
+        "app",
+        &["app"],
+        &[&ns],
+        &["read-db"],
+        Some("rotor-smoke"),
+    )
+    .await?;
+    let version = bao
+        .put_kv2("secret", "db", json!({ "password": "smoke-value-1" }))
         .await?;
-    bao.put_kubernetes_role("kubernetes", "app", &["app"], &[&ns], &["read-db"], Some("rotor-smoke"))
-        .await?;
-    let version = bao.put_kv2("secret", "db", json!({ "password": "smoke-value-1" })).await?;
     assert_eq!(version, 1);
 
-    let jwt = stack.service_account_token(&ns, "app", "rotor-smoke", 600).await?;
+    let jwt = stack
+        .service_account_token(&ns, "app", "rotor-smoke", 600)
+        .await?;
     let token = bao.login_kubernetes("kubernetes", "app", &jwt).await?;
     let secret = bao.with_token(&token).read("secret/data/db").await?;
     assert_eq!(secret["data"]["data"]["password"], "smoke-value-1");
 
     // The same role refuses another ServiceAccount's real token.
-    let other = stack.service_account_token(&ns, "other", "rotor-smoke", 600).await?;
+    let other = stack
+        .service_account_token(&ns, "other", "rotor-smoke", 600)
+        .await?;
     let refused = bao.login_kubernetes("kubernetes", "app", &other).await;
-    let message = format!("{:#}", refused.expect_err("another ServiceAccount must be refused"));
-    assert!(message.contains("403") || message.contains("400"), "refusal: {message}");
-    assert!(message.contains("not authorized"), "refusal names the reason: {message}");
+    let message = format!(
+        "{:#}",
+        refused.expect_err("another ServiceAccount must be refused")
+    );
+    assert!(
+        message.contains("403") || message.contains("400"),
+        "refusal: {message}"
+    );
+    assert!(
+        message.contains("not authorized"),
+        "refusal names the reason: {message}"
+    );
 
     // A token with the wrong audience is refused too.
-    let wrong_audience = stack.service_account_token(&ns, "app", "someone-else", 600).await?;
-    assert!(bao.login_kubernetes("kubernetes", "app", &wrong_audience).await.is_err());
+    let wrong_audience = stack
+        .service_account_token(&ns, "app", "someone-else", 600)
+        .await?;
+    assert!(
+        bao.login_kubernetes("kubernetes", "app", &wrong_audience)
+            .await
+            .is_err()
+    );
     Ok(())
 }

@@ -107,7 +107,10 @@ impl Template {
     }
 
     /// The value with each reference replaced by `resolve(reference)`.
-    pub fn render<E>(&self, mut resolve: impl FnMut(&Reference) -> Result<String, E>) -> Result<String, E> {
+    pub fn render<E>(
+        &self,
+        mut resolve: impl FnMut(&Reference) -> Result<String, E>,
+    ) -> Result<String, E> {
         match self {
             Self::Whole(r) => resolve(r),
             Self::Inline(segments) => {
@@ -171,7 +174,8 @@ fn starts_with_reference(value: &str) -> Option<(Scheme, bool, &str)> {
     if let Some(rest) = rest.strip_prefix("vault:") {
         Some((Scheme::Vault, write, rest))
     } else {
-        rest.strip_prefix("bao:").map(|rest| (Scheme::Bao, write, rest))
+        rest.strip_prefix("bao:")
+            .map(|rest| (Scheme::Bao, write, rest))
     }
 }
 
@@ -265,8 +269,13 @@ pub fn parse_reference(var: &str, text: &str) -> Result<Reference, ParseError> {
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(fail("the path contains whitespace".to_string()));
     }
-    if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
-        return Err(fail("the path has an empty, '.' or '..' segment".to_string()));
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(fail(
+            "the path has an empty, '.' or '..' segment".to_string(),
+        ));
     }
     let (key, extra) = match after_path.split_once('#') {
         Some((key, extra)) => (key, Some(extra)),
@@ -356,7 +365,9 @@ pub fn parse_from_path(source: &str, list: &str) -> Result<Vec<PathRef>, ParseEr
         };
         let path = path.trim_matches('/');
         if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "..") {
-            return Err(fail("the path is empty or has an empty or '..' segment".to_string()));
+            return Err(fail(
+                "the path is empty or has an empty or '..' segment".to_string(),
+            ));
         }
         out.push(PathRef {
             path: path.to_string(),

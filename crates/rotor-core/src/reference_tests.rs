@@ -14,9 +14,15 @@ fn read(path: &str, key: &str, version: Option<u64>) -> Reference {
 #[test]
 fn whole_references() {
     let t = parse_value("DB", "vault:secret/data/db#password").unwrap();
-    assert_eq!(t, Some(Template::Whole(read("secret/data/db", "password", None))));
+    assert_eq!(
+        t,
+        Some(Template::Whole(read("secret/data/db", "password", None)))
+    );
     let t = parse_value("DB", "vault:secret/db#password#3").unwrap();
-    assert_eq!(t, Some(Template::Whole(read("secret/db", "password", Some(3)))));
+    assert_eq!(
+        t,
+        Some(Template::Whole(read("secret/db", "password", Some(3))))
+    );
     let t = parse_value("DB", "bao:kv/app#user").unwrap().unwrap();
     assert_eq!(t.references()[0].scheme, Scheme::Bao);
     assert_eq!(t.to_string(), "bao:kv/app#user");
@@ -24,11 +30,16 @@ fn whole_references() {
 
 #[test]
 fn write_references() {
-    let t = parse_value("X", ">>vault:database/creds/app#username").unwrap().unwrap();
-    assert_eq!(t.references()[0].action, Action::Write { body: None });
-    let t = parse_value("X", r##">>vault:pki/issue/web#certificate#{"common_name":"a#b.example"}"##)
+    let t = parse_value("X", ">>vault:database/creds/app#username")
         .unwrap()
         .unwrap();
+    assert_eq!(t.references()[0].action, Action::Write { body: None });
+    let t = parse_value(
+        "X",
+        r##">>vault:pki/issue/web#certificate#{"common_name":"a#b.example"}"##,
+    )
+    .unwrap()
+    .unwrap();
     let r = t.references()[0];
     assert_eq!(r.key, "certificate");
     assert_eq!(
@@ -46,7 +57,10 @@ fn inline_references_keep_surrounding_text() {
     assert_eq!(t.references().len(), 2);
     assert_eq!(t.to_string(), v);
     let rendered: Result<String, ()> = t.render(|r| Ok(format!("<{}>", r.key)));
-    assert_eq!(rendered.unwrap(), "postgres://<user>:<password>@db:5432/app");
+    assert_eq!(
+        rendered.unwrap(),
+        "postgres://<user>:<password>@db:5432/app"
+    );
 }
 
 #[test]
@@ -70,7 +84,11 @@ fn look_alikes_are_left_alone() {
         "myvault:thing#x",
         "{vault:secret#x}",
     ] {
-        assert_eq!(parse_value("V", v).unwrap(), None, "{v:?} must be left alone");
+        assert_eq!(
+            parse_value("V", v).unwrap(),
+            None,
+            "{v:?} must be left alone"
+        );
     }
 }
 
@@ -103,17 +121,35 @@ fn errors_name_the_var_quote_the_reference_and_say_what_is_expected() {
 
 #[test]
 fn from_path_lists() {
-    let list = parse_from_path("rotor.dev/from-path", "secret/data/a, secret/b#2,,vault:kv/c").unwrap();
+    let list = parse_from_path(
+        "rotor.dev/from-path",
+        "secret/data/a, secret/b#2,,vault:kv/c",
+    )
+    .unwrap();
     assert_eq!(
         list,
         vec![
-            PathRef { path: "secret/data/a".into(), version: None },
-            PathRef { path: "secret/b".into(), version: Some(2) },
-            PathRef { path: "kv/c".into(), version: None },
+            PathRef {
+                path: "secret/data/a".into(),
+                version: None
+            },
+            PathRef {
+                path: "secret/b".into(),
+                version: Some(2)
+            },
+            PathRef {
+                path: "kv/c".into(),
+                version: None
+            },
         ]
     );
-    let msg = parse_from_path("rotor.dev/from-path", "secret/a#x").unwrap_err().to_string();
-    assert!(msg.contains("rotor.dev/from-path") && msg.contains("secret/a#x"), "{msg}");
+    let msg = parse_from_path("rotor.dev/from-path", "secret/a#x")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("rotor.dev/from-path") && msg.contains("secret/a#x"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::pki::{CertifiedKey, Pki, private_key_pem};
+use crate::pki::{CertifiedKey, Pki, key_pair_pem};
 use crate::ports::free_port;
 use crate::process::ManagedProcess;
 use crate::ready::wait_http_ok;
@@ -46,8 +46,13 @@ impl ApiServer {
         let ca_file = write("ca.crt", pki.ca_pem())?;
         let cert_file = write("apiserver.crt", &serving.cert_pem)?;
         let key_file = write("apiserver.key", &serving.key_pem)?;
-        let sa_key_file = write("service-account.key", &private_key_pem()?)?;
-        let kubeconfig = write("admin.kubeconfig", &kubeconfig_yaml(&url, pki.ca_pem(), &admin))?;
+        let (sa_private, sa_public) = key_pair_pem()?;
+        let sa_key_file = write("service-account.key", &sa_private)?;
+        let sa_pub_file = write("service-account.pub", &sa_public)?;
+        let kubeconfig = write(
+            "admin.kubeconfig",
+            &kubeconfig_yaml(&url, pki.ca_pem(), &admin),
+        )?;
 
         let args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -58,8 +63,11 @@ impl ApiServer {
             format!("--tls-cert-file={}", cert_file.display()),
             format!("--tls-private-key-file={}", key_file.display()),
             format!("--client-ca-file={}", ca_file.display()),
-            format!("--service-account-key-file={}", sa_key_file.display()),
-            format!("--service-account-signing-key-file={}", sa_key_file.display()),
+            format!("--service-account-key-file={}", sa_pub_file.display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                sa_key_file.display()
+            ),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             "--authorization-mode=RBAC".to_string(),
             "--service-cluster-ip-range=10.96.0.0/16".to_string(),
@@ -88,10 +96,9 @@ impl ApiServer {
 
 fn admin_http_client(ca_pem: &str, admin: &CertifiedKey) -> Result<reqwest::Client> {
     crate::install_crypto_provider();
-    let identity = reqwest::Identity::from_pem(
-        format!("{}\n{}", admin.cert_pem, admin.key_pem).as_bytes(),
-    )
-    .context("loading the admin identity")?;
+    let identity =
+        reqwest::Identity::from_pem(format!("{}\n{}", admin.cert_pem, admin.key_pem).as_bytes())
+            .context("loading the admin identity")?;
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("loading the CA")?;
     reqwest::Client::builder()
         .tls_certs_only([ca])

@@ -95,7 +95,11 @@ impl Stack {
             .await
             .context("starting kube-apiserver")?;
         let registry = if options.registry {
-            Some(Registry::start(dir.path()).await.context("starting the OCI registry")?)
+            Some(
+                Registry::start(dir.path())
+                    .await
+                    .context("starting the OCI registry")?,
+            )
         } else {
             None
         };
@@ -151,7 +155,11 @@ impl Stack {
     }
 
     /// A fresh namespace carrying `labels` (for example a Pod Security level).
-    pub async fn namespace_with_labels(&self, prefix: &str, labels: &[(&str, &str)]) -> Result<String> {
+    pub async fn namespace_with_labels(
+        &self,
+        prefix: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<String> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "{prefix}-{}-{}",
@@ -256,7 +264,12 @@ impl Stack {
             Err(e) => return Err(e).context("binding the token reviewer to system:auth-delegator"),
         }
         let jwt = self
-            .service_account_token(ns, reviewer, "https://kubernetes.default.svc.cluster.local", 86_400)
+            .service_account_token(
+                ns,
+                reviewer,
+                "https://kubernetes.default.svc.cluster.local",
+                86_400,
+            )
             .await?;
         self.bao_admin()?
             .enable_kubernetes_auth(mount, &self.api.url, &self.api.ca_pem, &jwt)

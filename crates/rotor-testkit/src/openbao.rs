@@ -126,7 +126,12 @@ impl BaoAdmin {
     }
 
     /// Calls `METHOD /v1/<path>`; a non-2xx answer is an error carrying the server's message.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
         let mut req = self
             .http
@@ -136,7 +141,10 @@ impl BaoAdmin {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -194,8 +202,11 @@ impl BaoAdmin {
         ca_pem: &str,
         reviewer_jwt: &str,
     ) -> Result<()> {
-        self.write(&format!("sys/auth/{mount}"), json!({ "type": "kubernetes" }))
-            .await?;
+        self.write(
+            &format!("sys/auth/{mount}"),
+            json!({ "type": "kubernetes" }),
+        )
+        .await?;
         self.write(
             &format!("auth/{mount}/config"),
             json!({

@@ -86,11 +86,10 @@ impl Pki {
     }
 }
 
-/// A fresh private key in PKCS#8 PEM (the service-account signing key).
-pub fn private_key_pem() -> Result<String> {
-    Ok(KeyPair::generate()
-        .context("generating a key")?
-        .serialize_pem())
+/// A fresh key pair: (PKCS#8 private key PEM, public key PEM), for service-account tokens.
+pub fn key_pair_pem() -> Result<(String, String)> {
+    let key = KeyPair::generate().context("generating a key")?;
+    Ok((key.serialize_pem(), key.public_key_pem()))
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {

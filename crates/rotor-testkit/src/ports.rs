@@ -12,7 +12,10 @@ pub fn free_port() -> Result<u16> {
     for _ in 0..64 {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .context("binding 127.0.0.1:0 to find a free port")?;
-        let port = listener.local_addr().context("reading a bound port")?.port();
+        let port = listener
+            .local_addr()
+            .context("reading a bound port")?
+            .port();
         let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
         if !handed.contains(&port) {
             handed.push(port);

@@ -67,7 +67,9 @@ impl ManagedProcess {
 
     /// Whether the process has exited (and with what status).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Stops the process: SIGTERM, then SIGKILL after `grace`, and reaps it.

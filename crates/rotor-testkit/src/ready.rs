@@ -33,12 +33,7 @@ pub async fn wait_http_ok(
                 process.log_tail(30)
             );
         }
-        match client
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-        {
+        match client.get(url).timeout(Duration::from_secs(2)).send().await {
             Ok(resp) if resp.status().is_success() => return Ok(()),
             Ok(resp) => last = format!("HTTP {}", resp.status()),
             Err(err) => last = err.to_string(),
