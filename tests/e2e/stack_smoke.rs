@@ -1,6 +1,7 @@
 //! Proves the local control plane is real: a ServiceAccount token from the TokenRequest API logs
 //! in to OpenBao through Kubernetes auth (OpenBao calls TokenReview on our kube-apiserver), reads
 //! a KV v2 secret, and a token of another ServiceAccount is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
 use anyhow::Result;
 use rotor_testkit::{Stack, StackOptions};

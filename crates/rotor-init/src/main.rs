@@ -1,1 +1,213 @@
-fn main() {}
+//! rotor-init: log in to Vault/OpenBao as the pod, resolve every `vault:` reference in the
+//! environment, strip rotor's own settings and credentials, and `execve` the app.
+//!
+//! ```text
+//! rotor-init copy DIR              copy this binary to DIR/rotor-init
+//! rotor-init [--] COMMAND [ARGS]   resolve the environment, then exec COMMAND
+//! ```
+
+mod config;
+mod copy_self;
+mod daemon;
+mod exit_code;
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt as _;
+use std::process::ExitCode;
+
+use rotor_core::resolve::{ResolveError, ResolveOptions, resolve_environment};
+use rotor_core::store::{StoreClient, StoreError};
+
+use crate::config::Settings;
+
+const USAGE: &str = "usage: rotor-init copy DIR | rotor-init [--] COMMAND [ARGS...]";
+
+fn main() -> ExitCode {
+    rotor_core::install_crypto_provider();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("copy") => return copy(&args[1..]),
+        Some("--") => {
+            args.remove(0);
+        }
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--version") => {
+            println!("rotor-init {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    if args.is_empty() {
+        eprintln!("rotor-init: no command to run; {USAGE}");
+        return ExitCode::from(exit_code::CONFIG);
+    }
+    ExitCode::from(run(args))
+}
+
+fn copy(args: &[String]) -> ExitCode {
+    let [dir] = args else {
+        eprintln!("rotor-init copy: expected exactly one directory; {USAGE}");
+        return ExitCode::from(exit_code::CONFIG);
+    };
+    match copy_self::copy_self(std::path::Path::new(dir)) {
+        Ok(target) => {
+            eprintln!("rotor-init: copied to {}", target.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rotor-init copy: {e}");
+            ExitCode::from(exit_code::COPY_FAILED)
+        }
+    }
+}
+
+fn run(command: Vec<String>) -> u8 {
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let env_map: HashMap<String, String> = env.iter().cloned().collect();
+    let settings = match Settings::from_env(&env_map) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rotor-init: configuration error: {e}");
+            return exit_code::CONFIG;
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return exit_code::CONFIG;
+        }
+    };
+    let app_env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| !settings.strips(k))
+        .collect();
+    let outcome = runtime.block_on(resolve(&settings, app_env));
+    let (client, resolution) = match outcome {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let program = &command[0];
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(&command[1..])
+        .env_clear()
+        .envs(resolution.env.iter().map(|(k, v)| (k, v)));
+    if settings.daemon {
+        tracing::info!(%program, leases = resolution.leases.len(), "starting the app under rotor-init (daemon mode)");
+        let mut child = tokio::process::Command::from(cmd);
+        let code = runtime.block_on(async {
+            match child.spawn() {
+                Ok(child) => {
+                    daemon::supervise(child, client, resolution.leases, settings.daemon_grace).await
+                }
+                Err(e) => {
+                    tracing::error!(%program, error = %e, "cannot start the app");
+                    i32::from(exec_error_code(&e))
+                }
+            }
+        });
+        return u8::try_from(code.clamp(0, 255)).unwrap_or(1);
+    }
+    drop(runtime);
+    tracing::info!(%program, "exec");
+    // On success exec does not return: the app replaces rotor-init as the process.
+    let err = cmd.exec();
+    eprintln!("rotor-init: cannot exec {program:?}: {err}");
+    exec_error_code(&err)
+}
+
+async fn resolve(
+    settings: &Settings,
+    app_env: Vec<(String, String)>,
+) -> Result<(StoreClient, rotor_core::resolve::Resolution), u8> {
+    let started = std::time::Instant::now();
+    let mut client = StoreClient::new(settings.store.clone()).map_err(|e| {
+        tracing::error!(error = %e, "store client");
+        exit_code::CONFIG
+    })?;
+    let references = rotor_core::resolve::parse_environment(&app_env).map_err(|e| {
+        tracing::error!(error = %e, "a reference does not parse");
+        exit_code::CONFIG
+    })?;
+    if references.is_empty() && settings.from_path.is_empty() {
+        tracing::info!("no references in the environment; nothing to resolve");
+        return Ok((
+            client,
+            rotor_core::resolve::Resolution {
+                env: app_env,
+                ..Default::default()
+            },
+        ));
+    }
+    client.login(&settings.auth).await.map_err(|e| {
+        tracing::error!(method = settings.auth.method(), addr = %settings.store.addr, error = %e, "login failed");
+        login_error_code(&e)
+    })?;
+    let options = ResolveOptions {
+        ignore_missing: settings.ignore_missing,
+        concurrency: settings.concurrency,
+    };
+    let resolution = resolve_environment(&client, app_env, &settings.from_path, options)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot resolve the environment; the app is not started");
+            resolve_error_code(&e)
+        })?;
+    tracing::info!(
+        variables = resolution.resolved,
+        requests = resolution.requests,
+        removed = resolution.removed.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "resolved the environment"
+    );
+    Ok((client, resolution))
+}
+
+fn login_error_code(e: &StoreError) -> u8 {
+    match e {
+        StoreError::Deadline { .. } | StoreError::Transport { .. } => exit_code::STORE_UNAVAILABLE,
+        StoreError::Config(_) => exit_code::CONFIG,
+        _ => exit_code::AUTH,
+    }
+}
+
+fn resolve_error_code(e: &ResolveError) -> u8 {
+    match e.store_error() {
+        None => exit_code::CONFIG,
+        Some(StoreError::Deadline { .. } | StoreError::Transport { .. }) => {
+            exit_code::STORE_UNAVAILABLE
+        }
+        Some(StoreError::Config(_)) => exit_code::CONFIG,
+        Some(_) => exit_code::MISSING_SECRET,
+    }
+}
+
+fn exec_error_code(e: &std::io::Error) -> u8 {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        exit_code::EXEC_NOT_FOUND
+    } else {
+        exit_code::EXEC_FAILED
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(settings.log_level)
+        .with_target(false)
+        .with_ansi(false);
+    if settings.json_logs {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,271 @@
+//! Resolving an environment: parse every value, read each distinct (path, version) once and
+//! write each distinct `>>` request once, concurrently with a bound, then render the values.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt as _;
+
+use crate::reference::{Action, ParseError, PathRef, Reference, Template, parse_value};
+use crate::store::{Lease, Secret, StoreClient, StoreError};
+
+#[derive(Clone, Copy, Debug)]
+pub struct ResolveOptions {
+    /// Remove a variable whose secret or key is missing instead of failing.
+    pub ignore_missing: bool,
+    /// How many store requests run at once.
+    pub concurrency: usize,
+}
+
+impl Default for ResolveOptions {
+    fn default() -> Self {
+        Self {
+            ignore_missing: false,
+            concurrency: 8,
+        }
+    }
+}
+
+/// The resolved environment.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// Every variable, references replaced; in the input order, from-path keys after.
+    pub env: Vec<(String, String)>,
+    /// Variables removed because of ignore-missing (names and reasons, never values).
+    pub removed: Vec<String>,
+    /// Leases of dynamic secrets (for daemon mode).
+    pub leases: Vec<Lease>,
+    /// How many store requests were made.
+    pub requests: usize,
+    /// How many variables had references.
+    pub resolved: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("env {var}: reference {reference:?}: {source}")]
+    Store {
+        var: String,
+        reference: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl ResolveError {
+    /// The store error, if this is one.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Self::Store { source, .. } => Some(source),
+            Self::Parse(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Request {
+    Read { path: String, version: Option<u64> },
+    Write { path: String, body: Option<String> },
+}
+
+impl Request {
+    fn of(reference: &Reference) -> Self {
+        match &reference.action {
+            Action::Read { version } => Self::Read {
+                path: reference.path.clone(),
+                version: *version,
+            },
+            Action::Write { body } => Self::Write {
+                path: reference.path.clone(),
+                body: body.clone(),
+            },
+        }
+    }
+}
+
+/// Parses every value of `env`; `(name, template)` for those with references.
+pub fn parse_environment(env: &[(String, String)]) -> Result<Vec<(usize, Template)>, ParseError> {
+    let mut out = Vec::new();
+    for (i, (name, value)) in env.iter().enumerate() {
+        if let Some(t) = parse_value(name, value)? {
+            out.push((i, t));
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `env` and the `from_paths` secrets against the store.
+pub async fn resolve_environment(
+    client: &StoreClient,
+    env: Vec<(String, String)>,
+    from_paths: &[PathRef],
+    options: ResolveOptions,
+) -> Result<Resolution, ResolveError> {
+    let templates = parse_environment(&env)?;
+    let mut requests: Vec<Request> = Vec::new();
+    for (_, t) in &templates {
+        for r in t.references() {
+            let req = Request::of(r);
+            if !requests.contains(&req) {
+                requests.push(req);
+            }
+        }
+    }
+    for p in from_paths {
+        let req = Request::Read {
+            path: p.path.clone(),
+            version: p.version,
+        };
+        if !requests.contains(&req) {
+            requests.push(req);
+        }
+    }
+    let request_count = requests.len();
+    let answers: HashMap<Request, Result<Secret, StoreError>> = futures::stream::iter(requests)
+        .map(|req| async move {
+            let answer = match &req {
+                Request::Read { path, version } => client.read(path, *version).await,
+                Request::Write { path, body } => client.write(path, body.as_deref()).await,
+            };
+            (req, answer)
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+
+    let mut resolution = Resolution {
+        requests: request_count,
+        resolved: templates.len(),
+        ..Resolution::default()
+    };
+    for answer in answers.values().flatten() {
+        if let Some(lease) = &answer.lease {
+            resolution.leases.push(lease.clone());
+        }
+    }
+    let mut rendered: BTreeMap<usize, Option<String>> = BTreeMap::new();
+    for (i, template) in &templates {
+        let var = &env[*i].0;
+        let value = template.render(|r| {
+            let answer = answers
+                .get(&Request::of(r))
+                .ok_or_else(|| StoreError::Config("internal: a request was not made".to_string()));
+            answer
+                .and_then(|a| a.as_ref().map_err(clone_error))
+                .and_then(|secret| secret.get(&r.path, &r.key))
+                .map_err(|source| (r.to_string(), source))
+        });
+        match value {
+            Ok(v) => {
+                rendered.insert(*i, Some(v));
+            }
+            Err((reference, source)) if options.ignore_missing && source.is_not_found() => {
+                tracing::warn!(%var, %reference, error = %source, "secret missing, variable removed (ignore-missing)");
+                resolution.removed.push(format!("{var}: {source}"));
+                rendered.insert(*i, None);
+            }
+            Err((reference, source)) => {
+                return Err(ResolveError::Store {
+                    var: var.clone(),
+                    reference,
+                    source,
+                });
+            }
+        }
+    }
+    for (i, (name, value)) in env.into_iter().enumerate() {
+        match rendered.remove(&i) {
+            Some(Some(v)) => resolution.env.push((name, v)),
+            Some(None) => {}
+            None => resolution.env.push((name, value)),
+        }
+    }
+    for p in from_paths {
+        let req = Request::Read {
+            path: p.path.clone(),
+            version: p.version,
+        };
+        match answers.get(&req) {
+            Some(Ok(secret)) => {
+                for (key, value) in &secret.data {
+                    // An explicit variable wins over a from-path key of the same name.
+                    if resolution.env.iter().any(|(n, _)| n == key) {
+                        continue;
+                    }
+                    let value = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    resolution.env.push((key.clone(), value));
+                }
+            }
+            Some(Err(e)) if options.ignore_missing && e.is_not_found() => {
+                resolution.removed.push(format!("from-path {p}: {e}"));
+            }
+            Some(Err(e)) => {
+                return Err(ResolveError::Store {
+                    var: "from-path".to_string(),
+                    reference: p.to_string(),
+                    source: clone_error(e),
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(resolution)
+}
+
+/// Store errors are not `Clone` (they are built once per request); rebuild one for each
+/// variable that used the failed request.
+fn clone_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Status {
+            op,
+            status,
+            message,
+        } => StoreError::Status {
+            op: op.clone(),
+            status: *status,
+            message: message.clone(),
+        },
+        StoreError::Transport { op, message } => StoreError::Transport {
+            op: op.clone(),
+            message: message.clone(),
+        },
+        StoreError::Deadline {
+            attempts,
+            elapsed,
+            deadline,
+            last,
+        } => StoreError::Deadline {
+            attempts: *attempts,
+            elapsed: *elapsed,
+            deadline: *deadline,
+            last: Box::new(clone_error(last)),
+        },
+        StoreError::Decode { op, message } => StoreError::Decode {
+            op: op.clone(),
+            message: message.clone(),
+        },
+        StoreError::VersionGone {
+            path,
+            version,
+            state,
+        } => StoreError::VersionGone {
+            path: path.clone(),
+            version: *version,
+            state,
+        },
+        StoreError::MissingKey {
+            path,
+            key,
+            available,
+        } => StoreError::MissingKey {
+            path: path.clone(),
+            key: key.clone(),
+            available: *available,
+        },
+        StoreError::Config(m) => StoreError::Config(m.clone()),
+    }
+}

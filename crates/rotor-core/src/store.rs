@@ -1,0 +1,11 @@
+//! The store client (Vault and OpenBao), its auth methods, errors and retry policy.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod retry;
+
+pub use auth::{Auth, DEFAULT_SERVICE_ACCOUNT_TOKEN};
+pub use client::{Lease, MountInfo, Secret, StoreClient, StoreConfig};
+pub use error::StoreError;
+pub use retry::RetryPolicy;

@@ -1,0 +1,116 @@
+//! How a client logs in to the store.
+
+use std::path::PathBuf;
+
+use super::error::StoreError;
+
+/// The default in-pod service-account token path.
+pub const DEFAULT_SERVICE_ACCOUNT_TOKEN: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// One auth method. The credentials here are secrets themselves: `Debug` hides them.
+#[derive(Clone)]
+pub enum Auth {
+    /// Kubernetes auth with a service-account token read from a file.
+    Kubernetes {
+        mount: String,
+        role: String,
+        token_file: PathBuf,
+    },
+    /// JWT/OIDC auth with a JWT read from a file.
+    Jwt {
+        mount: String,
+        role: String,
+        token_file: PathBuf,
+    },
+    /// A store token given directly.
+    Token(String),
+    /// AppRole auth.
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id: String,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kubernetes {
+                mount,
+                role,
+                token_file,
+            } => f
+                .debug_struct("Kubernetes")
+                .field("mount", mount)
+                .field("role", role)
+                .field("token_file", token_file)
+                .finish(),
+            Self::Jwt {
+                mount,
+                role,
+                token_file,
+            } => f
+                .debug_struct("Jwt")
+                .field("mount", mount)
+                .field("role", role)
+                .field("token_file", token_file)
+                .finish(),
+            Self::Token(_) => f.write_str("Token(<hidden>)"),
+            Self::AppRole { mount, .. } => f
+                .debug_struct("AppRole")
+                .field("mount", mount)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Auth {
+    /// A short name for logs: `kubernetes`, `jwt`, `token`, `approle`.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Kubernetes { .. } => "kubernetes",
+            Self::Jwt { .. } => "jwt",
+            Self::Token(_) => "token",
+            Self::AppRole { .. } => "approle",
+        }
+    }
+
+    /// The login request: (path under /v1, JSON body), or `None` for a direct token.
+    pub(crate) fn login_request(&self) -> Result<Option<(String, serde_json::Value)>, StoreError> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| {
+                    StoreError::Config(format!(
+                        "reading the service-account token {}: {e}; mount a token there or set the token path",
+                        path.display()
+                    ))
+                })
+        };
+        Ok(match self {
+            Self::Kubernetes {
+                mount,
+                role,
+                token_file,
+            }
+            | Self::Jwt {
+                mount,
+                role,
+                token_file,
+            } => Some((
+                format!("auth/{}/login", mount.trim_matches('/')),
+                serde_json::json!({ "role": role, "jwt": read(token_file)? }),
+            )),
+            Self::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => Some((
+                format!("auth/{}/login", mount.trim_matches('/')),
+                serde_json::json!({ "role_id": role_id, "secret_id": secret_id }),
+            )),
+            Self::Token(_) => None,
+        })
+    }
+}

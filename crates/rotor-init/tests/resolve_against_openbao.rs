@@ -1,0 +1,516 @@
+//! rotor-init end to end: a real service-account token from kube-apiserver, validated by a real
+//! OpenBao through TokenReview; every reference form, every failure path, daemon mode, and a
+//! canary value that must never reach rotor-init's own output.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rotor_testkit::{BaoAdmin, Stack, StackOptions};
+use serde_json::json;
+
+const CANARY: &str = "canary-9d1f4e0b-never-log-me";
+const AUDIENCE: &str = "rotor-init-test";
+
+struct Fixture {
+    stack: Stack,
+    token_file: PathBuf,
+    other_token_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn rotor_init() -> &'static str {
+    env!("CARGO_BIN_EXE_rotor-init")
+}
+
+impl Fixture {
+    async fn new() -> Result<Self> {
+        let stack = Stack::start(StackOptions::default()).await?;
+        let ns = stack.namespace("init").await?;
+        stack.service_account(&ns, "app").await?;
+        stack.service_account(&ns, "other").await?;
+        stack.enable_bao_kubernetes_auth("kubernetes").await?;
+        let bao = stack.bao_admin()?;
+        bao.put_policy(
+            "app",
+            r#"
+path "secret/data/*" { capabilities = ["read"] }
+path "kv1/*" { capabilities = ["read"] }
+path "pki/issue/*" { capabilities = ["create", "update"] }
+path "sys/leases/renew" { capabilities = ["update"] }
+"#,
+        )
+        .await?;
+        bao.put_kubernetes_role(
+            "kubernetes",
+            "app",
+            &["app"],
+            &[&ns],
+            &["app"],
+            Some(AUDIENCE),
+        )
+        .await?;
+        setup_secrets(&bao).await?;
+        let dir = tempfile::tempdir()?;
+        let token_file = dir.path().join("token");
+        std::fs::write(
+            &token_file,
+            stack
+                .service_account_token(&ns, "app", AUDIENCE, 3600)
+                .await?,
+        )?;
+        let other_token_file = dir.path().join("other-token");
+        std::fs::write(
+            &other_token_file,
+            stack
+                .service_account_token(&ns, "other", AUDIENCE, 3600)
+                .await?,
+        )?;
+        Ok(Self {
+            stack,
+            token_file,
+            other_token_file,
+            _dir: dir,
+        })
+    }
+
+    fn base_env(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (
+                "PATH".to_string(),
+                std::env::var("PATH").unwrap_or_default(),
+            ),
+            ("ROTOR_ADDR".to_string(), self.stack.bao.addr.clone()),
+            ("ROTOR_ROLE".to_string(), "app".to_string()),
+            (
+                "ROTOR_TOKEN_FILE".to_string(),
+                self.token_file.display().to_string(),
+            ),
+            ("ROTOR_DEADLINE".to_string(), "10".to_string()),
+        ])
+    }
+}
+
+async fn setup_secrets(bao: &BaoAdmin) -> Result<()> {
+    bao.put_kv2("secret", "db", json!({ "user": "app", "password": CANARY }))
+        .await?;
+    bao.put_kv2(
+        "secret",
+        "db",
+        json!({ "user": "app", "password": "v2-password" }),
+    )
+    .await?;
+    bao.put_kv2(
+        "secret",
+        "api",
+        json!({ "key": "api-key-1", "region": "eu" }),
+    )
+    .await?;
+    bao.put_kv2("secret", "gone", json!({ "k": "old" })).await?;
+    bao.put_kv2("secret", "gone", json!({ "k": "new" })).await?;
+    bao.write("secret/delete/gone", json!({ "versions": [1] }))
+        .await?;
+    bao.mount("kv1", "kv", json!({ "version": "1" })).await?;
+    bao.write("kv1/legacy", json!({ "token": "legacy-value" }))
+        .await?;
+    bao.mount("pki", "pki", json!({})).await?;
+    bao.write("sys/mounts/pki/tune", json!({ "max_lease_ttl": "24h" }))
+        .await?;
+    bao.write(
+        "pki/root/generate/internal",
+        json!({ "common_name": "rotor.test", "ttl": "24h" }),
+    )
+    .await?;
+    bao.write(
+        "pki/roles/web",
+        json!({ "allowed_domains": "rotor.test", "allow_subdomains": true, "max_ttl": "1h" }),
+    )
+    .await?;
+    bao.write(
+        "pki/roles/short",
+        json!({ "allowed_domains": "rotor.test", "allow_subdomains": true, "ttl": "4s", "max_ttl": "4s", "generate_lease": true }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs rotor-init with exactly `env`, then `app` with `args`.
+fn run(env: &HashMap<String, String>, app: &str, args: &[&str]) -> Output {
+    Command::new(rotor_init())
+        .arg("--")
+        .arg(app)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("running rotor-init")
+}
+
+fn app_env(out: &Output) -> HashMap<String, String> {
+    String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_no_canary(out: &Output) {
+    let err = stderr(out);
+    assert!(
+        !err.contains(CANARY),
+        "the canary leaked into rotor-init's output:\n{err}"
+    );
+}
+
+fn with(base: &HashMap<String, String>, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env = base.clone();
+    for (k, v) in extra {
+        env.insert((*k).to_string(), (*v).to_string());
+    }
+    env
+}
+
+#[tokio::test]
+async fn resolves_every_reference_form_and_execs_the_app() -> Result<()> {
+    let f = Fixture::new().await?;
+    let env = with(
+        &f.base_env(),
+        &[
+            ("DB_PASSWORD_V1", "vault:secret/data/db#password#1"),
+            ("DB_PASSWORD", "vault:secret/data/db#password"),
+            ("DB_PASSWORD_NO_DATA", "vault:secret/db#password"),
+            (
+                "DB_URL",
+                "postgres://${vault:secret/data/db#user}:${bao:secret/db#password}@db:5432/app",
+            ),
+            ("API_KEY", "bao:secret/data/api#key"),
+            ("LEGACY", "vault:kv1/legacy#token"),
+            (
+                "CERT",
+                r#">>vault:pki/issue/web#certificate#{"common_name":"a.rotor.test"}"#,
+            ),
+            (
+                "CERT_KEY",
+                r#">>vault:pki/issue/web#private_key#{"common_name":"a.rotor.test"}"#,
+            ),
+            ("PLAIN", "http://vault:8200 costs $5"),
+            ("ROTOR_FROM_PATH", "secret/data/api"),
+            ("VAULT_TOKEN", "must-not-reach-the-app"),
+            ("ROTOR_LOG_FORMAT", "json"),
+        ],
+    );
+    let out = run(&env, "env", &["-0"]);
+    assert!(out.status.success(), "rotor-init failed: {}", stderr(&out));
+    let seen = app_env(&out);
+    assert_eq!(
+        seen["DB_PASSWORD_V1"], CANARY,
+        "a pinned version reads that version"
+    );
+    assert_eq!(seen["DB_PASSWORD"], "v2-password");
+    assert_eq!(
+        seen["DB_PASSWORD_NO_DATA"], "v2-password",
+        "KV v2 without /data/"
+    );
+    assert_eq!(seen["DB_URL"], "postgres://app:v2-password@db:5432/app");
+    assert_eq!(seen["API_KEY"], "api-key-1");
+    assert_eq!(seen["LEGACY"], "legacy-value", "KV v1");
+    assert!(seen["CERT"].contains("BEGIN CERTIFICATE"));
+    assert!(seen["CERT_KEY"].contains("PRIVATE KEY"));
+    assert_eq!(
+        seen["PLAIN"], "http://vault:8200 costs $5",
+        "look-alikes are left alone"
+    );
+    assert_eq!(
+        seen["region"], "eu",
+        "from-path: every key becomes a variable"
+    );
+    assert_eq!(seen["key"], "api-key-1");
+    assert!(
+        !seen.contains_key("VAULT_TOKEN"),
+        "store tokens are stripped"
+    );
+    assert!(
+        seen.keys().all(|k| !k.starts_with("ROTOR_")),
+        "ROTOR_* are stripped: {seen:?}"
+    );
+    // Each distinct (path, version) and each distinct write is one request:
+    // db#1, secret/data/db, secret/db (another spelling, read once itself), kv1/legacy, api
+    // (env and from-path share it), and one pki write -> 6.
+    let err = stderr(&out);
+    assert!(
+        err.contains("\"requests\":6"),
+        "request count in the log: {err}"
+    );
+    assert!(err.contains("\"variables\":8"), "{err}");
+    assert_no_canary(&out);
+    // The certificate and its key came from one response: the key matches the certificate.
+    assert_cert_matches_key(&seen["CERT"], &seen["CERT_KEY"])?;
+    Ok(())
+}
+
+fn assert_cert_matches_key(cert: &str, key: &str) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("c.pem"), cert)?;
+    std::fs::write(dir.path().join("k.pem"), key)?;
+    let pubkey = |args: &[&str]| -> Result<Vec<u8>> {
+        Ok(Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()?
+            .stdout)
+    };
+    let from_cert = pubkey(&["x509", "-in", "c.pem", "-noout", "-pubkey"])?;
+    let from_key = pubkey(&["pkey", "-in", "k.pem", "-pubout"])?;
+    assert!(!from_cert.is_empty());
+    assert_eq!(
+        from_cert, from_key,
+        "certificate and key come from one write"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
+    let f = Fixture::new().await?;
+    let base = f.base_env();
+    let marker = "APP-RAN";
+
+    // Missing path: 66, names the variable, the reference, the path and the status.
+    let out = run(
+        &with(&base, &[("DB", "vault:secret/data/nope#password")]),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("env DB")
+            && err.contains("vault:secret/data/nope#password")
+            && err.contains("404"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(marker));
+
+    // Missing key on the secret holding the canary: 66, and the canary is not printed.
+    let out = run(
+        &with(&base, &[("DB", "vault:secret/data/db#nokey")]),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no key \"nokey\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_canary(&out);
+
+    // A deleted version says so.
+    let out = run(
+        &with(&base, &[("G", "vault:secret/data/gone#k#1")]),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("version 1: that version was deleted"),
+        "{}",
+        stderr(&out)
+    );
+
+    // ignore-missing removes the variable, warns with its name, and runs the app.
+    let out = run(
+        &with(
+            &base,
+            &[
+                ("DB", "vault:secret/data/nope#password"),
+                ("OK", "vault:secret/data/api#key"),
+                ("ROTOR_IGNORE_MISSING", "true"),
+            ],
+        ),
+        "env",
+        &["-0"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = app_env(&out);
+    assert!(!seen.contains_key("DB"));
+    assert_eq!(seen["OK"], "api-key-1");
+    assert!(
+        stderr(&out).contains("var=DB") || stderr(&out).contains("DB"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Wrong role (another ServiceAccount's real token): 77.
+    let out = run(
+        &with(
+            &base,
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                (
+                    "ROTOR_TOKEN_FILE",
+                    &f.other_token_file.display().to_string(),
+                ),
+            ],
+        ),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(stderr(&out).contains("login failed"), "{}", stderr(&out));
+
+    // A reference that does not parse: 78, with the variable and what is expected.
+    let out = run(
+        &with(&base, &[("DB", "vault:secret/data/db")]),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("env DB") && stderr(&out).contains("expected"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A command that does not exist: 127.
+    let out = run(
+        &with(&base, &[("DB", "vault:secret/data/api#key")]),
+        "/nonexistent/app",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+
+    // Passthrough keeps a named variable.
+    let out = run(
+        &with(
+            &base,
+            &[
+                ("VAULT_TOKEN", "kept"),
+                ("ROTOR_PASSTHROUGH", "VAULT_TOKEN,ROTOR_ROLE"),
+            ],
+        ),
+        "env",
+        &["-0"],
+    );
+    let seen = app_env(&out);
+    assert_eq!(seen.get("VAULT_TOKEN").map(String::as_str), Some("kept"));
+    assert_eq!(seen.get("ROTOR_ROLE").map(String::as_str), Some("app"));
+    assert!(!seen.contains_key("ROTOR_ADDR"));
+
+    // Store down past the deadline: 69, within about the deadline.
+    let closed = rotor_testkit::ports::free_port()?;
+    let started = Instant::now();
+    let out = run(
+        &with(
+            &base,
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                ("ROTOR_ADDR", &format!("http://127.0.0.1:{closed}")),
+                ("ROTOR_DEADLINE", "2"),
+            ],
+        ),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("gave up after"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    Ok(())
+}
+
+#[tokio::test]
+async fn store_down_then_up_within_the_deadline_succeeds() -> Result<()> {
+    let f = Fixture::new().await?;
+    let env = with(
+        &f.base_env(),
+        &[
+            ("DB", "vault:secret/data/db#password"),
+            ("ROTOR_DEADLINE", "30"),
+            ("ROTOR_REQUEST_TIMEOUT", "1"),
+        ],
+    );
+    f.stack.bao.pause()?;
+    let child = Command::new(rotor_init())
+        .args(["--", "env", "-0"])
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    f.stack.bao.resume()?;
+    let out = child.wait_with_output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(app_env(&out)["DB"], "v2-password");
+    assert!(
+        stderr(&out).contains("retrying"),
+        "it retried: {}",
+        stderr(&out)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn daemon_mode_stops_the_app_when_its_lease_ends() -> Result<()> {
+    let f = Fixture::new().await?;
+    let env = with(
+        &f.base_env(),
+        &[
+            (
+                "CERT",
+                r#">>vault:pki/issue/short#certificate#{"common_name":"d.rotor.test"}"#,
+            ),
+            ("ROTOR_DAEMON", "true"),
+            ("ROTOR_DAEMON_GRACE", "2"),
+        ],
+    );
+    let started = Instant::now();
+    let out = run(&env, "sleep", &["60"]);
+    // SIGTERM from rotor-init: exit status 128 + 15.
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        stderr(&out).contains("can no longer be renewed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Without daemon mode no parent stays: the app runs as rotor-init's own process (execve).
+    let child = Command::new(rotor_init())
+        .args(["--", "sh", "-c", "echo $$"])
+        .env_clear()
+        .envs(with(&f.base_env(), &[("DB", "vault:secret/data/api#key")]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pid.to_string());
+    Ok(())
+}
+
+#[test]
+fn copy_puts_an_executable_copy_in_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(rotor_init())
+        .args(["copy", &dir.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let copied = dir.path().join("rotor-init");
+    let out = Command::new(&copied).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rotor-init "));
+    let out = Command::new(rotor_init())
+        .args(["copy", "/nonexistent/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(73));
+}
