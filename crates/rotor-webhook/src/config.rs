@@ -1,0 +1,77 @@
+//! What the webhook injects and which defaults it applies: flags of `rotor-webhook serve` and
+//! `rotor-webhook inject`.
+
+/// The mutation settings (pure data, used by the planner).
+#[derive(Clone, Debug, clap::Args)]
+pub struct InjectConfig {
+    /// The rotor-init image that the injected init container runs.
+    #[arg(
+        long,
+        env = "ROTOR_INIT_IMAGE",
+        default_value = "ghcr.io/rotor-dev/rotor-init:0.1.0"
+    )]
+    pub init_image: String,
+    /// imagePullPolicy of the injected init container.
+    #[arg(long, env = "ROTOR_INIT_PULL_POLICY", default_value = "IfNotPresent")]
+    pub init_pull_policy: String,
+    /// Default store address when a pod names none.
+    #[arg(long, env = "ROTOR_DEFAULT_ADDR")]
+    pub default_addr: Option<String>,
+    /// Store addresses a pod annotation may choose (comma-separated, exact or prefix ending in `*`).
+    #[arg(long, env = "ROTOR_ADDR_ALLOWLIST", value_delimiter = ',')]
+    pub addr_allowlist: Vec<String>,
+    /// Default auth method: kubernetes, jwt, token, approle.
+    #[arg(long, env = "ROTOR_DEFAULT_AUTH_METHOD", default_value = "kubernetes")]
+    pub default_auth_method: String,
+    /// Default auth mount path (defaults to the method name).
+    #[arg(long, env = "ROTOR_DEFAULT_AUTH_PATH")]
+    pub default_auth_path: Option<String>,
+    /// Default store role (defaults to the pod's ServiceAccount name).
+    #[arg(long, env = "ROTOR_DEFAULT_ROLE")]
+    pub default_role: Option<String>,
+    /// Audience of the projected service-account token mounted for rotor-init.
+    #[arg(long, env = "ROTOR_TOKEN_AUDIENCE", default_value = "rotor")]
+    pub token_audience: String,
+    /// Lifetime of the projected token in seconds (the kubelet refreshes it).
+    #[arg(long, env = "ROTOR_TOKEN_EXPIRATION", default_value_t = 600)]
+    pub token_expiration_seconds: i64,
+    /// Log format rotor-init uses: plain or json.
+    #[arg(long, env = "ROTOR_INIT_LOG_FORMAT", default_value = "json")]
+    pub init_log_format: String,
+    /// sizeLimit of the in-memory volume holding rotor-init.
+    #[arg(long, env = "ROTOR_BIN_VOLUME_SIZE", default_value = "32Mi")]
+    pub bin_volume_size: String,
+}
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        Self {
+            init_image: "ghcr.io/rotor-dev/rotor-init:0.1.0".to_string(),
+            init_pull_policy: "IfNotPresent".to_string(),
+            default_addr: None,
+            addr_allowlist: Vec::new(),
+            default_auth_method: "kubernetes".to_string(),
+            default_auth_path: None,
+            default_role: None,
+            token_audience: "rotor".to_string(),
+            token_expiration_seconds: 600,
+            init_log_format: "json".to_string(),
+            bin_volume_size: "32Mi".to_string(),
+        }
+    }
+}
+
+impl InjectConfig {
+    /// Whether a pod annotation may point rotor-init at `addr`.
+    pub fn addr_allowed(&self, addr: &str) -> bool {
+        if self.default_addr.as_deref() == Some(addr) {
+            return true;
+        }
+        self.addr_allowlist
+            .iter()
+            .any(|allowed| match allowed.strip_suffix('*') {
+                Some(prefix) => addr.starts_with(prefix),
+                None => allowed == addr,
+            })
+    }
+}

@@ -1,0 +1,10 @@
+//! rotor-webhook: the mutating admission webhook (planner, server, offline injection).
+
+pub mod admission;
+pub mod annotations;
+pub mod config;
+pub mod inject_command;
+pub mod metrics;
+pub mod plan;
+pub mod serve;
+pub mod tls;

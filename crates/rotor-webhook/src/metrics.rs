@@ -1,0 +1,76 @@
+//! Prometheus metrics of the webhook. Labels stay low-cardinality: no pod names, no paths.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// patched, unchanged, denied, invalid
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// loaded, unchanged_invalid (a new file that does not parse; the last good is kept)
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<OutcomeLabels, Counter>,
+    pub duration: Histogram,
+    pub cert_reloads: Family<ReloadLabels, Counter>,
+    pub cert_loaded: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("rotor_webhook");
+        let requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission requests by outcome",
+            requests.clone(),
+        );
+        let duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission request",
+            duration.clone(),
+        );
+        let cert_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads by result",
+            cert_reloads.clone(),
+        );
+        let cert_loaded = Gauge::default();
+        registry.register(
+            "certificate_loaded",
+            "1 once a serving certificate is loaded",
+            cert_loaded.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            duration,
+            cert_reloads,
+            cert_loaded,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,280 @@
+use super::*;
+
+fn config() -> InjectConfig {
+    InjectConfig {
+        default_addr: Some("https://vault.vault:8200".to_string()),
+        addr_allowlist: vec![
+            "https://vault.team-a:8200".to_string(),
+            "https://bao.*".to_string(),
+        ],
+        ..InjectConfig::default()
+    }
+}
+
+fn pod(value: Value) -> Pod {
+    serde_json::from_value(value).unwrap()
+}
+
+fn app_pod() -> Value {
+    json!({
+        "metadata": { "name": "app", "namespace": "shop", "annotations": { "rotor.dev/vault-role": "shop" } },
+        "spec": {
+            "serviceAccountName": "shop-sa",
+            "initContainers": [{ "name": "migrate", "image": "migrate:1", "command": ["/migrate"],
+                "env": [{ "name": "DB", "value": "vault:secret/data/db#password" }] }],
+            "containers": [
+                { "name": "web", "image": "web:1", "command": ["/web"], "args": ["--port", "80"],
+                  "env": [{ "name": "DB", "value": "vault:secret/data/db#password" }, { "name": "PLAIN", "value": "x" }],
+                  "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                  "securityContext": { "runAsUser": 1000 },
+                  "readinessProbe": { "httpGet": { "path": "/", "port": 80 } } },
+                { "name": "sidecar", "image": "side:1", "command": ["/side"] }
+            ],
+            "volumes": [{ "name": "data", "emptyDir": {} }]
+        }
+    })
+}
+
+fn apply(pod_json: &Value, plan: &Plan) -> Value {
+    let mut doc = pod_json.clone();
+    if let Plan::Patch(patch) = plan {
+        json_patch::patch(&mut doc, patch).unwrap();
+    }
+    doc
+}
+
+#[test]
+fn pods_without_references_mirror_pods_and_opt_outs_are_unchanged() {
+    let plain = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "env": [{ "name": "A", "value": "http://vault:8200" }] }] } });
+    assert_eq!(
+        plan_mutation(&pod(plain), &config()).unwrap(),
+        Plan::Unchanged("no references")
+    );
+    let mut mirror = app_pod();
+    mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"] = json!("x");
+    assert_eq!(
+        plan_mutation(&pod(mirror), &config()).unwrap(),
+        Plan::Unchanged("mirror pod")
+    );
+    let mut off = app_pod();
+    off["metadata"]["annotations"]["rotor.dev/inject"] = json!("false");
+    assert_eq!(
+        plan_mutation(&pod(off), &config()).unwrap(),
+        Plan::Unchanged("opted out")
+    );
+    let mut bv_off = app_pod();
+    bv_off["metadata"]["annotations"]["vault.security.banzaicloud.io/mutate"] = json!("skip");
+    assert_eq!(
+        plan_mutation(&pod(bv_off), &config()).unwrap(),
+        Plan::Unchanged("opted out")
+    );
+}
+
+#[test]
+fn injects_the_wrapper_and_keeps_every_existing_field() {
+    let input = app_pod();
+    let plan = plan_mutation(&pod(input.clone()), &config()).unwrap();
+    let out = apply(&input, &plan);
+    let spec = &out["spec"];
+    // Our init container first, the pod's own after it, itself wrapped.
+    assert_eq!(spec["initContainers"][0]["name"], COPY_CONTAINER);
+    assert_eq!(
+        spec["initContainers"][0]["command"],
+        json!(["/rotor-init", "copy", BIN_DIR])
+    );
+    assert_eq!(spec["initContainers"][1]["name"], "migrate");
+    assert_eq!(spec["initContainers"][1]["command"], json!([WRAPPER]));
+    assert_eq!(spec["initContainers"][1]["args"], json!(["--", "/migrate"]));
+    let web = &spec["containers"][0];
+    assert_eq!(web["command"], json!([WRAPPER]));
+    assert_eq!(web["args"], json!(["--", "/web", "--port", "80"]));
+    assert_eq!(web["securityContext"]["runAsUser"], 1000);
+    assert_eq!(web["readinessProbe"]["httpGet"]["port"], 80);
+    assert_eq!(web["volumeMounts"][0]["name"], "data");
+    assert_eq!(
+        web["volumeMounts"][1],
+        json!({ "name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true })
+    );
+    assert_eq!(web["volumeMounts"][2]["mountPath"], TOKEN_DIR);
+    let env: Vec<(String, String)> = web["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        env.contains(&("DB".into(), "vault:secret/data/db#password".into())),
+        "references stay references"
+    );
+    assert!(env.contains(&("ROTOR_ADDR".into(), "https://vault.vault:8200".into())));
+    assert!(env.contains(&("ROTOR_ROLE".into(), "shop".into())));
+    assert!(env.contains(&("ROTOR_TOKEN_FILE".into(), format!("{TOKEN_DIR}/token"))));
+    // The sidecar has no references: untouched.
+    assert_eq!(spec["containers"][1], input["spec"]["containers"][1]);
+    // Volumes: the pod's own kept, ours added.
+    let names: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["data", BIN_VOLUME, TOKEN_VOLUME]);
+    assert_eq!(spec["volumes"][1]["emptyDir"]["medium"], "Memory");
+    assert_eq!(
+        spec["volumes"][2]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "rotor"
+    );
+}
+
+#[test]
+fn planning_its_own_output_changes_nothing() {
+    for input in [
+        app_pod(),
+        json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"], "env": [{ "name": "A", "value": "x${vault:s/d#k}y" }] }] } }),
+    ] {
+        let once = apply(
+            &input,
+            &plan_mutation(&pod(input.clone()), &config()).unwrap(),
+        );
+        assert_eq!(
+            plan_mutation(&pod(once.clone()), &config()).unwrap(),
+            Plan::Unchanged("already injected")
+        );
+    }
+}
+
+#[test]
+fn the_injected_container_passes_the_restricted_standard() {
+    let out = apply(
+        &app_pod(),
+        &plan_mutation(&pod(app_pod()), &config()).unwrap(),
+    );
+    let sc = &out["spec"]["initContainers"][0]["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+}
+
+#[test]
+fn denials_name_the_object_the_field_and_the_fix() {
+    let mut no_command = app_pod();
+    no_command["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("command");
+    let Deny(msg) = plan_mutation(&pod(no_command), &config()).unwrap_err();
+    assert!(
+        msg.contains("\"web\"") && msg.contains("spec.containers[0].command"),
+        "{msg}"
+    );
+
+    let mut bad_ref = app_pod();
+    bad_ref["spec"]["containers"][0]["env"][0]["value"] = json!("vault:secret/data/db");
+    let Deny(msg) = plan_mutation(&pod(bad_ref), &config()).unwrap_err();
+    assert!(
+        msg.contains("container \"web\"") && msg.contains("env DB") && msg.contains("expected"),
+        "{msg}"
+    );
+
+    let mut evil = app_pod();
+    evil["metadata"]["annotations"]["rotor.dev/vault-addr"] =
+        json!("https://attacker.example:8200");
+    let Deny(msg) = plan_mutation(&pod(evil), &config()).unwrap_err();
+    assert!(
+        msg.contains("rotor.dev/vault-addr") && msg.contains("allowlist"),
+        "{msg}"
+    );
+
+    let mut bad_bool = app_pod();
+    bad_bool["metadata"]["annotations"]["rotor.dev/daemon"] = json!("sometimes");
+    let Deny(msg) = plan_mutation(&pod(bad_bool), &config()).unwrap_err();
+    assert!(
+        msg.contains("rotor.dev/daemon") && msg.contains("expected"),
+        "{msg}"
+    );
+
+    let no_default = InjectConfig {
+        default_addr: None,
+        ..config()
+    };
+    let Deny(msg) = plan_mutation(&pod(app_pod()), &no_default).unwrap_err();
+    assert!(
+        msg.contains("shop/app") && msg.contains("--default-addr"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn allowlisted_addresses_and_bank_vaults_annotations_are_honoured() {
+    let mut input = app_pod();
+    let ann = input["metadata"]["annotations"].as_object_mut().unwrap();
+    ann.remove("rotor.dev/vault-role");
+    ann.insert(
+        "vault.security.banzaicloud.io/vault-addr".into(),
+        json!("https://bao.internal:8200"),
+    );
+    ann.insert(
+        "vault.security.banzaicloud.io/vault-role".into(),
+        json!("bv-role"),
+    );
+    ann.insert(
+        "vault.security.banzaicloud.io/vault-path".into(),
+        json!("k8s-prod"),
+    );
+    ann.insert(
+        "secrets-webhook.security.bank-vaults.io/vault-env-daemon".into(),
+        json!("true"),
+    );
+    ann.insert(
+        "vault.security.banzaicloud.io/vault-env-passthrough".into(),
+        json!("VAULT_ADDR"),
+    );
+    let out = apply(
+        &input,
+        &plan_mutation(&pod(input.clone()), &config()).unwrap(),
+    );
+    let env = out["spec"]["containers"][0]["env"].to_string();
+    for expected in [
+        r#"{"name":"ROTOR_ADDR","value":"https://bao.internal:8200"}"#,
+        r#"{"name":"ROTOR_ROLE","value":"bv-role"}"#,
+        r#"{"name":"ROTOR_AUTH_PATH","value":"k8s-prod"}"#,
+        r#"{"name":"ROTOR_DAEMON","value":"true"}"#,
+        r#"{"name":"ROTOR_PASSTHROUGH","value":"VAULT_ADDR"}"#,
+    ] {
+        assert!(env.contains(expected), "{expected} in {env}");
+    }
+}
+
+#[test]
+fn from_path_wraps_every_container_and_token_auth_mounts_no_token() {
+    let input = json!({
+        "metadata": { "name": "p", "namespace": "n", "annotations": {
+            "rotor.dev/from-path": "secret/data/app", "rotor.dev/vault-auth-method": "token" } },
+        "spec": { "containers": [{ "name": "a", "image": "a", "command": ["/a"] }, { "name": "b", "image": "b", "command": ["/b"] }] }
+    });
+    let out = apply(
+        &input,
+        &plan_mutation(&pod(input.clone()), &config()).unwrap(),
+    );
+    for c in out["spec"]["containers"].as_array().unwrap() {
+        assert_eq!(c["command"], json!([WRAPPER]));
+        assert!(c["env"].to_string().contains("ROTOR_FROM_PATH"));
+        assert!(!c["volumeMounts"].to_string().contains(TOKEN_DIR));
+    }
+    assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn pointer_tokens_are_escaped() {
+    assert_eq!(
+        pointer(&["metadata", "annotations", "rotor.dev/x~y"]),
+        "/metadata/annotations/rotor.dev~1x~0y"
+    );
+}
