@@ -1,0 +1,474 @@
+//! rotor-webhook end to end against the real kube-apiserver (+ kube-controller-manager and
+//! OpenBao): registration with matchConditions, stored pods, failure scope, certificate
+//! rotation under load, and the mutated pod run the way a kubelet would.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use rotor_testkit::{ManagedProcess, Stack, StackOptions, ports::free_port};
+use serde_json::json;
+
+const INIT_IMAGE: &str = "rotor-init:e2e";
+const SECRET: &str = "webhook-e2e-secret-value";
+
+fn rotor_init_binary() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_rotor-webhook"));
+    let path = exe.with_file_name("rotor-init");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p rotor-init; scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+struct Webhook {
+    process: ManagedProcess,
+    port: u16,
+    admin: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+async fn start_webhook(stack: &Stack, dir: &Path) -> Result<Webhook> {
+    let serving = stack.pki.server_cert("rotor-webhook", &["localhost"])?;
+    let cert = dir.join("tls.crt");
+    let key = dir.join("tls.key");
+    std::fs::write(&cert, &serving.cert_pem)?;
+    std::fs::write(&key, &serving.key_pem)?;
+    let port = free_port()?;
+    let admin_port = free_port()?;
+    let args: Vec<String> = vec![
+        "serve".into(),
+        format!("--listen=127.0.0.1:{port}"),
+        format!("--admin-listen=127.0.0.1:{admin_port}"),
+        format!("--tls-cert-file={}", cert.display()),
+        format!("--tls-key-file={}", key.display()),
+        "--cert-poll-ms=200".into(),
+        "--shutdown-grace-seconds=5".into(),
+        format!("--default-addr={}", stack.bao.addr),
+        format!("--init-image={INIT_IMAGE}"),
+        "--token-audience=rotor-e2e".into(),
+    ];
+    let mut process = ManagedProcess::spawn(
+        "rotor-webhook",
+        Path::new(env!("CARGO_BIN_EXE_rotor-webhook")),
+        &args,
+        &[],
+        dir,
+    )?;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    rotor_testkit::ready::wait_http_ok(&mut process, &format!("{admin}/readyz"), None).await?;
+    Ok(Webhook {
+        process,
+        port,
+        admin,
+        cert,
+        key,
+    })
+}
+
+/// The CEL condition: only pods whose env values carry references reach the webhook.
+const HAS_REFERENCE: &str = "[object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.startsWith('vault:') || e.value.startsWith('bao:') || e.value.startsWith('>>vault:') || e.value.startsWith('>>bao:') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>')))))";
+
+async fn register(stack: &Stack, port: u16) -> Result<()> {
+    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": { "name": "rotor-e2e" },
+        "webhooks": [{
+            "name": "pods.rotor.dev",
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": {
+                "url": format!("https://127.0.0.1:{port}/mutate"),
+                "caBundle": base64(stack.pki.ca_pem()),
+            },
+            "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced" }],
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "IfNeeded",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": { "matchLabels": { "rotor-e2e": "enabled" } },
+            "objectSelector": { "matchExpressions": [{ "key": "rotor.dev/inject", "operator": "NotIn", "values": ["false"] }] },
+            "matchConditions": [{ "name": "has-references", "expression": HAS_REFERENCE }],
+        }],
+    }))?;
+    Api::<MutatingWebhookConfiguration>::all(stack.kube.clone())
+        .create(&PostParams::default(), &config)
+        .await?;
+    // The apiserver picks the configuration up asynchronously.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+fn base64(s: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+fn app_pod(name: &str, env_value: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "annotations": { "rotor.dev/vault-role": "app" } },
+        "spec": {
+            "serviceAccountName": "app",
+            "automountServiceAccountToken": false,
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{
+                "name": "app", "image": "app:1", "command": ["env"], "args": ["-0"],
+                "env": [{ "name": "DB_PASSWORD", "value": env_value }, { "name": "PLAIN", "value": "kept" }],
+                "securityContext": { "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": { "drop": ["ALL"] } },
+            }],
+        },
+    }))
+    .unwrap()
+}
+
+async fn webhook_requests(admin: &str) -> f64 {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("rotor_webhook_admission_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()> {
+    rotor_testkit::install_crypto_provider();
+    let stack = Stack::start(StackOptions {
+        controller_manager: true,
+        registry: false,
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let webhook = start_webhook(&stack, dir.path()).await?;
+    register(&stack, webhook.port).await?;
+    let ns = stack
+        .namespace_with_labels(
+            "webhook",
+            &[
+                ("rotor-e2e", "enabled"),
+                ("pod-security.kubernetes.io/enforce", "restricted"),
+            ],
+        )
+        .await?;
+    stack.service_account(&ns, "app").await?;
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
+
+    // A pod with a reference is stored mutated, and passes the restricted Pod Security level.
+    let stored = pods
+        .create(
+            &PostParams::default(),
+            &app_pod("with-ref", "vault:secret/data/db#password"),
+        )
+        .await?;
+    let spec = stored.spec.clone().unwrap();
+    assert_eq!(
+        spec.init_containers.as_ref().unwrap()[0].name,
+        "rotor-init-copy"
+    );
+    assert_eq!(
+        spec.containers[0].command.as_deref(),
+        Some(&["/rotor/bin/rotor-init".to_string()][..])
+    );
+    assert_eq!(
+        spec.containers[0].args.as_deref().unwrap(),
+        &["--", "env", "-0"]
+    );
+    let env = serde_json::to_string(&spec.containers[0].env).unwrap();
+    assert!(
+        env.contains("vault:secret/data/db#password"),
+        "the spec keeps the reference, never a value"
+    );
+    assert!(!env.contains(SECRET));
+
+    // A pod without references is admitted unchanged, and the webhook is not even called.
+    let before = webhook_requests(&webhook.admin).await;
+    let plain = pods
+        .create(&PostParams::default(), &app_pod("plain", "not-a-reference"))
+        .await?;
+    assert!(plain.spec.unwrap().init_containers.is_none());
+    assert_eq!(
+        webhook_requests(&webhook.admin).await,
+        before,
+        "matchConditions kept the webhook out"
+    );
+
+    // Bad input from a pod author: refused with the container, the variable and the fix.
+    let err = pods
+        .create(
+            &PostParams::default(),
+            &app_pod("bad", "vault:secret/data/db"),
+        )
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("container \"app\"")
+            && msg.contains("env DB_PASSWORD")
+            && msg.contains("expected"),
+        "{msg}"
+    );
+
+    // The mutated pod runs the way a kubelet would run it, and the app sees the secret.
+    run_pod_like_a_kubelet(&stack, &ns, &stored, dir.path()).await?;
+
+    // A Deployment: the pods its ReplicaSet creates are mutated.
+    deployment_pods_are_mutated(&stack, &ns).await?;
+
+    // Certificate rotation under load: no failed admission.
+    rotate_certificate_under_load(&stack, &ns, &webhook).await?;
+
+    // With the webhook down: pods without references still admit; pods with references are refused.
+    let mut webhook = webhook;
+    webhook.process.stop(Duration::from_secs(10));
+    pods.create(&PostParams::default(), &app_pod("plain-while-down", "x"))
+        .await?;
+    let err = pods
+        .create(
+            &PostParams::default(),
+            &app_pod("ref-while-down", "vault:secret/data/db#password"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("pods.rotor.dev"),
+        "the refusal names the webhook: {err}"
+    );
+    Ok(())
+}
+
+async fn run_pod_like_a_kubelet(stack: &Stack, ns: &str, pod: &Pod, dir: &Path) -> Result<()> {
+    let bao = stack.bao_admin()?;
+    stack.enable_bao_kubernetes_auth("kubernetes").await?;
+    bao.put_policy(
+        "app",
+        r#"path "secret/data/db" { capabilities = ["read"] }"#,
+    )
+    .await?;
+    bao.put_kubernetes_role(
+        "kubernetes",
+        "app",
+        &["app"],
+        &[ns],
+        &["app"],
+        Some("rotor-e2e"),
+    )
+    .await?;
+    bao.put_kv2("secret", "db", json!({ "password": SECRET }))
+        .await?;
+
+    let spec = pod.spec.clone().unwrap();
+    // Volumes at their mount paths, under a root for this pod.
+    let root = dir.join("pod-root");
+    let host_path = |mount: &str| root.join(mount.trim_start_matches('/'));
+    for v in spec.volumes.iter().flatten() {
+        if let Some(projected) = &v.projected {
+            let source = projected.sources.as_ref().unwrap()[0]
+                .service_account_token
+                .clone()
+                .unwrap();
+            let token = stack
+                .service_account_token(
+                    ns,
+                    spec.service_account_name.as_deref().unwrap(),
+                    source.audience.as_deref().unwrap(),
+                    600,
+                )
+                .await?;
+            let mount = spec.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == v.name)
+                .unwrap();
+            std::fs::create_dir_all(host_path(&mount.mount_path))?;
+            std::fs::write(host_path(&mount.mount_path).join(&source.path), token)?;
+        }
+    }
+    let map = |s: &str| -> String {
+        if s.starts_with("/rotor/") || s.starts_with("/var/run/secrets/rotor") {
+            host_path(s).display().to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    // Init container: the image's /rotor-init is our build of rotor-init.
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.image.as_deref(), Some(INIT_IMAGE));
+    let cmd = init.command.clone().unwrap();
+    std::fs::create_dir_all(host_path(&cmd[2]))?;
+    let status = Command::new(rotor_init_binary())
+        .arg(&cmd[1])
+        .arg(map(&cmd[2]))
+        .status()?;
+    assert!(status.success(), "the init container copies rotor-init");
+    // App container: command and args from the stored pod, env from the stored pod.
+    let app = &spec.containers[0];
+    let program = map(&app.command.as_ref().unwrap()[0]);
+    let mut command = Command::new(&program);
+    command
+        .args(app.args.iter().flatten())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for e in app.env.iter().flatten() {
+        command.env(&e.name, map(e.value.as_deref().unwrap_or("")));
+    }
+    let out = command.output().context("running the app container")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "app container failed: {stderr}");
+    let env: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(
+        env.get("DB_PASSWORD").map(String::as_str),
+        Some(SECRET),
+        "the app sees the value from OpenBao"
+    );
+    assert_eq!(env.get("PLAIN").map(String::as_str), Some("kept"));
+    assert!(env.keys().all(|k| !k.starts_with("ROTOR_")));
+    assert!(
+        !stderr.contains(SECRET),
+        "rotor-init never prints the value"
+    );
+    Ok(())
+}
+
+async fn deployment_pods_are_mutated(stack: &Stack, ns: &str) -> Result<()> {
+    let pod = app_pod("unused", "vault:secret/data/db#password");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": { "metadata": { "labels": { "app": "web" }, "annotations": { "rotor.dev/vault-role": "app" } }, "spec": pod.spec },
+        },
+    }))?;
+    Api::<Deployment>::namespaced(stack.kube.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), ns);
+    for _ in 0..150 {
+        let list = pods.list(&ListParams::default().labels("app=web")).await?;
+        if list.items.len() == 2 {
+            for p in &list.items {
+                let spec = p.spec.as_ref().unwrap();
+                assert_eq!(
+                    spec.init_containers.as_ref().unwrap()[0].name,
+                    "rotor-init-copy"
+                );
+                assert_eq!(
+                    spec.containers[0].command.as_ref().unwrap()[0],
+                    "/rotor/bin/rotor-init"
+                );
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("the Deployment's pods did not appear within 30 s")
+}
+
+async fn rotate_certificate_under_load(stack: &Stack, ns: &str, webhook: &Webhook) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), ns);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (pods, failures, done, stop) =
+            (pods.clone(), failures.clone(), done.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                let pp = PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                };
+                match pods
+                    .create(
+                        &pp,
+                        &app_pod(&format!("load-{w}-{i}"), "vault:secret/data/db#password"),
+                    )
+                    .await
+                {
+                    Ok(p)
+                        if p.spec
+                            .as_ref()
+                            .and_then(|s| s.init_containers.as_ref())
+                            .is_some() => {}
+                    Ok(_) | Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A new certificate (same CA), then garbage (the last good one is kept), then a new one.
+    let next = stack
+        .pki
+        .server_cert("rotor-webhook-rotated", &["localhost"])?;
+    std::fs::write(&webhook.key, &next.key_pem)?;
+    std::fs::write(&webhook.cert, &next.cert_pem)?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    std::fs::write(&webhook.cert, "not a certificate")?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let last = stack
+        .pki
+        .server_cert("rotor-webhook-rotated-again", &["localhost"])?;
+    std::fs::write(&webhook.key, &last.key_pem)?;
+    std::fs::write(&webhook.cert, &last.cert_pem)?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.cancel();
+    for w in workers {
+        w.await?;
+    }
+    let metrics = reqwest::get(format!("{}/metrics", webhook.admin))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("rotor_webhook_certificate_reloads_total{result=\"loaded\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("result=\"invalid_kept_last_good\""),
+        "{metrics}"
+    );
+    assert!(
+        done.load(Ordering::Relaxed) > 20,
+        "load ran: {}",
+        done.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no failed admission during rotation"
+    );
+    Ok(())
+}
