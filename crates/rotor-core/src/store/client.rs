@@ -129,12 +129,14 @@ impl std::fmt::Debug for StoreClient {
 impl StoreClient {
     pub fn new(config: StoreConfig) -> Result<Self, StoreError> {
         crate::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &config.ca_pem {
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(config.request_timeout)
+                .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = if let Some(pem) = &config.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| StoreError::Config(format!("parsing the store CA bundle: {e}")))?;
             if certs.is_empty() {
@@ -142,11 +144,23 @@ impl StoreClient {
                     "the store CA bundle holds no PEM certificate".to_string(),
                 ));
             }
-            builder = builder.tls_certs_only(certs);
+            builder().tls_certs_only(certs).build()
+        } else {
+            match builder().build() {
+                Ok(client) => Ok(client),
+                // No system CA store (a scratch or distroless root): plain HTTP needs none.
+                Err(_) if config.addr.starts_with("http://") => {
+                    builder().tls_certs_only(Vec::new()).build()
+                }
+                Err(e) => {
+                    return Err(StoreError::Config(format!(
+                        "no usable system CA certificates for {} ({e}); set ROTOR_CACERT to the store's CA bundle",
+                        config.addr
+                    )));
+                }
+            }
         }
-        let http = builder
-            .build()
-            .map_err(|e| StoreError::Config(format!("building the HTTP client: {e}")))?;
+        .map_err(|e| StoreError::Config(format!("building the HTTP client: {e}")))?;
         Ok(Self {
             http,
             config,
