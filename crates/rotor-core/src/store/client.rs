@@ -338,6 +338,13 @@ impl StoreClient {
         decode(status, &body, op)
     }
 
+    /// One spelling for every way of writing a path: `secret/db` and `secret/data/db` on a KV v2
+    /// mount both give `secret/db`. Other paths come back as they are.
+    pub async fn canonical_path(&self, path: &str) -> Result<String, StoreError> {
+        let mount = self.mount_info(path).await?;
+        Ok(format!("{}{}", mount.path, mount.relative(path)))
+    }
+
     /// The current version of a KV v2 secret, from its metadata (never its data).
     pub async fn current_version(&self, path: &str) -> Result<u64, StoreError> {
         let mount = self.mount_info(path).await?;

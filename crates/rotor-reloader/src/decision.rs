@@ -1,0 +1,162 @@
+//! What to do with one workload, given the versions it last rolled for (recorded in an
+//! annotation on the workload's own metadata) and the store's current versions. Pure.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The annotation holding `{path: version}` the workload last rolled for (or first saw).
+pub const OBSERVED: &str = "rotor.dev/observed-versions";
+/// The pod-template annotation whose change starts the rolling update.
+pub const ROTATED_AT: &str = "rotor.dev/rotated-at";
+
+pub type Versions = BTreeMap<String, u64>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    pub old: u64,
+    pub new: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do.
+    Nothing,
+    /// Record versions without rolling: first time seen, or a path added or removed.
+    Record(Versions),
+    /// Roll the workload and record the new versions in the same patch.
+    Roll {
+        changes: Vec<Change>,
+        record: Versions,
+    },
+}
+
+/// Parses the recorded annotation; a malformed one counts as absent (re-recorded, no rollout).
+pub fn recorded(annotations: Option<&BTreeMap<String, String>>) -> Option<Versions> {
+    annotations
+        .and_then(|a| a.get(OBSERVED))
+        .and_then(|v| serde_json::from_str(v).ok())
+}
+
+/// Decides for a workload watching `watched`, given `current` versions (paths the store did not
+/// answer for this time are absent: their recorded version is kept and they never roll).
+pub fn decide(
+    recorded: Option<&Versions>,
+    watched: &BTreeSet<String>,
+    current: &HashMap<String, u64>,
+) -> Decision {
+    let mut record = Versions::new();
+    let mut changes = Vec::new();
+    for path in watched {
+        let old = recorded.and_then(|r| r.get(path)).copied();
+        match (old, current.get(path).copied()) {
+            (Some(old), Some(new)) => {
+                if old != new {
+                    changes.push(Change {
+                        path: path.clone(),
+                        old,
+                        new,
+                    });
+                }
+                record.insert(path.clone(), new);
+            }
+            (None, Some(new)) => {
+                record.insert(path.clone(), new);
+            }
+            (Some(old), None) => {
+                record.insert(path.clone(), old);
+            }
+            (None, None) => {}
+        }
+    }
+    let Some(recorded) = recorded else {
+        return if record.is_empty() {
+            Decision::Nothing
+        } else {
+            Decision::Record(record)
+        };
+    };
+    if !changes.is_empty() {
+        return Decision::Roll { changes, record };
+    }
+    if &record != recorded {
+        Decision::Record(record)
+    } else {
+        Decision::Nothing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(paths: &[&str]) -> BTreeSet<String> {
+        paths.iter().map(|p| p.to_string()).collect()
+    }
+    fn map(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+        pairs.iter().map(|(p, v)| (p.to_string(), *v)).collect()
+    }
+    fn versions(pairs: &[(&str, u64)]) -> Versions {
+        pairs.iter().map(|(p, v)| (p.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn first_sight_records_without_rolling() {
+        let d = decide(None, &set(&["a", "b"]), &map(&[("a", 1), ("b", 4)]));
+        assert_eq!(d, Decision::Record(versions(&[("a", 1), ("b", 4)])));
+        assert_eq!(decide(None, &set(&["a"]), &map(&[])), Decision::Nothing);
+    }
+
+    #[test]
+    fn a_changed_version_rolls_once_and_the_record_makes_it_idempotent() {
+        let rec = versions(&[("a", 1), ("b", 4)]);
+        let d = decide(Some(&rec), &set(&["a", "b"]), &map(&[("a", 2), ("b", 5)]));
+        let Decision::Roll { changes, record } = d else {
+            panic!("expected a rollout")
+        };
+        assert_eq!(changes.len(), 2, "two paths changed together: one rollout");
+        assert_eq!(record, versions(&[("a", 2), ("b", 5)]));
+        // After the patch the record says 2 and 5: no second rollout (a restarted reloader too).
+        assert_eq!(
+            decide(
+                Some(&record),
+                &set(&["a", "b"]),
+                &map(&[("a", 2), ("b", 5)])
+            ),
+            Decision::Nothing
+        );
+    }
+
+    #[test]
+    fn unanswered_paths_keep_their_record_and_new_paths_are_recorded_quietly() {
+        let rec = versions(&[("a", 1)]);
+        assert_eq!(
+            decide(Some(&rec), &set(&["a"]), &map(&[])),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(
+                Some(&rec),
+                &set(&["a", "new"]),
+                &map(&[("a", 1), ("new", 7)])
+            ),
+            Decision::Record(versions(&[("a", 1), ("new", 7)]))
+        );
+        // A path the workload no longer uses is dropped from the record, without a rollout.
+        assert_eq!(
+            decide(
+                Some(&versions(&[("a", 1), ("gone", 3)])),
+                &set(&["a"]),
+                &map(&[("a", 1)])
+            ),
+            Decision::Record(versions(&[("a", 1)]))
+        );
+    }
+
+    #[test]
+    fn a_malformed_record_counts_as_absent() {
+        let bad = BTreeMap::from([(OBSERVED.to_string(), "{not json".to_string())]);
+        assert_eq!(recorded(Some(&bad)), None);
+        let good = BTreeMap::from([(OBSERVED.to_string(), r#"{"a":3}"#.to_string())]);
+        assert_eq!(recorded(Some(&good)), Some(versions(&[("a", 3)])));
+    }
+}

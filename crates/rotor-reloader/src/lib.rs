@@ -1,0 +1,11 @@
+//! rotor-reloader: polls the store for new versions of referenced secrets and rolls exactly
+//! the workloads that use them, once. State lives in the API (an annotation on each workload).
+
+pub mod controller;
+pub mod decision;
+pub mod leader;
+pub mod metrics;
+pub mod poll;
+pub mod references;
+pub mod run;
+pub mod workloads;

@@ -1,0 +1,124 @@
+//! Prometheus metrics of the reloader. No secret paths or workload names in labels.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Deployment, StatefulSet, DaemonSet
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// ok, failed
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub paths_watched: Gauge,
+    pub workloads_watched: Gauge,
+    pub polls: Family<ResultLabels, Counter>,
+    pub store_requests: Counter,
+    pub store_errors: Counter,
+    pub store_reachable: Gauge,
+    pub store_last_success: Gauge,
+    pub rotations_detected: Counter,
+    pub rollouts: Family<KindLabels, Counter>,
+    pub rollout_failures: Counter,
+    pub detection_to_patch: Histogram,
+    pub leader: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut r = Registry::with_prefix("rotor_reloader");
+        let m = Self {
+            paths_watched: Gauge::default(),
+            workloads_watched: Gauge::default(),
+            polls: Family::default(),
+            store_requests: Counter::default(),
+            store_errors: Counter::default(),
+            store_reachable: Gauge::default(),
+            store_last_success: Gauge::default(),
+            rotations_detected: Counter::default(),
+            rollouts: Family::default(),
+            rollout_failures: Counter::default(),
+            detection_to_patch: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "paths_watched",
+            "Distinct store paths watched",
+            m.paths_watched.clone(),
+        );
+        r.register(
+            "workloads_watched",
+            "Workloads that opted in and reference secrets",
+            m.workloads_watched.clone(),
+        );
+        r.register("polls", "Poll cycles by result", m.polls.clone());
+        r.register(
+            "store_requests",
+            "Store metadata requests",
+            m.store_requests.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Store requests that failed",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "store_reachable",
+            "1 when the last poll reached the store",
+            m.store_reachable.clone(),
+        );
+        r.register(
+            "store_last_success_timestamp_seconds",
+            "Unix time the store last answered",
+            m.store_last_success.clone(),
+        );
+        r.register(
+            "rotations_detected",
+            "Workload rotations detected (version changes)",
+            m.rotations_detected.clone(),
+        );
+        r.register(
+            "rollouts",
+            "Rollouts started, by workload kind",
+            m.rollouts.clone(),
+        );
+        r.register(
+            "rollout_failures",
+            "Rollout patches that failed (retried next poll)",
+            m.rollout_failures.clone(),
+        );
+        r.register(
+            "detection_to_patch_seconds",
+            "Time from detecting a new version to patching the workload",
+            m.detection_to_patch.clone(),
+        );
+        r.register(
+            "leader",
+            "1 when this replica is the leader",
+            m.leader.clone(),
+        );
+        Arc::new(Self { registry: r, ..m })
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,116 @@
+//! Polling the store for the current version of each distinct path: one KV v2 metadata request
+//! per path per poll (never the secret data), with a concurrency bound and a request-rate limit.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use rotor_core::store::{StoreClient, StoreError};
+use tokio::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct PollResult {
+    pub versions: HashMap<String, u64>,
+    pub requests: usize,
+    /// Paths that failed, with the error (names the path, never a value).
+    pub errors: Vec<(String, StoreError)>,
+}
+
+impl PollResult {
+    /// True when no request got an answer from the store (it is down or unreachable).
+    pub fn store_unreachable(&self) -> bool {
+        !self.errors.is_empty()
+            && self.versions.is_empty()
+            && self
+                .errors
+                .iter()
+                .all(|(_, e)| e.is_transient() || matches!(e, StoreError::Deadline { .. }))
+    }
+
+    /// True when the store refused our token (expired or revoked): log in again.
+    pub fn needs_login(&self) -> bool {
+        self.errors.iter().any(|(_, e)| e.status() == Some(403))
+    }
+}
+
+pub struct Poller {
+    concurrency: usize,
+    /// Time between two request starts (the rate limit), zero for none.
+    gap: Duration,
+    last_start: Arc<Mutex<tokio::time::Instant>>,
+}
+
+impl Poller {
+    pub fn new(concurrency: usize, max_requests_per_second: u32) -> Self {
+        let gap = if max_requests_per_second == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1) / max_requests_per_second
+        };
+        Self {
+            concurrency: concurrency.max(1),
+            gap,
+            last_start: Arc::new(Mutex::new(tokio::time::Instant::now())),
+        }
+    }
+
+    /// The current version of every path in `paths`: one request per distinct secret, however
+    /// it is spelled (`secret/db` and `secret/data/db` are one request).
+    pub async fn poll_versions(
+        &self,
+        client: &StoreClient,
+        paths: &BTreeSet<String>,
+    ) -> PollResult {
+        // Spellings → canonical paths (the mount lookup is cached per mount).
+        let mut spellings: HashMap<String, Vec<String>> = HashMap::new();
+        let mut failed = Vec::new();
+        for path in paths {
+            match client.canonical_path(path).await {
+                Ok(canonical) => spellings.entry(canonical).or_default().push(path.clone()),
+                Err(e) => failed.push((path.clone(), e)),
+            }
+        }
+        let canonical: Vec<String> = spellings.keys().cloned().collect();
+        let answers: Vec<(String, Result<u64, StoreError>)> = futures::stream::iter(canonical)
+            .map(|path| async move {
+                self.pace().await;
+                let answer = client.current_version(&path).await;
+                (path, answer)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut result = PollResult {
+            requests: answers.len(),
+            errors: failed,
+            ..PollResult::default()
+        };
+        for (canonical, answer) in answers {
+            match answer {
+                Ok(v) => {
+                    for spelling in spellings.get(&canonical).into_iter().flatten() {
+                        result.versions.insert(spelling.clone(), v);
+                    }
+                }
+                Err(e) => result.errors.push((canonical, e)),
+            }
+        }
+        result
+    }
+
+    async fn pace(&self) {
+        if self.gap.is_zero() {
+            return;
+        }
+        let mut last = self.last_start.lock().await;
+        let next = *last + self.gap;
+        let now = tokio::time::Instant::now();
+        if next > now {
+            tokio::time::sleep_until(next).await;
+            *last = next;
+        } else {
+            *last = now;
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `rotor-reloader`: flags, the admin port, leader election and the controller.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use rotor_core::store::{Auth, RetryPolicy, StoreClient, StoreConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::{Controller, ControllerConfig};
+use crate::leader::LeaderElector;
+use crate::metrics::Metrics;
+use crate::poll::Poller;
+use crate::workloads::Caches;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Store address.
+    #[arg(long, env = "ROTOR_ADDR")]
+    pub store_addr: String,
+    /// Store namespace (Vault Enterprise / OpenBao).
+    #[arg(long, env = "ROTOR_NAMESPACE")]
+    pub store_namespace: Option<String>,
+    /// PEM CA bundle for the store.
+    #[arg(long, env = "ROTOR_CACERT")]
+    pub store_cacert: Option<PathBuf>,
+    /// Auth method: kubernetes or token.
+    #[arg(long, env = "ROTOR_AUTH_METHOD", default_value = "kubernetes")]
+    pub auth_method: String,
+    /// Auth mount path.
+    #[arg(long, env = "ROTOR_AUTH_PATH", default_value = "kubernetes")]
+    pub auth_path: String,
+    /// Store role of the reloader (Kubernetes auth).
+    #[arg(long, env = "ROTOR_ROLE", default_value = "rotor-reloader")]
+    pub role: String,
+    /// Service-account token file (Kubernetes auth).
+    #[arg(long, env = "ROTOR_TOKEN_FILE", default_value = rotor_core::store::DEFAULT_SERVICE_ACCOUNT_TOKEN)]
+    pub token_file: PathBuf,
+    /// Store token (token auth).
+    #[arg(long, env = "ROTOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Seconds between polls.
+    #[arg(long, env = "ROTOR_POLL_INTERVAL", default_value_t = 30.0)]
+    pub poll_interval: f64,
+    /// Random extra wait per poll, as a fraction of the interval.
+    #[arg(long, env = "ROTOR_POLL_JITTER", default_value_t = 0.1)]
+    pub poll_jitter: f64,
+    /// Seconds to wait after a workload's first change before rolling it (one rollout for
+    /// several paths rotated together).
+    #[arg(long, env = "ROTOR_SETTLE", default_value_t = 5.0)]
+    pub settle: f64,
+    /// Most rollouts started in one poll.
+    #[arg(long, env = "ROTOR_MAX_ROLLOUTS_PER_POLL", default_value_t = 10)]
+    pub max_rollouts_per_poll: usize,
+    /// Longest wait between attempts while the store is unreachable, in seconds.
+    #[arg(long, env = "ROTOR_BACKOFF_CAP", default_value_t = 120.0)]
+    pub backoff_cap: f64,
+    /// Store requests in flight at once.
+    #[arg(long, env = "ROTOR_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Store requests started per second at most (0: no limit).
+    #[arg(long, env = "ROTOR_MAX_REQUESTS_PER_SECOND", default_value_t = 100)]
+    pub max_requests_per_second: u32,
+    /// Watch every workload that has references, not only those annotated rotor.dev/reload.
+    #[arg(long, env = "ROTOR_ALL_WORKLOADS")]
+    pub all_workloads: bool,
+    /// Watch one namespace only (default: all).
+    #[arg(long, env = "ROTOR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "ROTOR_LEASE_NAMESPACE", default_value = "rotor-system")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "ROTOR_LEASE_NAME", default_value = "rotor-reloader")]
+    pub lease_name: String,
+    /// Lease duration in seconds: a dead leader is replaced after this long.
+    #[arg(long, env = "ROTOR_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// This replica's identity (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Plain-HTTP admin address: /livez, /readyz, /metrics.
+    #[arg(long, env = "ROTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+impl RunArgs {
+    pub async fn run(self, cancel: CancellationToken) -> Result<()> {
+        let Self {
+            store_addr,
+            store_namespace,
+            store_cacert,
+            auth_method,
+            auth_path,
+            role,
+            token_file,
+            token,
+            poll_interval,
+            poll_jitter,
+            settle,
+            max_rollouts_per_poll,
+            backoff_cap,
+            concurrency,
+            max_requests_per_second,
+            all_workloads,
+            watch_namespace,
+            lease_namespace,
+            lease_name,
+            lease_duration,
+            identity,
+            admin_listen,
+        } = self;
+        let seconds = |v: f64, flag: &str| -> Result<Duration> {
+            Duration::try_from_secs_f64(v)
+                .with_context(|| format!("--{flag}={v}: expected a non-negative number of seconds"))
+        };
+        let mut store = StoreConfig::new(&store_addr);
+        store.namespace = store_namespace;
+        if let Some(ca) = store_cacert {
+            store.ca_pem = Some(
+                std::fs::read(&ca)
+                    .with_context(|| format!("reading --store-cacert {}", ca.display()))?,
+            );
+        }
+        store.request_timeout = Duration::from_secs(5);
+        store.retry = RetryPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+            deadline: Duration::from_secs(5),
+        };
+        let auth = match auth_method.as_str() {
+            "kubernetes" => Auth::Kubernetes {
+                mount: auth_path,
+                role,
+                token_file,
+            },
+            "token" => {
+                Auth::Token(token.context("--auth-method=token needs --token (ROTOR_TOKEN)")?)
+            }
+            other => anyhow::bail!("--auth-method={other:?}: expected kubernetes or token"),
+        };
+        let store = StoreClient::new(store).context("building the store client")?;
+        let kube = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let identity = identity.unwrap_or_else(|| format!("rotor-reloader-{}", std::process::id()));
+        let metrics = Metrics::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let leading = Arc::new(AtomicBool::new(false));
+
+        let admin = Router::new()
+            .route("/livez", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(AdminState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            });
+        let listener = tokio::net::TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("binding {admin_listen}"))?;
+        let admin_cancel = cancel.clone();
+        let admin_task = tokio::spawn(async move {
+            axum::serve(listener, admin)
+                .with_graceful_shutdown(async move { admin_cancel.cancelled().await })
+                .await
+        });
+
+        let elector = LeaderElector::new(
+            kube.clone(),
+            &lease_namespace,
+            &lease_name,
+            &identity,
+            Duration::from_secs(lease_duration.max(2)),
+        );
+        let retry = Duration::from_secs(lease_duration.max(2)) / 3;
+        let leader_task = tokio::spawn(elector.run(leading.clone(), retry, cancel.clone()));
+        tracing::info!(%identity, admin = %admin_listen, store = %store_addr, "rotor-reloader starting");
+        let controller = Controller {
+            kube: kube.clone(),
+            store,
+            auth,
+            caches: Caches::start(&kube, watch_namespace.as_deref()),
+            poller: Poller::new(concurrency, max_requests_per_second),
+            metrics,
+            config: ControllerConfig {
+                poll_interval: seconds(poll_interval, "poll-interval")?,
+                jitter: poll_jitter,
+                settle: seconds(settle, "settle")?,
+                max_rollouts_per_poll: max_rollouts_per_poll.max(1),
+                backoff_cap: seconds(backoff_cap, "backoff-cap")?,
+                all_workloads,
+            },
+            leading,
+            ready,
+            identity,
+        };
+        controller.run(cancel.clone()).await;
+        let _ = leader_task.await;
+        let _ = admin_task.await;
+        tracing::info!("rotor-reloader stopped");
+        Ok(())
+    }
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "workload caches not synced yet",
+        )
+    }
+}
+
+async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.encode(),
+    )
+}

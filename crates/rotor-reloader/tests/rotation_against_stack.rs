@@ -1,0 +1,503 @@
+//! rotor-reloader end to end: a real kube-apiserver + kube-controller-manager and a real
+//! OpenBao. Workloads roll exactly once per rotation, restarts never roll twice, outages
+//! recover, a second replica takes over, and a canary value never leaks.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Resource, ResourceExt};
+use rotor_testkit::{ManagedProcess, Stack, StackOptions, ports::free_port};
+use serde_json::{Value, json};
+
+const CANARY: &str = "canary-reloader-5b7e-never-log-me";
+const AUDIENCE: &str = "rotor-reloader-test";
+
+struct Env {
+    stack: Stack,
+    ns: String,
+    token_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Result<Env> {
+    let stack = Stack::start(StackOptions {
+        controller_manager: true,
+        registry: false,
+    })
+    .await?;
+    let ns = stack.namespace("reload").await?;
+    stack.service_account(&ns, "rotor-reloader").await?;
+    stack.enable_bao_kubernetes_auth("kubernetes").await?;
+    let bao = stack.bao_admin()?;
+    // The reloader's whole store policy: read metadata, never data.
+    bao.put_policy(
+        "rotor-reloader",
+        r#"path "secret/metadata/*" { capabilities = ["read"] }"#,
+    )
+    .await?;
+    bao.put_kubernetes_role(
+        "kubernetes",
+        "rotor-reloader",
+        &["rotor-reloader"],
+        &[&ns],
+        &["rotor-reloader"],
+        Some(AUDIENCE),
+    )
+    .await?;
+    for path in ["a", "other", "p1", "p2"] {
+        bao.put_kv2("secret", path, json!({ "value": CANARY }))
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        stack
+            .service_account_token(&ns, "rotor-reloader", AUDIENCE, 3600)
+            .await?,
+    )?;
+    Ok(Env {
+        stack,
+        ns,
+        token_file,
+        _dir: dir,
+    })
+}
+
+struct Reloader {
+    process: ManagedProcess,
+    admin: String,
+}
+
+async fn start_reloader(env: &Env, identity: &str, extra: &[&str]) -> Result<Reloader> {
+    let admin_port = free_port()?;
+    let mut args: Vec<String> = vec![
+        format!("--store-addr={}", env.stack.bao.addr),
+        format!("--token-file={}", env.token_file.display()),
+        "--role=rotor-reloader".into(),
+        "--poll-interval=1".into(),
+        "--poll-jitter=0".into(),
+        "--settle=0".into(),
+        format!("--lease-namespace={}", env.ns),
+        "--lease-duration=3".into(),
+        format!("--identity={identity}"),
+        format!("--admin-listen=127.0.0.1:{admin_port}"),
+        format!("--watch-namespace={}", env.ns),
+    ];
+    // A flag given in `extra` replaces the default one.
+    args.retain(|a| {
+        !extra
+            .iter()
+            .any(|e| e.split('=').next() == a.split('=').next())
+    });
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let kubeconfig = env.stack.kubeconfig().display().to_string();
+    let mut process = ManagedProcess::spawn(
+        identity,
+        Path::new(env!("CARGO_BIN_EXE_rotor-reloader")),
+        &args,
+        &[("KUBECONFIG", kubeconfig.as_str())],
+        env.stack.dir(),
+    )?;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    rotor_testkit::ready::wait_http_ok(&mut process, &format!("{admin}/readyz"), None).await?;
+    Ok(Reloader { process, admin })
+}
+
+fn template(env_value: &str) -> Value {
+    json!({
+        "metadata": { "labels": { "app": "x" } },
+        "spec": { "containers": [{ "name": "app", "image": "app:1", "command": ["/app"],
+            "env": [{ "name": "S", "value": env_value }] }] }
+    })
+}
+
+fn workload_json(name: &str, env_value: &str) -> Value {
+    let mut t = template(env_value);
+    t["metadata"]["labels"]["app"] = json!(name);
+    json!({
+        "metadata": { "name": name, "annotations": { "rotor.dev/reload": "true" } },
+        "spec": { "selector": { "matchLabels": { "app": name } }, "template": t, "serviceName": name },
+    })
+}
+
+async fn create<K>(env: &Env, name: &str, env_value: &str) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let mut value = workload_json(name, env_value);
+    if K::kind(&()) != "StatefulSet" {
+        value["spec"].as_object_mut().unwrap().remove("serviceName");
+    }
+    let object: K = serde_json::from_value(value)?;
+    Api::<K>::namespaced(env.stack.kube.clone(), &env.ns)
+        .create(&PostParams::default(), &object)
+        .await?;
+    Ok(())
+}
+
+/// (generation, rotated-at annotation) of a workload.
+async fn state<K>(env: &Env, name: &str) -> Result<(i64, Option<String>, Option<String>)>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let object = Api::<K>::namespaced(env.stack.kube.clone(), &env.ns)
+        .get(name)
+        .await?;
+    let value = serde_json::to_value(&object)?;
+    Ok((
+        object.meta().generation.unwrap_or(0),
+        value
+            .pointer("/spec/template/metadata/annotations/rotor.dev~1rotated-at")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        object
+            .annotations()
+            .get("rotor.dev/observed-versions")
+            .cloned(),
+    ))
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("timed out after {timeout:?} waiting until {what}")
+}
+
+async fn generations(env: &Env) -> Result<BTreeMap<&'static str, i64>> {
+    Ok(BTreeMap::from([
+        ("dep-a", state::<Deployment>(env, "dep-a").await?.0),
+        ("sts-a", state::<StatefulSet>(env, "sts-a").await?.0),
+        ("ds-a", state::<DaemonSet>(env, "ds-a").await?.0),
+        ("dep-other", state::<Deployment>(env, "dep-other").await?.0),
+        (
+            "dep-pinned",
+            state::<Deployment>(env, "dep-pinned").await?.0,
+        ),
+        ("dep-two", state::<Deployment>(env, "dep-two").await?.0),
+    ]))
+}
+
+async fn rotate(env: &Env, path: &str, value: &str) -> Result<u64> {
+    env.stack
+        .bao_admin()?
+        .put_kv2("secret", path, json!({ "value": value }))
+        .await
+}
+
+#[tokio::test]
+async fn rolls_exactly_the_workloads_that_use_a_rotated_secret_once() -> Result<()> {
+    let env = setup().await?;
+    create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
+    create::<StatefulSet>(&env, "sts-a", "postgres://u:${vault:secret/a#value}@db").await?;
+    create::<DaemonSet>(&env, "ds-a", "bao:secret/data/a#value").await?;
+    create::<Deployment>(&env, "dep-other", "vault:secret/data/other#value").await?;
+    create::<Deployment>(&env, "dep-pinned", "vault:secret/data/a#value#1").await?;
+    create::<Deployment>(
+        &env,
+        "dep-two",
+        "${vault:secret/data/p1#value}-${vault:secret/data/p2#value}",
+    )
+    .await?;
+
+    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    // First sight: versions recorded, nothing rolls.
+    wait_until(
+        "every workload has its versions recorded",
+        Duration::from_secs(30),
+        || async {
+            Ok(state::<Deployment>(&env, "dep-a").await?.2.is_some()
+                && state::<StatefulSet>(&env, "sts-a").await?.2.is_some()
+                && state::<DaemonSet>(&env, "ds-a").await?.2.is_some()
+                && state::<Deployment>(&env, "dep-other").await?.2.is_some()
+                && state::<Deployment>(&env, "dep-two").await?.2.is_some())
+        },
+    )
+    .await?;
+    assert!(
+        state::<Deployment>(&env, "dep-a").await?.1.is_none(),
+        "no rollout the first time a workload is seen"
+    );
+    assert!(
+        state::<Deployment>(&env, "dep-pinned").await?.2.is_none(),
+        "pinned references are not watched"
+    );
+    let before = generations(&env).await?;
+
+    // Rotate secret/a: the Deployment, StatefulSet and DaemonSet roll once; the others don't.
+    rotate(&env, "a", "rotated-1").await?;
+    wait_until(
+        "the three workloads using secret/a rolled",
+        Duration::from_secs(30),
+        || async {
+            let now = generations(&env).await?;
+            Ok(now["dep-a"] > before["dep-a"]
+                && now["sts-a"] > before["sts-a"]
+                && now["ds-a"] > before["ds-a"])
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await; // several more polls
+    let after = generations(&env).await?;
+    for (name, expected) in [
+        ("dep-a", 1),
+        ("sts-a", 1),
+        ("ds-a", 1),
+        ("dep-other", 0),
+        ("dep-pinned", 0),
+        ("dep-two", 0),
+    ] {
+        assert_eq!(
+            after[name] - before[name],
+            expected,
+            "{name}: generation {} -> {}",
+            before[name],
+            after[name]
+        );
+    }
+    // The Deployment's rollout made a new ReplicaSet.
+    let rs: Api<ReplicaSet> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    wait_until(
+        "dep-a has a second ReplicaSet",
+        Duration::from_secs(30),
+        || async {
+            Ok(rs
+                .list(&ListParams::default().labels("app=dep-a"))
+                .await?
+                .items
+                .len()
+                == 2)
+        },
+    )
+    .await?;
+    // An Event on the Deployment names the path and the versions.
+    let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    let find_note = || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok::<Option<String>, anyhow::Error>(
+            list.items
+                .iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("SecretRotated")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("dep-a")
+                })
+                .map(|e| e.note.clone().unwrap_or_default()),
+        )
+    };
+    wait_until(
+        "the SecretRotated event exists",
+        Duration::from_secs(10),
+        || async { Ok(find_note().await?.is_some()) },
+    )
+    .await?;
+    let note = find_note().await?.unwrap_or_default();
+    assert!(
+        note.contains("secret/data/a version 1 -> 2"),
+        "event note: {note}"
+    );
+
+    // Two paths of one workload rotated together: one rollout.
+    let g = state::<Deployment>(&env, "dep-two").await?.0;
+    rotate(&env, "p1", "x").await?;
+    rotate(&env, "p2", "y").await?;
+    wait_until("dep-two rolled", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-two").await?.0 > g)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        state::<Deployment>(&env, "dep-two").await?.0,
+        g + 1,
+        "one rollout for two paths"
+    );
+
+    // Metrics after a rotation.
+    let metrics = reqwest::get(format!("{}/metrics", reloader.admin))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("rotor_reloader_rollouts_total{kind=\"Deployment\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rotor_reloader_store_reachable 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rotor_reloader_paths_watched 4"),
+        "a, other, p1, p2: {metrics}"
+    );
+
+    // Restart with no change: nothing rolls.
+    let mut reloader = reloader;
+    reloader.process.stop(Duration::from_secs(5));
+    let before = generations(&env).await?;
+    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        generations(&env).await?,
+        before,
+        "a restarted reloader rolls nothing"
+    );
+
+    // A rotation while the reloader is down is acted on when it is back, once.
+    let mut reloader = reloader;
+    reloader.process.stop(Duration::from_secs(5));
+    rotate(&env, "other", "while-down").await?;
+    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    wait_until(
+        "dep-other rolled after the restart",
+        Duration::from_secs(30),
+        || async { Ok(state::<Deployment>(&env, "dep-other").await?.0 > before["dep-other"]) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        state::<Deployment>(&env, "dep-other").await?.0,
+        before["dep-other"] + 1
+    );
+
+    // The canary value is nowhere: logs, events, metrics.
+    let metrics = reqwest::get(format!("{}/metrics", reloader.admin))
+        .await?
+        .text()
+        .await?;
+    let all_events = serde_json::to_string(&events.list(&ListParams::default()).await?.items)?;
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(env.stack.dir())? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("reloader"))
+        {
+            logs.push_str(&std::fs::read_to_string(&path)?);
+        }
+    }
+    assert!(
+        logs.contains("rollout started"),
+        "the log has the rollout line"
+    );
+    for (what, text) in [
+        ("logs", &logs),
+        ("events", &all_events),
+        ("metrics", &metrics),
+    ] {
+        assert!(!text.contains(CANARY), "the canary leaked into {what}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn recovers_from_a_store_outage_longer_than_the_backoff_cap() -> Result<()> {
+    let env = setup().await?;
+    create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
+    let reloader = start_reloader(
+        &env,
+        "reloader-1",
+        &["--backoff-cap=2", "--poll-interval=2"],
+    )
+    .await?;
+    wait_until("versions recorded", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-a").await?.2.is_some())
+    })
+    .await?;
+    let g = state::<Deployment>(&env, "dep-a").await?.0;
+    env.stack.bao.pause()?; // the store hangs: no answers at all
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let metrics = reqwest::get(format!("{}/metrics", reloader.admin))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("rotor_reloader_store_reachable 0"),
+        "{metrics}"
+    );
+    env.stack.bao.resume()?;
+    rotate(&env, "a", "after-outage").await?;
+    let back = Instant::now();
+    wait_until(
+        "dep-a rolled after the outage",
+        Duration::from_secs(30),
+        || async { Ok(state::<Deployment>(&env, "dep-a").await?.0 > g) },
+    )
+    .await?;
+    let took = back.elapsed();
+    eprintln!("rollout {took:?} after the store came back (poll interval 2 s, backoff cap 2 s)");
+    // Within one poll interval plus one in-flight request timeout (5 s) and scheduling slack.
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_replica_takes_over_when_the_leader_dies() -> Result<()> {
+    let env = setup().await?;
+    create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
+    let mut r1 = start_reloader(&env, "reloader-1", &[]).await?;
+    let r2 = start_reloader(&env, "reloader-2", &[]).await?;
+    wait_until("versions recorded", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-a").await?.2.is_some())
+    })
+    .await?;
+    let leader_of = |admin: String| async move {
+        Ok::<bool, anyhow::Error>(
+            reqwest::get(format!("{admin}/metrics"))
+                .await?
+                .text()
+                .await?
+                .lines()
+                .any(|l| l == "rotor_reloader_leader 1"),
+        )
+    };
+    wait_until("exactly one leader", Duration::from_secs(15), || async {
+        Ok(leader_of(r1.admin.clone()).await? != leader_of(r2.admin.clone()).await?)
+    })
+    .await?;
+    let (mut leader, follower) = if leader_of(r1.admin.clone()).await? {
+        (r1, r2)
+    } else {
+        (r2, r1)
+    };
+    leader.process.kill(); // a crash: the lease is not released
+    let killed = Instant::now();
+    wait_until("the follower leads", Duration::from_secs(20), || async {
+        leader_of(follower.admin.clone()).await
+    })
+    .await?;
+    eprintln!("takeover after {:?} (lease duration 3 s)", killed.elapsed());
+    let g = state::<Deployment>(&env, "dep-a").await?.0;
+    rotate(&env, "a", "after-takeover").await?;
+    wait_until(
+        "the new leader rolled dep-a",
+        Duration::from_secs(30),
+        || async { Ok(state::<Deployment>(&env, "dep-a").await?.0 > g) },
+    )
+    .await?;
+    r1 = follower;
+    drop(r1);
+    Ok(())
+}
