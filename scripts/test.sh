@@ -20,5 +20,8 @@ if cargo tree --workspace -e normal,build,dev -i aws-lc-rs >/dev/null 2>&1; then
 fi
 cargo tree --workspace -e normal -i ring --depth 1
 
+step "the image binaries are static and run in an empty root (Dockerfile.webhook's build)"
+bash scripts/check-static.sh
+
 step "cargo test (unit, property and end-to-end)"
 cargo test --workspace --locked -- --test-threads 2

@@ -1,0 +1,64 @@
+{{- define "rotor.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rotor.labels" -}}
+app.kubernetes.io/name: rotor
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "rotor.webhook.name" -}}{{ include "rotor.fullname" . }}-webhook{{- end -}}
+{{- define "rotor.reloader.name" -}}{{ include "rotor.fullname" . }}-reloader{{- end -}}
+
+{{- define "rotor.webhook.selector" -}}
+app.kubernetes.io/name: rotor
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: webhook
+{{- end -}}
+
+{{- define "rotor.reloader.selector" -}}
+app.kubernetes.io/name: rotor
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: reloader
+{{- end -}}
+
+{{- define "rotor.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "rotor.initImage" -}}
+{{ .Values.initImage.repository }}:{{ .Values.initImage.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Restricted Pod Security Standard, pod level. */}}
+{{- define "rotor.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Restricted Pod Security Standard, container level. */}}
+{{- define "rotor.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* CEL: the pod carries a reference (env value or from-path annotation). Only such pods reach the webhook. */}}
+{{- define "rotor.hasReference" -}}
+(has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations)) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.startsWith('vault:') || e.value.startsWith('bao:') || e.value.startsWith('>>vault:') || e.value.startsWith('>>bao:') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>')))))
+{{- end -}}

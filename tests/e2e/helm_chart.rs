@@ -1,0 +1,372 @@
+//! The Helm chart: lint, templates over several values sets, the schema refusing bad values,
+//! deploy/ in sync, and an install into the real kube-apiserver in a namespace that enforces
+//! the restricted Pod Security Standard, with RBAC checked by SubjectAccessReviews.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use rotor_testkit::tools::{repo_root, tool};
+use rotor_testkit::{Stack, StackOptions};
+
+fn helm(args: &[&str], kubeconfig: Option<&Path>) -> Output {
+    let mut cmd = Command::new(tool("helm").unwrap());
+    cmd.current_dir(repo_root()).args(args);
+    if let Some(k) = kubeconfig {
+        cmd.arg("--kubeconfig").arg(k);
+    }
+    cmd.env(
+        "HELM_CACHE_HOME",
+        std::env::temp_dir().join("rotor-helm-cache"),
+    )
+    .env(
+        "HELM_CONFIG_HOME",
+        std::env::temp_dir().join("rotor-helm-config"),
+    );
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "helm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn lint_templates_and_schema() {
+    ok(&helm(&["lint", "charts/rotor", "--strict"], None));
+    for values in [
+        vec![],
+        vec![
+            "--set",
+            "certificates.mode=certManager",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+        ],
+        vec![
+            "--set",
+            "certificates.mode=provided",
+            "--set",
+            "certificates.provided.secretName=tls",
+            "--set",
+            "certificates.provided.caBundle=Zm9v",
+        ],
+        vec![
+            "--set",
+            "reloader.enabled=false",
+            "--set",
+            "webhook.failurePolicy=Ignore",
+            "--set",
+            "store.addrAllowlist={https://a:8200,https://b*}",
+        ],
+    ] {
+        let mut args = vec!["template", "r", "charts/rotor", "-n", "rotor-system"];
+        args.extend(values.iter().copied());
+        let out = ok(&helm(&args, None));
+        assert!(
+            out.contains("kind: MutatingWebhookConfiguration"),
+            "{values:?}"
+        );
+        assert!(out.contains("reinvocationPolicy: IfNeeded") && out.contains("sideEffects: None"));
+        assert!(out.contains("matchConditions"));
+    }
+    // The schema refuses bad values with a message naming the field.
+    for (set, needle) in [
+        ("webhook.replicas=abc", "/webhook/replicas"),
+        ("store.addr=vault:8200", "/store/addr"),
+        ("certificates.mode=selfmade", "/certificates/mode"),
+        ("webhook.replica=2", "replica"),
+        ("webhook.failurePolicy=Maybe", "/webhook/failurePolicy"),
+        ("reloader.pollInterval=0", "/reloader/pollInterval"),
+    ] {
+        let out = helm(&["template", "r", "charts/rotor", "--set", set], None);
+        assert!(!out.status.success(), "{set} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{set}: {err}");
+    }
+    let out = helm(
+        &[
+            "template",
+            "r",
+            "charts/rotor",
+            "--set",
+            "certificates.mode=provided",
+        ],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificates.provided.caBundle is required")
+    );
+}
+
+#[test]
+fn deploy_manifests_are_rendered_from_the_chart() {
+    let rendered = ok(&helm(
+        &[
+            "template",
+            "rotor",
+            "charts/rotor",
+            "--namespace",
+            "rotor-system",
+            "--set",
+            "certificates.mode=certManager",
+        ],
+        None,
+    ));
+    let committed = std::fs::read_to_string(repo_root().join("deploy/rotor.yaml")).unwrap();
+    let body: String = committed
+        .lines()
+        .filter(|l| !l.starts_with("# Rendered") && !l.starts_with("# Needs"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        body == rendered,
+        "deploy/rotor.yaml is out of date: run scripts/render-deploy.sh"
+    );
+}
+
+async fn allowed(
+    stack: &Stack,
+    user: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> Result<bool> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_string()),
+                group: Some(group.to_string()),
+                resource: Some(resource.to_string()),
+                namespace: namespace.map(str::to_string),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(stack.kube.clone())
+        .create(&PostParams::default(), &review)
+        .await?;
+    Ok(answer.status.map(|s| s.allowed).unwrap_or(false))
+}
+
+#[tokio::test]
+async fn installs_into_a_restricted_namespace_with_least_privilege_rbac() -> Result<()> {
+    let stack = Stack::start(StackOptions {
+        controller_manager: true,
+        registry: false,
+    })
+    .await?;
+    let ns = stack
+        .namespace_with_labels(
+            "rotor-system",
+            &[
+                ("pod-security.kubernetes.io/enforce", "restricted"),
+                ("pod-security.kubernetes.io/enforce-version", "latest"),
+            ],
+        )
+        .await?;
+    let kubeconfig = stack.kubeconfig().to_path_buf();
+    ok(&helm(
+        &["install", "rotor", "charts/rotor", "-n", &ns],
+        Some(&kubeconfig),
+    ));
+
+    let deployments: Api<Deployment> = Api::namespaced(stack.kube.clone(), &ns);
+    let names: Vec<String> = deployments
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|d| d.metadata.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let mwc = Api::<MutatingWebhookConfiguration>::all(stack.kube.clone())
+        .get("rotor")
+        .await?;
+    let hook = &mwc.webhooks.as_ref().unwrap()[0];
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    assert!(
+        hook.match_conditions
+            .as_ref()
+            .is_some_and(|m| !m.is_empty())
+    );
+    let ca = hook.client_config.ca_bundle.clone().unwrap();
+    let secrets: Api<Secret> = Api::namespaced(stack.kube.clone(), &ns);
+    let tls = secrets.get("rotor-webhook-tls").await?;
+    assert_eq!(
+        tls.data.as_ref().unwrap()["ca.crt"],
+        ca,
+        "the caBundle matches the served certificate's CA"
+    );
+
+    // helm upgrade keeps the generated certificate.
+    ok(&helm(
+        &[
+            "upgrade",
+            "rotor",
+            "charts/rotor",
+            "-n",
+            &ns,
+            "--set",
+            "webhook.logLevel=debug",
+        ],
+        Some(&kubeconfig),
+    ));
+    let after = secrets.get("rotor-webhook-tls").await?;
+    assert_eq!(
+        after.data, tls.data,
+        "the certificate is not regenerated on upgrade"
+    );
+    let mwc = Api::<MutatingWebhookConfiguration>::all(stack.kube.clone())
+        .get("rotor")
+        .await?;
+    assert_eq!(
+        mwc.webhooks.unwrap()[0].client_config.ca_bundle.as_ref(),
+        Some(&ca)
+    );
+
+    // Every rendered pod passes the restricted standard: the ReplicaSets create the pods of
+    // both components (after the upgrade, also the new revision's surge pods).
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
+    let start = Instant::now();
+    loop {
+        let count = |component: &str| {
+            let pods = pods.clone();
+            let selector = format!("app.kubernetes.io/component={component}");
+            async move {
+                Ok::<usize, anyhow::Error>(
+                    pods.list(&ListParams::default().labels(&selector))
+                        .await?
+                        .items
+                        .len(),
+                )
+            }
+        };
+        let (webhook_pods, reloader_pods) = (count("webhook").await?, count("reloader").await?);
+        if webhook_pods >= 2 && reloader_pods >= 2 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "pods admitted in a restricted namespace: webhook {webhook_pods}, reloader {reloader_pods} (want 2 each)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The namespace really enforces the standard: a non-compliant pod is refused.
+    let loose: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "loose" },
+        "spec": { "containers": [{ "name": "c", "image": "busybox", "securityContext": { "privileged": true } }] }
+    }))?;
+    let refused = pods
+        .create(&PostParams::default(), &loose)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("violates PodSecurity"), "{refused}");
+    let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(stack.kube.clone(), &ns);
+    for rs in replica_sets.list(&ListParams::default()).await?.items {
+        let failure = rs
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "ReplicaFailure");
+        assert!(
+            failure.is_none(),
+            "a ReplicaSet could not create pods: {failure:?}"
+        );
+    }
+
+    // Least privilege, checked by the API server itself.
+    let reloader = format!("system:serviceaccount:{ns}:rotor-reloader");
+    let webhook = format!("system:serviceaccount:{ns}:rotor-webhook");
+    for (user, verb, group, resource, namespace, expected) in [
+        (
+            &reloader,
+            "patch",
+            "apps",
+            "deployments",
+            Some("shop"),
+            true,
+        ),
+        (&reloader, "watch", "apps", "statefulsets", None, true),
+        (&reloader, "list", "apps", "daemonsets", None, true),
+        (
+            &reloader,
+            "create",
+            "events.k8s.io",
+            "events",
+            Some("shop"),
+            true,
+        ),
+        (
+            &reloader,
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some(ns.as_str()),
+            true,
+        ),
+        (
+            &reloader,
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some("shop"),
+            false,
+        ),
+        (&reloader, "get", "", "secrets", Some("shop"), false),
+        (&reloader, "list", "", "secrets", None, false),
+        (&reloader, "list", "", "pods", None, false),
+        (
+            &reloader,
+            "delete",
+            "apps",
+            "deployments",
+            Some("shop"),
+            false,
+        ),
+        (
+            &reloader,
+            "update",
+            "apps",
+            "deployments",
+            Some("shop"),
+            false,
+        ),
+        (&webhook, "get", "", "secrets", Some("shop"), false),
+        (&webhook, "get", "", "pods", Some("shop"), false),
+        (&webhook, "get", "", "configmaps", Some("shop"), false),
+    ] {
+        assert_eq!(
+            allowed(&stack, user, verb, group, resource, namespace).await?,
+            expected,
+            "{user} {verb} {group}/{resource} in {namespace:?}"
+        );
+    }
+    ok(&helm(&["uninstall", "rotor", "-n", &ns], Some(&kubeconfig)));
+    Ok(())
+}
