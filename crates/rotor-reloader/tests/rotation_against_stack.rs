@@ -12,7 +12,8 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
-use rotor_testkit::{ManagedProcess, Stack, StackOptions, ports::free_port};
+use rotor_e2e::fixtures::start_reloader as start_reloader_process;
+use rotor_testkit::{ManagedProcess, Stack, StackOptions};
 use serde_json::{Value, json};
 
 const CANARY: &str = "canary-reloader-5b7e-never-log-me";
@@ -76,37 +77,18 @@ struct Reloader {
 }
 
 async fn start_reloader(env: &Env, identity: &str, extra: &[&str]) -> Result<Reloader> {
-    let admin_port = free_port()?;
-    let mut args: Vec<String> = vec![
-        format!("--store-addr={}", env.stack.bao.addr),
-        format!("--token-file={}", env.token_file.display()),
-        "--role=rotor-reloader".into(),
-        "--poll-interval=1".into(),
-        "--poll-jitter=0".into(),
-        "--settle=0".into(),
-        format!("--lease-namespace={}", env.ns),
-        "--lease-duration=3".into(),
-        format!("--identity={identity}"),
-        format!("--admin-listen=127.0.0.1:{admin_port}"),
-        format!("--watch-namespace={}", env.ns),
-    ];
-    // A flag given in `extra` replaces the default one.
-    args.retain(|a| {
-        !extra
-            .iter()
-            .any(|e| e.split('=').next() == a.split('=').next())
-    });
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let kubeconfig = env.stack.kubeconfig().display().to_string();
-    let mut process = ManagedProcess::spawn(
+    let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    extra.push(format!("--watch-namespace={}", env.ns));
+    let binary = Path::new(env!("CARGO_BIN_EXE_rotor-reloader"));
+    let (process, admin) = start_reloader_process(
+        &env.stack,
+        binary,
         identity,
-        Path::new(env!("CARGO_BIN_EXE_rotor-reloader")),
-        &args,
-        &[("KUBECONFIG", kubeconfig.as_str())],
-        env.stack.dir(),
-    )?;
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    rotor_testkit::ready::wait_http_ok(&mut process, &format!("{admin}/readyz"), None).await?;
+        &env.token_file,
+        &env.ns,
+        &extra,
+    )
+    .await?;
     Ok(Reloader { process, admin })
 }
 

@@ -3,124 +3,22 @@
 //! rotation under load, and the mutated pod run the way a kubelet would.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use rotor_testkit::{ManagedProcess, Stack, StackOptions, ports::free_port};
+use rotor_e2e::fixtures::{
+    INIT_IMAGE, Webhook, binary, register_webhook, run_pod_like_a_kubelet, start_webhook,
+};
+use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
-const INIT_IMAGE: &str = "rotor-init:e2e";
 const SECRET: &str = "webhook-e2e-secret-value";
-
-fn rotor_init_binary() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_rotor-webhook"));
-    let path = exe.with_file_name("rotor-init");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build -p rotor-init; scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-struct Webhook {
-    process: ManagedProcess,
-    port: u16,
-    admin: String,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-async fn start_webhook(stack: &Stack, dir: &Path) -> Result<Webhook> {
-    let serving = stack.pki.server_cert("rotor-webhook", &["localhost"])?;
-    let cert = dir.join("tls.crt");
-    let key = dir.join("tls.key");
-    std::fs::write(&cert, &serving.cert_pem)?;
-    std::fs::write(&key, &serving.key_pem)?;
-    let port = free_port()?;
-    let admin_port = free_port()?;
-    let args: Vec<String> = vec![
-        "serve".into(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--admin-listen=127.0.0.1:{admin_port}"),
-        format!("--tls-cert-file={}", cert.display()),
-        format!("--tls-key-file={}", key.display()),
-        "--cert-poll-ms=200".into(),
-        "--shutdown-grace-seconds=5".into(),
-        format!("--default-addr={}", stack.bao.addr),
-        format!("--init-image={INIT_IMAGE}"),
-        "--token-audience=rotor-e2e".into(),
-    ];
-    let mut process = ManagedProcess::spawn(
-        "rotor-webhook",
-        Path::new(env!("CARGO_BIN_EXE_rotor-webhook")),
-        &args,
-        &[],
-        dir,
-    )?;
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    rotor_testkit::ready::wait_http_ok(&mut process, &format!("{admin}/readyz"), None).await?;
-    Ok(Webhook {
-        process,
-        port,
-        admin,
-        cert,
-        key,
-    })
-}
-
-/// The CEL condition: only pods whose env values carry references reach the webhook.
-const HAS_REFERENCE: &str = "[object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.startsWith('vault:') || e.value.startsWith('bao:') || e.value.startsWith('>>vault:') || e.value.startsWith('>>bao:') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>')))))";
-
-async fn register(stack: &Stack, port: u16) -> Result<()> {
-    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": { "name": "rotor-e2e" },
-        "webhooks": [{
-            "name": "pods.rotor.dev",
-            "admissionReviewVersions": ["v1"],
-            "clientConfig": {
-                "url": format!("https://127.0.0.1:{port}/mutate"),
-                "caBundle": base64(stack.pki.ca_pem()),
-            },
-            "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced" }],
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "IfNeeded",
-            "sideEffects": "None",
-            "timeoutSeconds": 5,
-            "matchPolicy": "Equivalent",
-            "namespaceSelector": { "matchLabels": { "rotor-e2e": "enabled" } },
-            "objectSelector": { "matchExpressions": [{ "key": "rotor.dev/inject", "operator": "NotIn", "values": ["false"] }] },
-            "matchConditions": [{ "name": "has-references", "expression": HAS_REFERENCE }],
-        }],
-    }))?;
-    Api::<MutatingWebhookConfiguration>::all(stack.kube.clone())
-        .create(&PostParams::default(), &config)
-        .await?;
-    // The apiserver picks the configuration up asynchronously.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
-}
-
-fn base64(s: &str) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new("base64")
-        .arg("-w0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
-}
 
 fn app_pod(name: &str, env_value: &str) -> Pod {
     serde_json::from_value(json!({
@@ -161,8 +59,14 @@ async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()
     })
     .await?;
     let dir = tempfile::tempdir()?;
-    let webhook = start_webhook(&stack, dir.path()).await?;
-    register(&stack, webhook.port).await?;
+    let webhook = start_webhook(
+        &stack,
+        &binary("rotor-webhook")?,
+        dir.path(),
+        &["--token-audience=rotor-e2e".to_string()],
+    )
+    .await?;
+    register_webhook(&stack, webhook.port).await?;
     let ns = stack
         .namespace_with_labels(
             "webhook",
@@ -231,7 +135,7 @@ async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()
     );
 
     // The mutated pod runs the way a kubelet would run it, and the app sees the secret.
-    run_pod_like_a_kubelet(&stack, &ns, &stored, dir.path()).await?;
+    the_mutated_pod_runs_and_sees_the_secret(&stack, &ns, &stored, dir.path()).await?;
 
     // A Deployment: the pods its ReplicaSet creates are mutated.
     deployment_pods_are_mutated(&stack, &ns).await?;
@@ -258,7 +162,12 @@ async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()
     Ok(())
 }
 
-async fn run_pod_like_a_kubelet(stack: &Stack, ns: &str, pod: &Pod, dir: &Path) -> Result<()> {
+async fn the_mutated_pod_runs_and_sees_the_secret(
+    stack: &Stack,
+    ns: &str,
+    pod: &Pod,
+    dir: &Path,
+) -> Result<()> {
     let bao = stack.bao_admin()?;
     stack.enable_bao_kubernetes_auth("kubernetes").await?;
     bao.put_policy(
@@ -277,71 +186,14 @@ async fn run_pod_like_a_kubelet(stack: &Stack, ns: &str, pod: &Pod, dir: &Path) 
     .await?;
     bao.put_kv2("secret", "db", json!({ "password": SECRET }))
         .await?;
-
-    let spec = pod.spec.clone().unwrap();
-    // Volumes at their mount paths, under a root for this pod.
-    let root = dir.join("pod-root");
-    let host_path = |mount: &str| root.join(mount.trim_start_matches('/'));
-    for v in spec.volumes.iter().flatten() {
-        if let Some(projected) = &v.projected {
-            let source = projected.sources.as_ref().unwrap()[0]
-                .service_account_token
-                .clone()
-                .unwrap();
-            let token = stack
-                .service_account_token(
-                    ns,
-                    spec.service_account_name.as_deref().unwrap(),
-                    source.audience.as_deref().unwrap(),
-                    600,
-                )
-                .await?;
-            let mount = spec.containers[0]
-                .volume_mounts
-                .iter()
-                .flatten()
-                .find(|m| m.name == v.name)
-                .unwrap();
-            std::fs::create_dir_all(host_path(&mount.mount_path))?;
-            std::fs::write(host_path(&mount.mount_path).join(&source.path), token)?;
-        }
-    }
-    let map = |s: &str| -> String {
-        if s.starts_with("/rotor/") || s.starts_with("/var/run/secrets/rotor") {
-            host_path(s).display().to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    // Init container: the image's /rotor-init is our build of rotor-init.
-    let init = &spec.init_containers.as_ref().unwrap()[0];
-    assert_eq!(init.image.as_deref(), Some(INIT_IMAGE));
-    let cmd = init.command.clone().unwrap();
-    std::fs::create_dir_all(host_path(&cmd[2]))?;
-    let status = Command::new(rotor_init_binary())
-        .arg(&cmd[1])
-        .arg(map(&cmd[2]))
-        .status()?;
-    assert!(status.success(), "the init container copies rotor-init");
-    // App container: command and args from the stored pod, env from the stored pod.
-    let app = &spec.containers[0];
-    let program = map(&app.command.as_ref().unwrap()[0]);
-    let mut command = Command::new(&program);
-    command
-        .args(app.args.iter().flatten())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for e in app.env.iter().flatten() {
-        command.env(&e.name, map(e.value.as_deref().unwrap_or("")));
-    }
-    let out = command.output().context("running the app container")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "app container failed: {stderr}");
-    let env: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
-        .split('\0')
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    assert_eq!(
+        pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]
+            .image
+            .as_deref(),
+        Some(INIT_IMAGE)
+    );
+    let run = run_pod_like_a_kubelet(stack, pod, &binary("rotor-init")?, dir).await?;
+    let env = run.env();
     assert_eq!(
         env.get("DB_PASSWORD").map(String::as_str),
         Some(SECRET),
@@ -350,7 +202,7 @@ async fn run_pod_like_a_kubelet(stack: &Stack, ns: &str, pod: &Pod, dir: &Path) 
     assert_eq!(env.get("PLAIN").map(String::as_str), Some("kept"));
     assert!(env.keys().all(|k| !k.starts_with("ROTOR_")));
     assert!(
-        !stderr.contains(SECRET),
+        !run.stderr.contains(SECRET),
         "rotor-init never prints the value"
     );
     Ok(())
