@@ -157,6 +157,9 @@ impl Controller {
                 }
             }
         }
+        self.metrics
+            .poll_duration
+            .observe(started.elapsed().as_secs_f64());
         // Distinct secrets, however they are spelled: one request each per poll.
         self.metrics
             .paths_watched

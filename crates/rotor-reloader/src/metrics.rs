@@ -34,6 +34,7 @@ pub struct Metrics {
     pub rollouts: Family<KindLabels, Counter>,
     pub rollout_failures: Counter,
     pub detection_to_patch: Histogram,
+    pub poll_duration: Histogram,
     pub leader: Gauge,
 }
 
@@ -52,6 +53,7 @@ impl Metrics {
             rollouts: Family::default(),
             rollout_failures: Counter::default(),
             detection_to_patch: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            poll_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
             registry: Registry::default(),
         };

@@ -24,6 +24,20 @@ pub fn review(body: &[u8], config: &InjectConfig, metrics: &Metrics) -> serde_js
 }
 
 fn decide(body: &[u8], config: &InjectConfig) -> (AdmissionResponse, &'static str) {
+    // The common case, parsed once: a review of a Pod.
+    let pod_error = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
+            Ok(request) => return decide_pod(&request, config),
+            Err(e) => {
+                return (
+                    AdmissionResponse::invalid(format!("the AdmissionReview has no request: {e}")),
+                    "invalid",
+                );
+            }
+        },
+        Err(e) => e,
+    };
+    // Anything else that is still an AdmissionReview gets an answer with its uid.
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
@@ -43,38 +57,43 @@ fn decide(body: &[u8], config: &InjectConfig) -> (AdmissionResponse, &'static st
             );
         }
     };
-    let started = Instant::now();
     let response = AdmissionResponse::from(&request);
-    let namespace = request.namespace.clone().unwrap_or_default();
-    if request.operation != Operation::Create
-        || request.kind.kind != "Pod"
-        || request.sub_resource.is_some()
-    {
+    if is_pod_create(
+        &request.operation,
+        &request.kind.kind,
+        request.sub_resource.as_deref(),
+    ) {
+        let message = format!("rotor: the pod object does not parse as a v1 Pod: {pod_error}");
+        return (response.deny(message), "denied");
+    }
+    (response, "unchanged")
+}
+
+fn is_pod_create(operation: &Operation, kind: &str, sub_resource: Option<&str>) -> bool {
+    *operation == Operation::Create && kind == "Pod" && sub_resource.is_none()
+}
+
+fn decide_pod(
+    request: &AdmissionRequest<Pod>,
+    config: &InjectConfig,
+) -> (AdmissionResponse, &'static str) {
+    let started = Instant::now();
+    let response = AdmissionResponse::from(request);
+    if !is_pod_create(
+        &request.operation,
+        &request.kind.kind,
+        request.sub_resource.as_deref(),
+    ) {
         return (response, "unchanged");
     }
-    let pod = request
-        .object
-        .as_ref()
-        .map(serde_json::to_value)
-        .and_then(|v| v.ok())
-        .map(serde_json::from_value::<Pod>);
-    let mut pod = match pod {
-        Some(Ok(pod)) => pod,
-        Some(Err(e)) => {
-            return (
-                response.deny(format!(
-                    "rotor: the pod object does not parse as a v1 Pod: {e}"
-                )),
-                "denied",
-            );
-        }
-        None => {
-            return (
-                response.deny("rotor: the admission request carries no pod object"),
-                "denied",
-            );
-        }
+    let Some(pod) = request.object.as_ref() else {
+        return (
+            response.deny("rotor: the admission request carries no pod object"),
+            "denied",
+        );
     };
+    let namespace = request.namespace.clone().unwrap_or_default();
+    let mut pod = pod.clone();
     if pod.metadata.namespace.is_none() {
         pod.metadata.namespace = Some(namespace.clone());
     }
@@ -103,4 +122,89 @@ fn decide(body: &[u8], config: &InjectConfig) -> (AdmissionResponse, &'static st
         "admission"
     );
     (response, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn review(object: serde_json::Value, kind: &str, operation: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "7c4d2e0a-0000-0000-0000-000000000001",
+                "kind": { "group": "", "version": "v1", "kind": kind },
+                "resource": { "group": "", "version": "v1", "resource": "pods" },
+                "namespace": "shop", "operation": operation, "userInfo": {}, "object": object, "dryRun": true,
+            }
+        }))
+        .unwrap()
+    }
+
+    fn config() -> InjectConfig {
+        InjectConfig {
+            default_addr: Some("https://vault:8200".into()),
+            ..InjectConfig::default()
+        }
+    }
+
+    #[test]
+    fn bad_input_never_panics_and_always_answers_with_the_uid_when_it_can() {
+        let metrics = Metrics::new();
+        for garbage in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"[]",
+            b"{\"request\": 5}",
+            &[0xff, 0xfe][..],
+        ] {
+            let out = review_json(garbage, &config(), &metrics);
+            assert_eq!(out["response"]["allowed"], false, "{out}");
+            assert!(
+                out["response"]["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+        }
+        // A pod whose spec has the wrong shape: denied, with the uid.
+        let out = review_json(
+            &review(
+                serde_json::json!({ "metadata": {}, "spec": { "containers": "nope" } }),
+                "Pod",
+                "CREATE",
+            ),
+            &config(),
+            &metrics,
+        );
+        assert_eq!(
+            out["response"]["uid"],
+            "7c4d2e0a-0000-0000-0000-000000000001"
+        );
+        assert_eq!(out["response"]["allowed"], false);
+        assert!(
+            out["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not parse as a v1 Pod")
+        );
+        // Another kind or operation: allowed unchanged.
+        let out = review_json(
+            &review(serde_json::json!({ "metadata": {} }), "ConfigMap", "CREATE"),
+            &config(),
+            &metrics,
+        );
+        assert_eq!(out["response"]["allowed"], true);
+        assert!(out["response"].get("patch").is_none());
+        // A dry-run pod with references: patched like any other (the planner has no side effects).
+        let pod = serde_json::json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"], "env": [{ "name": "A", "value": "vault:s/d#k" }] }] } });
+        let out = review_json(&review(pod, "Pod", "CREATE"), &config(), &metrics);
+        assert_eq!(out["response"]["allowed"], true);
+        assert_eq!(out["response"]["patchType"], "JSONPatch");
+    }
+
+    fn review_json(body: &[u8], config: &InjectConfig, metrics: &Metrics) -> serde_json::Value {
+        super::review(body, config, metrics)
+    }
 }

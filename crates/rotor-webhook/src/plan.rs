@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 use rotor_core::reference::{has_reference, parse_from_path, parse_value};
 use serde_json::{Value, json};
@@ -86,7 +88,7 @@ pub fn plan_mutation(pod: &Pod, config: &InjectConfig) -> Result<Plan, Deny> {
     let settings = rotor_env(pod, annotations, config, from_path.as_deref())?;
     let needs_token = matches!(settings.auth_method.as_str(), "kubernetes" | "jwt");
 
-    let mut ops: Vec<Value> = Vec::new();
+    let mut ops: Vec<PatchOperation> = Vec::new();
     let volumes = spec.volumes.as_deref().unwrap_or_default();
     let has_volume = |name: &str| volumes.iter().any(|v| v.name == name);
     let mut new_volumes = Vec::new();
@@ -188,9 +190,7 @@ pub fn plan_mutation(pod: &Pod, config: &InjectConfig) -> Result<Plan, Deny> {
     if ops.is_empty() {
         return Ok(Plan::Unchanged("already injected"));
     }
-    serde_json::from_value::<json_patch::Patch>(Value::Array(ops))
-        .map(Plan::Patch)
-        .map_err(|e| Deny(format!("internal error building the patch: {e}")))
+    Ok(Plan::Patch(json_patch::Patch(ops)))
 }
 
 fn references_in(c: &Container) -> bool {
@@ -325,21 +325,16 @@ fn copy_container(config: &InjectConfig) -> Value {
     })
 }
 
-/// Escapes one JSON pointer token (RFC 6901).
-fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
-}
-
-fn pointer(tokens: &[&str]) -> String {
-    tokens.iter().map(|t| format!("/{}", escape(t))).collect()
-}
-
-fn add(tokens: &[&str], value: Value) -> Value {
-    json!({ "op": "add", "path": pointer(tokens), "value": value })
+/// An `add` operation at the pointer built from `tokens` (each escaped per RFC 6901).
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        value,
+    })
 }
 
 /// Appends `items` to the array at `tokens`, creating it when it does not exist.
-fn append_all(ops: &mut Vec<Value>, tokens: &[&str], exists: bool, items: Vec<Value>) {
+fn append_all(ops: &mut Vec<PatchOperation>, tokens: &[&str], exists: bool, items: Vec<Value>) {
     if items.is_empty() {
         return;
     }
