@@ -94,6 +94,10 @@ fn lint_templates_and_schema() {
         ("webhook.replica=2", "replica"),
         ("webhook.failurePolicy=Maybe", "/webhook/failurePolicy"),
         ("reloader.pollInterval=0", "/reloader/pollInterval"),
+        (
+            "webhook.registry.platform=amd64",
+            "/webhook/registry/platform",
+        ),
     ] {
         let out = helm(&["template", "r", "charts/rotor", "--set", set], None);
         assert!(!out.status.success(), "{set} must be refused");

@@ -109,6 +109,11 @@ impl Metrics {
             m.detection_to_patch.clone(),
         );
         r.register(
+            "poll_duration_seconds",
+            "Time to poll every distinct path once",
+            m.poll_duration.clone(),
+        );
+        r.register(
             "leader",
             "1 when this replica is the leader",
             m.leader.clone(),

@@ -65,6 +65,8 @@ impl Registry {
         // crane takes comma-separated lists; an empty list clears the field.
         mutate.push(format!("--entrypoint={}", entrypoint.join(",")));
         mutate.push(format!("--cmd={}", cmd.join(",")));
+        // The platform goes into the image config, where `crane index append` reads it.
+        mutate.push(format!("--set-platform={platform}"));
         let refs: Vec<&str> = mutate.iter().map(String::as_str).collect();
         crane(&refs)?;
         Ok(reference)

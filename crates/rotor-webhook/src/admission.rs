@@ -8,26 +8,42 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use crate::config::InjectConfig;
+use crate::image_ref::ImageRef;
 use crate::metrics::{Metrics, OutcomeLabels};
-use crate::plan::{Plan, plan_mutation, pod_display_name};
+use crate::plan::{
+    ImageCommands, LookupNeed, Plan, containers_needing_lookup, plan_mutation_with,
+    pod_display_name,
+};
+use crate::registry::RegistryClient;
+
+/// What answering a review needs.
+pub struct AdmissionContext {
+    pub config: InjectConfig,
+    pub metrics: std::sync::Arc<Metrics>,
+    pub registry: RegistryClient,
+    /// Set when imagePullSecrets are read through the API.
+    pub kube: Option<kube::Client>,
+}
 
 /// Answers one admission review body; returns the JSON to send.
-pub fn review(body: &[u8], config: &InjectConfig, metrics: &Metrics) -> serde_json::Value {
+pub async fn review(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
     let started = Instant::now();
-    let (response, outcome) = decide(body, config);
-    metrics
+    let (response, outcome) = decide(body, ctx).await;
+    ctx.metrics
         .requests
         .get_or_create(&OutcomeLabels { outcome })
         .inc();
-    metrics.duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     serde_json::to_value(response.into_review()).unwrap_or_else(|_| serde_json::json!({}))
 }
 
-fn decide(body: &[u8], config: &InjectConfig) -> (AdmissionResponse, &'static str) {
+async fn decide(body: &[u8], ctx: &AdmissionContext) -> (AdmissionResponse, &'static str) {
     // The common case, parsed once: a review of a Pod.
     let pod_error = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
-            Ok(request) => return decide_pod(&request, config),
+            Ok(request) => return decide_pod(&request, ctx).await,
             Err(e) => {
                 return (
                     AdmissionResponse::invalid(format!("the AdmissionReview has no request: {e}")),
@@ -73,9 +89,9 @@ fn is_pod_create(operation: &Operation, kind: &str, sub_resource: Option<&str>) 
     *operation == Operation::Create && kind == "Pod" && sub_resource.is_none()
 }
 
-fn decide_pod(
+async fn decide_pod(
     request: &AdmissionRequest<Pod>,
-    config: &InjectConfig,
+    ctx: &AdmissionContext,
 ) -> (AdmissionResponse, &'static str) {
     let started = Instant::now();
     let response = AdmissionResponse::from(request);
@@ -98,7 +114,14 @@ fn decide_pod(
         pod.metadata.namespace = Some(namespace.clone());
     }
     let name = pod_display_name(&pod);
-    let (response, outcome) = match plan_mutation(&pod, config) {
+    let image_commands = match look_up_entrypoints(&pod, ctx).await {
+        Ok(found) => found,
+        Err(message) => {
+            tracing::info!(%namespace, pod = %name, outcome = "denied", %message, "admission");
+            return (response.deny(format!("rotor: {message}")), "denied");
+        }
+    };
+    let (response, outcome) = match plan_mutation_with(&pod, &ctx.config, &image_commands) {
         Ok(Plan::Unchanged(reason)) => {
             tracing::debug!(%reason, "unchanged");
             (response, "unchanged")
@@ -124,10 +147,40 @@ fn decide_pod(
     (response, outcome)
 }
 
+/// ENTRYPOINT and CMD of every wrapped container without `command`, looked up concurrently.
+async fn look_up_entrypoints(pod: &Pod, ctx: &AdmissionContext) -> Result<ImageCommands, String> {
+    let needs = containers_needing_lookup(pod);
+    if needs.is_empty() {
+        return Ok(ImageCommands::new());
+    }
+    let lookups = needs.iter().map(|need| async move {
+        let fail = |why: String| {
+            format!(
+                "container {:?} has no command, so rotor looked up the ENTRYPOINT of image {:?}: {why}; \
+                 set command (and args) in the pod spec to skip the lookup",
+                need.container, need.image
+            )
+        };
+        let image = ImageRef::parse(&need.image).map_err(fail)?;
+        let credential = match &ctx.kube {
+            Some(kube) => crate::pull_secrets::credential_for(kube, pod, &image.registry).await.map_err(fail)?,
+            None => None,
+        };
+        let LookupNeed { container, always_pull, .. } = need;
+        ctx.registry
+            .image_command(&image, credential.as_ref(), *always_pull, &ctx.metrics)
+            .await
+            .map(|command| (container.clone(), command))
+            .map_err(fail)
+    });
+    futures::future::try_join_all(lookups)
+        .await
+        .map(|found| found.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
 
     fn review(object: serde_json::Value, kind: &str, operation: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
@@ -142,16 +195,22 @@ mod tests {
         .unwrap()
     }
 
-    fn config() -> InjectConfig {
-        InjectConfig {
-            default_addr: Some("https://vault:8200".into()),
-            ..InjectConfig::default()
+    fn context() -> AdmissionContext {
+        AdmissionContext {
+            config: InjectConfig {
+                default_addr: Some("https://vault:8200".into()),
+                ..InjectConfig::default()
+            },
+            metrics: Metrics::new(),
+            registry: RegistryClient::new(crate::registry::RegistryConfig::default()).unwrap(),
+            kube: None,
         }
     }
 
-    #[test]
-    fn bad_input_never_panics_and_always_answers_with_the_uid_when_it_can() {
-        let metrics = Metrics::new();
+    #[tokio::test]
+    async fn bad_input_never_panics_and_always_answers_with_the_uid_when_it_can() {
+        rotor_core::install_crypto_provider();
+        let ctx = context();
         for garbage in [
             &b""[..],
             b"{",
@@ -160,7 +219,7 @@ mod tests {
             b"{\"request\": 5}",
             &[0xff, 0xfe][..],
         ] {
-            let out = review_json(garbage, &config(), &metrics);
+            let out = review_json(garbage, &ctx).await;
             assert_eq!(out["response"]["allowed"], false, "{out}");
             assert!(
                 out["response"]["status"]["message"]
@@ -175,9 +234,9 @@ mod tests {
                 "Pod",
                 "CREATE",
             ),
-            &config(),
-            &metrics,
-        );
+            &ctx,
+        )
+        .await;
         assert_eq!(
             out["response"]["uid"],
             "7c4d2e0a-0000-0000-0000-000000000001"
@@ -192,19 +251,19 @@ mod tests {
         // Another kind or operation: allowed unchanged.
         let out = review_json(
             &review(serde_json::json!({ "metadata": {} }), "ConfigMap", "CREATE"),
-            &config(),
-            &metrics,
-        );
+            &ctx,
+        )
+        .await;
         assert_eq!(out["response"]["allowed"], true);
         assert!(out["response"].get("patch").is_none());
         // A dry-run pod with references: patched like any other (the planner has no side effects).
         let pod = serde_json::json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"], "env": [{ "name": "A", "value": "vault:s/d#k" }] }] } });
-        let out = review_json(&review(pod, "Pod", "CREATE"), &config(), &metrics);
+        let out = review_json(&review(pod, "Pod", "CREATE"), &ctx).await;
         assert_eq!(out["response"]["allowed"], true);
         assert_eq!(out["response"]["patchType"], "JSONPatch");
     }
 
-    fn review_json(body: &[u8], config: &InjectConfig, metrics: &Metrics) -> serde_json::Value {
-        super::review(body, config, metrics)
+    async fn review_json(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
+        super::review(body, ctx).await
     }
 }

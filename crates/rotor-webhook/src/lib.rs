@@ -3,8 +3,11 @@
 pub mod admission;
 pub mod annotations;
 pub mod config;
+pub mod image_ref;
 pub mod inject_command;
 pub mod metrics;
 pub mod plan;
+pub mod pull_secrets;
+pub mod registry;
 pub mod serve;
 pub mod tls;

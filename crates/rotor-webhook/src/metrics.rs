@@ -21,12 +21,20 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// ok, error
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<OutcomeLabels, Counter>,
     pub duration: Histogram,
     pub cert_reloads: Family<ReloadLabels, Counter>,
     pub cert_loaded: Gauge,
+    pub registry_lookups: Family<ResultLabels, Counter>,
+    pub registry_cache_hits: Counter,
 }
 
 impl Metrics {
@@ -56,12 +64,26 @@ impl Metrics {
             "1 once a serving certificate is loaded",
             cert_loaded.clone(),
         );
+        let registry_lookups = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "registry_lookups",
+            "Image entrypoint lookups in registries by result",
+            registry_lookups.clone(),
+        );
+        let registry_cache_hits = Counter::default();
+        registry.register(
+            "registry_cache_hits",
+            "Image entrypoint lookups answered from the cache",
+            registry_cache_hits.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
             duration,
             cert_reloads,
             cert_loaded,
+            registry_lookups,
+            registry_cache_hits,
         })
     }
 

@@ -3,7 +3,7 @@
 //! The patch only uses `add` (which also replaces an existing member), builds paths from
 //! escaped tokens, and is idempotent: planning the patched pod again gives no operation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::annotations::{self, get, get_bool};
 use crate::config::InjectConfig;
+use crate::registry::ImageCommand;
 
 /// Names and paths of what rotor injects.
 pub const BIN_VOLUME: &str = "rotor-bin";
@@ -36,8 +37,57 @@ pub enum Plan {
 #[error("{0}")]
 pub struct Deny(pub String);
 
-/// Plans the mutation of `pod`.
+/// Plans the mutation of `pod` (containers without `command` are denied: no registry here).
 pub fn plan_mutation(pod: &Pod, config: &InjectConfig) -> Result<Plan, Deny> {
+    plan_mutation_with(pod, config, &ImageCommands::new())
+}
+
+/// ENTRYPOINT and CMD looked up for containers without `command`, by container name.
+pub type ImageCommands = HashMap<String, ImageCommand>;
+
+/// A container whose entrypoint must be looked up before planning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupNeed {
+    pub container: String,
+    pub image: String,
+    pub always_pull: bool,
+}
+
+/// The containers rotor would wrap that have no `command` (their image must be looked up).
+pub fn containers_needing_lookup(pod: &Pod) -> Vec<LookupNeed> {
+    let empty = BTreeMap::new();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    if annotations.contains_key("kubernetes.io/config.mirror")
+        || get_bool(annotations, &annotations::INJECT) == Ok(Some(false))
+        || get_bool(annotations, &annotations::MUTATE) == Ok(Some(false))
+    {
+        return Vec::new();
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let from_path =
+        get(annotations, &annotations::FROM_PATH).is_some_and(|(v, _)| !v.trim().is_empty());
+    spec.init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name != COPY_CONTAINER)
+        .chain(spec.containers.iter())
+        .filter(|c| (from_path || references_in(c)) && c.command.as_ref().is_none_or(Vec::is_empty))
+        .map(|c| LookupNeed {
+            container: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            always_pull: c.image_pull_policy.as_deref() == Some("Always"),
+        })
+        .collect()
+}
+
+/// Plans the mutation of `pod`, with entrypoints looked up for containers without `command`.
+pub fn plan_mutation_with(
+    pod: &Pod,
+    config: &InjectConfig,
+    image_commands: &ImageCommands,
+) -> Result<Plan, Deny> {
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     if annotations.contains_key("kubernetes.io/config.mirror") {
@@ -143,16 +193,35 @@ pub fn plan_mutation(pod: &Pod, config: &InjectConfig) -> Result<Plan, Deny> {
         };
         let idx = index.to_string();
         let base = ["spec", list, idx.as_str()];
-        let Some(command) = container.command.as_ref().filter(|c| !c.is_empty()) else {
-            return Err(Deny(format!(
-                "container {:?} has references but no command: rotor must know the entrypoint to wrap it; \
-                 set spec.{list}[{index}].command (and args) to the image's ENTRYPOINT and CMD",
-                container.name
-            )));
-        };
         let mut args = vec!["--".to_string()];
-        args.extend(command.iter().cloned());
-        args.extend(container.args.iter().flatten().cloned());
+        match container.command.as_ref().filter(|c| !c.is_empty()) {
+            Some(command) => {
+                args.extend(command.iter().cloned());
+                args.extend(container.args.iter().flatten().cloned());
+            }
+            None => {
+                let Some(image) = image_commands.get(&container.name) else {
+                    return Err(Deny(format!(
+                        "container {:?} has references but no command: rotor must know the entrypoint to wrap it; \
+                         set spec.{list}[{index}].command (and args) to the image's ENTRYPOINT and CMD",
+                        container.name
+                    )));
+                };
+                // As the runtime does: ENTRYPOINT, then the pod's args, or else the image's CMD.
+                args.extend(image.entrypoint.iter().cloned());
+                match container.args.as_ref().filter(|a| !a.is_empty()) {
+                    Some(pod_args) => args.extend(pod_args.iter().cloned()),
+                    None => args.extend(image.cmd.iter().cloned()),
+                }
+                if args.len() == 1 {
+                    return Err(Deny(format!(
+                        "container {:?}: image {:?} has neither ENTRYPOINT nor CMD; set spec.{list}[{index}].command",
+                        container.name,
+                        container.image.as_deref().unwrap_or_default()
+                    )));
+                }
+            }
+        }
         ops.push(add(&[&base[..], &["command"]].concat(), json!([WRAPPER])));
         ops.push(add(&[&base[..], &["args"]].concat(), json!(args)));
 

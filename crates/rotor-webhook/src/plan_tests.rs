@@ -279,3 +279,95 @@ fn pointer_tokens_are_escaped() {
     };
     assert_eq!(op.path.as_str(), "/metadata/annotations/rotor.dev~1x~0y");
 }
+
+#[test]
+fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
+    let mut input = app_pod();
+    input["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("command");
+    input["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("args");
+    input["spec"]["initContainers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("command");
+    let p = pod(input.clone());
+    let needs = containers_needing_lookup(&p);
+    assert_eq!(
+        needs
+            .iter()
+            .map(|n| n.container.as_str())
+            .collect::<Vec<_>>(),
+        vec!["migrate", "web"]
+    );
+    let commands = ImageCommands::from([
+        (
+            "web".to_string(),
+            ImageCommand {
+                entrypoint: vec!["/bin/web".into()],
+                cmd: vec!["--port".into(), "80".into()],
+            },
+        ),
+        (
+            "migrate".to_string(),
+            ImageCommand {
+                entrypoint: vec![],
+                cmd: vec!["/migrate".into(), "up".into()],
+            },
+        ),
+    ]);
+    let out = apply(
+        &input,
+        &plan_mutation_with(&p, &config(), &commands).unwrap(),
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["args"],
+        json!(["--", "/bin/web", "--port", "80"])
+    );
+    assert_eq!(
+        out["spec"]["initContainers"][1]["args"],
+        json!(["--", "/migrate", "up"])
+    );
+    // The pod's own args replace the image's CMD, after its ENTRYPOINT.
+    input["spec"]["containers"][0]["args"] = json!(["--debug"]);
+    let out = apply(
+        &input,
+        &plan_mutation_with(&pod(input.clone()), &config(), &commands).unwrap(),
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["args"],
+        json!(["--", "/bin/web", "--debug"])
+    );
+    // An image with neither is refused with the fix.
+    let empty = ImageCommands::from([
+        ("web".to_string(), ImageCommand::default()),
+        (
+            "migrate".to_string(),
+            ImageCommand {
+                entrypoint: vec!["/m".into()],
+                cmd: vec![],
+            },
+        ),
+    ]);
+    input["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("args");
+    let Deny(msg) = plan_mutation_with(&pod(input), &config(), &empty).unwrap_err();
+    assert!(
+        msg.contains("neither ENTRYPOINT nor CMD") && msg.contains("command"),
+        "{msg}"
+    );
+    // Opted-out pods need no lookup.
+    let mut off = app_pod();
+    off["metadata"]["annotations"]["rotor.dev/inject"] = json!("false");
+    off["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("command");
+    assert!(containers_needing_lookup(&pod(off)).is_empty());
+}

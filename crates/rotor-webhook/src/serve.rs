@@ -18,8 +18,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::AdmissionContext;
 use crate::config::InjectConfig;
 use crate::metrics::Metrics;
+use crate::registry::{RegistryClient, RegistryConfig};
 use crate::tls::{CertResolver, CertWatcher, server_config};
 
 #[derive(Clone, Debug, clap::Args)]
@@ -50,12 +52,13 @@ pub struct ServeArgs {
     pub shutdown_grace_seconds: u64,
     #[command(flatten)]
     pub inject: InjectConfig,
+    #[command(flatten)]
+    pub registry: RegistryConfig,
 }
 
 #[derive(Clone)]
 struct AppState {
-    config: Arc<InjectConfig>,
-    metrics: Arc<Metrics>,
+    admission: Arc<AdmissionContext>,
     resolver: Arc<CertResolver>,
 }
 
@@ -71,14 +74,28 @@ impl ServeArgs {
             header_timeout_ms,
             shutdown_grace_seconds,
             inject,
+            registry,
         } = self;
         let metrics = Metrics::new();
         let (watcher, seen) = CertWatcher::load(&tls_cert_file, &tls_key_file, metrics.clone())?;
         let resolver = watcher.resolver.clone();
         tokio::spawn(watcher.run(seen, Duration::from_millis(cert_poll_ms), cancel.clone()));
+        let kube = if registry.use_pull_secrets {
+            Some(
+                kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API to read imagePullSecrets")?,
+            )
+        } else {
+            None
+        };
         let state = AppState {
-            config: Arc::new(inject),
-            metrics,
+            admission: Arc::new(AdmissionContext {
+                config: inject,
+                metrics,
+                registry: RegistryClient::new(registry).context("building the registry client")?,
+                kube,
+            }),
             resolver: resolver.clone(),
         };
         let app = Router::new()
@@ -120,7 +137,7 @@ impl ServeArgs {
 }
 
 async fn mutate(State(state): State<AppState>, body: Bytes) -> impl IntoResponse {
-    let answer = crate::admission::review(&body, &state.config, &state.metrics);
+    let answer = crate::admission::review(&body, &state.admission).await;
     axum::Json(answer)
 }
 
@@ -138,7 +155,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.encode(),
+        state.admission.metrics.encode(),
     )
 }
 

@@ -324,3 +324,116 @@ async fn rotate_certificate_under_load(stack: &Stack, ns: &str, webhook: &Webhoo
     );
     Ok(())
 }
+
+fn pod_without_command(name: &str, image: &str, pull: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "annotations": { "rotor.dev/vault-role": "app" } },
+        "spec": { "containers": [{ "name": "app", "image": image, "imagePullPolicy": pull,
+            "env": [{ "name": "DB_PASSWORD", "value": "vault:secret/data/db#password" }] }] },
+    }))
+    .unwrap()
+}
+
+fn wrapped_args(pod: &Pod) -> Vec<String> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn looks_up_entrypoints_in_the_real_registry() -> Result<()> {
+    rotor_testkit::install_crypto_provider();
+    let stack = Stack::start(StackOptions {
+        controller_manager: false,
+        registry: true,
+    })
+    .await?;
+    let registry = stack.registry()?;
+    let dir = tempfile::tempdir()?;
+    let extra = [
+        format!("--registry-insecure={}", registry.host),
+        "--image-cache-ttl-seconds=600".to_string(),
+    ];
+    let webhook = start_webhook(&stack, &binary("rotor-webhook")?, dir.path(), &extra).await?;
+    register_webhook(&stack, webhook.port).await?;
+    let ns = stack
+        .namespace_with_labels("registry", &[("rotor-e2e", "enabled")])
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
+    let create = |name: &str, image: &str, pull: &str| {
+        let (pods, pod) = (pods.clone(), pod_without_command(name, image, pull));
+        async move { pods.create(&PostParams::default(), &pod).await }
+    };
+
+    // ENTRYPOINT + CMD of a tagged image.
+    let app = registry.push_image(
+        "app:v1",
+        &["/bin/app", "--serve"],
+        &["--port", "80"],
+        "linux/amd64",
+    )?;
+    let stored = create("tagged", &app, "IfNotPresent").await?;
+    assert_eq!(
+        wrapped_args(&stored),
+        ["--", "/bin/app", "--serve", "--port", "80"]
+    );
+
+    // A multi-platform index resolves to linux/amd64.
+    let amd = registry.push_image("multi:amd64", &["/amd64-app"], &[], "linux/amd64")?;
+    let arm = registry.push_image("multi:arm64", &["/arm64-app"], &[], "linux/arm64")?;
+    let index = registry.push_index("multi:v1", &[&amd, &arm])?;
+    assert_eq!(
+        wrapped_args(&create("multi", &index, "IfNotPresent").await?),
+        ["--", "/amd64-app"]
+    );
+
+    // The tag's content changes: a cached tag keeps its lookup, `Always` and `:latest` look again.
+    registry.push_image("app:v1", &["/bin/changed"], &[], "linux/amd64")?;
+    assert_eq!(
+        wrapped_args(&create("cached", &app, "IfNotPresent").await?)[1],
+        "/bin/app",
+        "served from the cache"
+    );
+    assert_eq!(
+        wrapped_args(&create("always", &app, "Always").await?)[1],
+        "/bin/changed",
+        "imagePullPolicy Always is not cached"
+    );
+    let latest = registry.push_image("app:latest", &["/one"], &[], "linux/amd64")?;
+    assert_eq!(
+        wrapped_args(&create("latest-1", &latest, "IfNotPresent").await?)[1],
+        "/one"
+    );
+    registry.push_image("app:latest", &["/two"], &[], "linux/amd64")?;
+    assert_eq!(
+        wrapped_args(&create("latest-2", &latest, "IfNotPresent").await?)[1],
+        "/two",
+        ":latest is not cached"
+    );
+
+    // A missing image: refused, saying why and how to avoid the lookup.
+    let missing = format!("{}/nope:v1", registry.host);
+    let msg = create("missing", &missing, "IfNotPresent")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("nope:v1") && msg.contains("404") && msg.contains("set command"),
+        "{msg}"
+    );
+
+    let metrics = reqwest::get(format!("{}/metrics", webhook.admin))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("rotor_webhook_registry_cache_hits_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rotor_webhook_registry_lookups_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+    Ok(())
+}

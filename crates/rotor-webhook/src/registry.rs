@@ -1,0 +1,467 @@
+//! Looking up an image's ENTRYPOINT and CMD in its registry (OCI distribution API): indexes
+//! resolved to one platform, anonymous or Basic/Bearer auth from pull secrets, a cache with a
+//! TTL (never for `:latest` or `imagePullPolicy: Always`), and a timeout.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use serde_json::Value;
+
+use crate::image_ref::ImageRef;
+use crate::metrics::{Metrics, ResultLabels};
+
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// An image's entrypoint and default arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageCommand {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+/// Registry credentials (from a pull secret). `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RegistryConfig {
+    /// Registries reached over plain HTTP (host:port), e.g. a local test registry.
+    #[arg(
+        long = "registry-insecure",
+        env = "ROTOR_REGISTRY_INSECURE",
+        value_delimiter = ','
+    )]
+    pub insecure: Vec<String>,
+    /// Time allowed for one image lookup, in milliseconds (keep it well inside the webhook timeout).
+    #[arg(
+        long = "registry-timeout-ms",
+        env = "ROTOR_REGISTRY_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub timeout_ms: u64,
+    /// How long a looked-up entrypoint is reused, in seconds.
+    #[arg(
+        long = "image-cache-ttl-seconds",
+        env = "ROTOR_IMAGE_CACHE_TTL",
+        default_value_t = 600
+    )]
+    pub cache_ttl_seconds: u64,
+    /// Platform picked from multi-platform images.
+    #[arg(
+        long = "image-platform",
+        env = "ROTOR_IMAGE_PLATFORM",
+        default_value = "linux/amd64"
+    )]
+    pub platform: String,
+    /// Read the pod's and its ServiceAccount's imagePullSecrets through the API (needs RBAC to
+    /// get Secrets and ServiceAccounts).
+    #[arg(long = "registry-pull-secrets", env = "ROTOR_REGISTRY_PULL_SECRETS")]
+    pub use_pull_secrets: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            insecure: Vec::new(),
+            timeout_ms: 3_000,
+            cache_ttl_seconds: 600,
+            platform: "linux/amd64".to_string(),
+            use_pull_secrets: false,
+        }
+    }
+}
+
+pub struct RegistryClient {
+    http: reqwest::Client,
+    config: RegistryConfig,
+    cache: Mutex<HashMap<String, (ImageCommand, Instant)>>,
+}
+
+impl RegistryClient {
+    pub fn new(config: RegistryConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .user_agent(concat!("rotor-webhook/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            config,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms)
+    }
+
+    /// The image's ENTRYPOINT and CMD. `always_pull`: the pod says `imagePullPolicy: Always`.
+    pub async fn image_command(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+        always_pull: bool,
+        metrics: &Metrics,
+    ) -> Result<ImageCommand, String> {
+        let key = format!("{image} {}", self.config.platform);
+        let cacheable = !always_pull && !image.is_latest();
+        if cacheable {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((command, at)) = cache.get(&key)
+                && at.elapsed() < Duration::from_secs(self.config.cache_ttl_seconds)
+            {
+                metrics.registry_cache_hits.inc();
+                return Ok(command.clone());
+            }
+        }
+        let result = tokio::time::timeout(self.timeout(), self.fetch(image, credential))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer from {} within {} ms",
+                    image.api_host(),
+                    self.config.timeout_ms
+                ))
+            });
+        let label = if result.is_ok() { "ok" } else { "error" };
+        metrics
+            .registry_lookups
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        if let (Ok(command), true) = (&result, cacheable) {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(key, (command.clone(), Instant::now()));
+        }
+        result
+    }
+
+    async fn fetch(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+    ) -> Result<ImageCommand, String> {
+        let scheme = if self.config.insecure.iter().any(|h| h == &image.registry) {
+            "http"
+        } else {
+            "https"
+        };
+        let base = format!("{scheme}://{}/v2/{}", image.api_host(), image.repository);
+        let mut auth: Option<String> = None;
+        let manifest = self
+            .get_json(
+                &format!("{base}/manifests/{}", image.reference()),
+                MANIFEST_TYPES,
+                image,
+                credential,
+                &mut auth,
+            )
+            .await?;
+        let manifest = if manifest.get("manifests").is_some() {
+            let digest = pick_platform(&manifest, &self.config.platform)?;
+            self.get_json(
+                &format!("{base}/manifests/{digest}"),
+                MANIFEST_TYPES,
+                image,
+                credential,
+                &mut auth,
+            )
+            .await?
+        } else {
+            manifest
+        };
+        let config_digest = manifest
+            .pointer("/config/digest")
+            .and_then(Value::as_str)
+            .ok_or("the manifest has no config digest")?;
+        let config = self
+            .get_json(
+                &format!("{base}/blobs/{config_digest}"),
+                "*/*",
+                image,
+                credential,
+                &mut auth,
+            )
+            .await?;
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(ImageCommand {
+            entrypoint: strings(config.pointer("/config/Entrypoint")),
+            cmd: strings(config.pointer("/config/Cmd")),
+        })
+    }
+
+    /// GET with the registry's auth dance: anonymous, then Bearer (token service) or Basic as
+    /// the challenge asks. `auth` keeps the header for the next requests.
+    async fn get_json(
+        &self,
+        url: &str,
+        accept: &str,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+        auth: &mut Option<String>,
+    ) -> Result<Value, String> {
+        for attempt in 0..2 {
+            let mut request = self.http.get(url).header(ACCEPT, accept);
+            if let Some(header) = auth.as_deref() {
+                request = request.header(AUTHORIZATION, header);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {}", transport(&e)))?;
+            let status = response.status();
+            if status.as_u16() == 401 && attempt == 0 {
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                *auth = Some(self.authorize(&challenge, image, credential).await?);
+                continue;
+            }
+            if !status.is_success() {
+                let hint = match status.as_u16() {
+                    401 | 403 => " (no access: add an imagePullSecret the webhook can read)",
+                    404 => " (no such image or tag)",
+                    _ => "",
+                };
+                return Err(format!("GET {url}: HTTP {status}{hint}"));
+            }
+            return response
+                .json::<Value>()
+                .await
+                .map_err(|e| format!("GET {url}: the answer is not JSON: {e}"));
+        }
+        Err(format!(
+            "GET {url}: still unauthorized after authenticating"
+        ))
+    }
+
+    async fn authorize(
+        &self,
+        challenge: &str,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+    ) -> Result<String, String> {
+        use base64::Engine as _;
+        let basic = credential.map(|c| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", c.username, c.password))
+            )
+        });
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            return basic.ok_or_else(|| {
+                format!(
+                    "{} asks for credentials and none were found in the pod's imagePullSecrets",
+                    image.registry
+                )
+            });
+        };
+        let param = |name: &str| {
+            params
+                .split(',')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.trim_matches('"').to_string())
+        };
+        let realm = param("realm").ok_or("the registry's Bearer challenge has no realm")?;
+        let mut request = self
+            .http
+            .get(&realm)
+            .query(&[("scope", format!("repository:{}:pull", image.repository))]);
+        if let Some(service) = param("service") {
+            request = request.query(&[("service", service)]);
+        }
+        if let Some(b) = &basic {
+            request = request.header(AUTHORIZATION, b);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("getting a registry token from {realm}: {}", transport(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "getting a registry token from {realm}: HTTP {}",
+                response.status()
+            ));
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("registry token answer: {e}"))?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(Value::as_str)
+            .ok_or("the registry token answer has no token")?;
+        Ok(format!("Bearer {token}"))
+    }
+}
+
+fn transport(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        e.to_string()
+    }
+}
+
+/// The digest of the manifest for `platform` (`os/arch[/variant]`) in an index.
+pub fn pick_platform(index: &Value, platform: &str) -> Result<String, String> {
+    let mut parts = platform.split('/');
+    let (os, arch, variant) = (
+        parts.next().unwrap_or("linux"),
+        parts.next().unwrap_or("amd64"),
+        parts.next(),
+    );
+    let manifests = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or("the index has no manifests")?;
+    let available: Vec<String> = manifests
+        .iter()
+        .filter_map(|m| {
+            let p = m.get("platform")?;
+            Some(format!(
+                "{}/{}",
+                p.get("os")?.as_str()?,
+                p.get("architecture")?.as_str()?
+            ))
+        })
+        .collect();
+    manifests
+        .iter()
+        .find(|m| {
+            let p = m.get("platform");
+            let field = |k: &str| p.and_then(|p| p.get(k)).and_then(Value::as_str);
+            field("os") == Some(os)
+                && field("architecture") == Some(arch)
+                && (variant.is_none() || field("variant") == variant)
+        })
+        .and_then(|m| m.get("digest").and_then(Value::as_str))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "the image has no {platform} variant (it has: {})",
+                available.join(", ")
+            )
+        })
+}
+
+/// Credentials for `registry` in a `.dockerconfigjson` document.
+pub fn credential_from_docker_config(json: &[u8], registry: &str) -> Option<Credential> {
+    use base64::Engine as _;
+    let doc: Value = serde_json::from_slice(json).ok()?;
+    let auths = doc.get("auths")?.as_object()?;
+    let wanted = |key: &str| {
+        let host = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        host == registry
+            || (registry == "docker.io"
+                && (host == "index.docker.io" || host == "registry-1.docker.io"))
+    };
+    let entry = auths.iter().find(|(k, _)| wanted(k)).map(|(_, v)| v)?;
+    if let (Some(u), Some(p)) = (
+        entry.get("username").and_then(Value::as_str),
+        entry.get("password").and_then(Value::as_str),
+    ) {
+        return Some(Credential {
+            username: u.to_string(),
+            password: p.to_string(),
+        });
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(entry.get("auth")?.as_str()?)
+        .ok()?;
+    let (u, p) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some(Credential {
+        username: u.to_string(),
+        password: p.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn picks_the_configured_platform_and_says_what_exists() {
+        let index = json!({ "manifests": [
+            { "digest": "sha256:arm", "platform": { "os": "linux", "architecture": "arm64", "variant": "v8" } },
+            { "digest": "sha256:amd", "platform": { "os": "linux", "architecture": "amd64" } },
+        ]});
+        assert_eq!(pick_platform(&index, "linux/amd64").unwrap(), "sha256:amd");
+        assert_eq!(
+            pick_platform(&index, "linux/arm64/v8").unwrap(),
+            "sha256:arm"
+        );
+        let err = pick_platform(&index, "windows/amd64").unwrap_err();
+        assert!(
+            err.contains("windows/amd64") && err.contains("linux/arm64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_docker_config_credentials() {
+        let doc = json!({ "auths": {
+            "https://index.docker.io/v1/": { "auth": "dXNlcjpwYXNz" },
+            "ghcr.io": { "username": "bot", "password": "tok" },
+        }});
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(
+            credential_from_docker_config(&bytes, "docker.io")
+                .unwrap()
+                .username,
+            "user"
+        );
+        assert_eq!(
+            credential_from_docker_config(&bytes, "ghcr.io")
+                .unwrap()
+                .password,
+            "tok"
+        );
+        assert!(credential_from_docker_config(&bytes, "quay.io").is_none());
+        assert!(credential_from_docker_config(b"not json", "ghcr.io").is_none());
+        assert!(
+            !format!(
+                "{:?}",
+                credential_from_docker_config(&bytes, "ghcr.io").unwrap()
+            )
+            .contains("tok")
+        );
+    }
+}
