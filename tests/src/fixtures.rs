@@ -65,7 +65,14 @@ pub async fn start_webhook(
         format!("--init-image={INIT_IMAGE}"),
     ];
     args.extend(extra.iter().cloned());
-    let mut process = ManagedProcess::spawn("rotor-webhook", webhook_bin, &args, &[], dir)?;
+    let kubeconfig = stack.kubeconfig().display().to_string();
+    let mut process = ManagedProcess::spawn(
+        "rotor-webhook",
+        webhook_bin,
+        &args,
+        &[("KUBECONFIG", kubeconfig.as_str())],
+        dir,
+    )?;
     let admin = format!("http://127.0.0.1:{admin_port}");
     rotor_testkit::ready::wait_http_ok(&mut process, &format!("{admin}/readyz"), None).await?;
     Ok(Webhook {
@@ -77,22 +84,43 @@ pub async fn start_webhook(
     })
 }
 
-/// The CEL condition of the chart: only pods whose env values carry references reach the webhook.
-pub fn has_reference_condition() -> Result<String> {
+/// A CEL expression defined in the chart's helpers (the one source of the webhook's conditions).
+pub fn chart_condition(name: &str) -> Result<String> {
     let helpers = std::fs::read_to_string(
         rotor_testkit::tools::repo_root().join("charts/rotor/templates/_helpers.tpl"),
     )?;
     let start = helpers
-        .find("{{- define \"rotor.hasReference\" -}}")
-        .context("no rotor.hasReference in the chart")?;
-    let body = &helpers[start..];
-    let body = body.lines().nth(1).context("empty rotor.hasReference")?;
+        .find(&format!("{{{{- define \"{name}\" -}}}}"))
+        .with_context(|| format!("no {name} in the chart"))?;
+    let body = helpers[start..]
+        .lines()
+        .nth(1)
+        .with_context(|| format!("empty {name}"))?;
     Ok(body.trim().to_string())
+}
+
+/// The chart's matchCondition: pods whose env values carry references (and, with
+/// `configmaps`, pods taking env from ConfigMaps) reach the webhook.
+pub fn has_reference_condition(configmaps: bool) -> Result<String> {
+    let refs = chart_condition("rotor.hasReference")?;
+    if configmaps {
+        Ok(format!(
+            "{refs} || {}",
+            chart_condition("rotor.hasConfigMapEnv")?
+        ))
+    } else {
+        Ok(refs)
+    }
 }
 
 /// Registers the webhook like the chart does, with a URL on loopback, for namespaces labelled
 /// `rotor-e2e=enabled`.
 pub async fn register_webhook(stack: &Stack, port: u16) -> Result<()> {
+    register_webhook_with(stack, port, false).await
+}
+
+/// [`register_webhook`], optionally also for pods taking env from ConfigMaps.
+pub async fn register_webhook_with(stack: &Stack, port: u16, configmaps: bool) -> Result<()> {
     let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "metadata": { "name": "rotor-e2e" },
         "webhooks": [{
@@ -110,7 +138,7 @@ pub async fn register_webhook(stack: &Stack, port: u16) -> Result<()> {
             "matchPolicy": "Equivalent",
             "namespaceSelector": { "matchLabels": { "rotor-e2e": "enabled" } },
             "objectSelector": { "matchExpressions": [{ "key": "rotor.dev/inject", "operator": "NotIn", "values": ["false"] }] },
-            "matchConditions": [{ "name": "has-references", "expression": has_reference_condition()? }],
+            "matchConditions": [{ "name": "has-references", "expression": has_reference_condition(configmaps)? }],
         }],
     }))?;
     Api::<MutatingWebhookConfiguration>::all(stack.kube.clone())

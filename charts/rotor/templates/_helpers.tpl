@@ -62,3 +62,8 @@ seccompProfile:
 {{- define "rotor.hasReference" -}}
 (has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations)) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.startsWith('vault:') || e.value.startsWith('bao:') || e.value.startsWith('>>vault:') || e.value.startsWith('>>bao:') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>')))))
 {{- end -}}
+
+{{/* CEL: a container takes env from ConfigMaps (which may hold references). Added with webhook.configMapReferences. */}}
+{{- define "rotor.hasConfigMapEnv" -}}
+[object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, (has(c.envFrom) && c.envFrom.exists(f, has(f.configMapRef))) || (has(c.env) && c.env.exists(e, has(e.valueFrom) && has(e.valueFrom.configMapKeyRef)))))
+{{- end -}}

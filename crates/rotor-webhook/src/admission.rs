@@ -1,6 +1,7 @@
 //! AdmissionReview v1 in, AdmissionReview v1 out. An unparseable body gets an `invalid`
 //! response; a parseable one always gets HTTP 200 with the request's uid.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -11,7 +12,7 @@ use crate::config::InjectConfig;
 use crate::image_ref::ImageRef;
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::plan::{
-    ImageCommands, LookupNeed, Plan, containers_needing_lookup, plan_mutation_with,
+    ImageCommands, LookupNeed, Lookups, Plan, containers_needing_lookup, plan_mutation_with,
     pod_display_name,
 };
 use crate::registry::RegistryClient;
@@ -21,8 +22,10 @@ pub struct AdmissionContext {
     pub config: InjectConfig,
     pub metrics: std::sync::Arc<Metrics>,
     pub registry: RegistryClient,
-    /// Set when imagePullSecrets are read through the API.
+    /// Set when imagePullSecrets or ConfigMaps are read through the API.
     pub kube: Option<kube::Client>,
+    /// Read the ConfigMaps a pod's env pulls from, to find references there.
+    pub configmap_references: bool,
 }
 
 /// Answers one admission review body; returns the JSON to send.
@@ -114,14 +117,14 @@ async fn decide_pod(
         pod.metadata.namespace = Some(namespace.clone());
     }
     let name = pod_display_name(&pod);
-    let image_commands = match look_up_entrypoints(&pod, ctx).await {
+    let lookups = match look_up(&pod, ctx).await {
         Ok(found) => found,
         Err(message) => {
             tracing::info!(%namespace, pod = %name, outcome = "denied", %message, "admission");
             return (response.deny(format!("rotor: {message}")), "denied");
         }
     };
-    let (response, outcome) = match plan_mutation_with(&pod, &ctx.config, &image_commands) {
+    let (response, outcome) = match plan_mutation_with(&pod, &ctx.config, &lookups) {
         Ok(Plan::Unchanged(reason)) => {
             tracing::debug!(%reason, "unchanged");
             (response, "unchanged")
@@ -147,9 +150,29 @@ async fn decide_pod(
     (response, outcome)
 }
 
+/// What planning needs from outside: containers with references in ConfigMaps (when the API
+/// is available), then the ENTRYPOINT and CMD of wrapped containers without `command`.
+async fn look_up(pod: &Pod, ctx: &AdmissionContext) -> Result<Lookups, String> {
+    let configmap_references = match (&ctx.kube, ctx.configmap_references) {
+        (Some(kube), true) => {
+            crate::configmap_references::containers_with_configmap_references(kube, pod).await?
+        }
+        _ => HashSet::new(),
+    };
+    let image_commands = look_up_entrypoints(pod, &configmap_references, ctx).await?;
+    Ok(Lookups {
+        image_commands,
+        configmap_references,
+    })
+}
+
 /// ENTRYPOINT and CMD of every wrapped container without `command`, looked up concurrently.
-async fn look_up_entrypoints(pod: &Pod, ctx: &AdmissionContext) -> Result<ImageCommands, String> {
-    let needs = containers_needing_lookup(pod);
+async fn look_up_entrypoints(
+    pod: &Pod,
+    configmap_references: &HashSet<String>,
+    ctx: &AdmissionContext,
+) -> Result<ImageCommands, String> {
+    let needs = containers_needing_lookup(pod, configmap_references);
     if needs.is_empty() {
         return Ok(ImageCommands::new());
     }
@@ -204,6 +227,7 @@ mod tests {
             metrics: Metrics::new(),
             registry: RegistryClient::new(crate::registry::RegistryConfig::default()).unwrap(),
             kube: None,
+            configmap_references: false,
         }
     }
 

@@ -3,7 +3,7 @@
 //! The patch only uses `add` (which also replaces an existing member), builds paths from
 //! escaped tokens, and is idempotent: planning the patched pod again gives no operation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
@@ -39,11 +39,19 @@ pub struct Deny(pub String);
 
 /// Plans the mutation of `pod` (containers without `command` are denied: no registry here).
 pub fn plan_mutation(pod: &Pod, config: &InjectConfig) -> Result<Plan, Deny> {
-    plan_mutation_with(pod, config, &ImageCommands::new())
+    plan_mutation_with(pod, config, &Lookups::default())
 }
 
 /// ENTRYPOINT and CMD looked up for containers without `command`, by container name.
 pub type ImageCommands = HashMap<String, ImageCommand>;
+
+/// What the admission layer read from the API and registries before planning.
+#[derive(Clone, Debug, Default)]
+pub struct Lookups {
+    pub image_commands: ImageCommands,
+    /// Containers whose env pulls references from ConfigMaps (`configMapKeyRef`, `envFrom`).
+    pub configmap_references: HashSet<String>,
+}
 
 /// A container whose entrypoint must be looked up before planning.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +62,10 @@ pub struct LookupNeed {
 }
 
 /// The containers rotor would wrap that have no `command` (their image must be looked up).
-pub fn containers_needing_lookup(pod: &Pod) -> Vec<LookupNeed> {
+pub fn containers_needing_lookup(
+    pod: &Pod,
+    configmap_references: &HashSet<String>,
+) -> Vec<LookupNeed> {
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     if annotations.contains_key("kubernetes.io/config.mirror")
@@ -73,7 +84,10 @@ pub fn containers_needing_lookup(pod: &Pod) -> Vec<LookupNeed> {
         .flatten()
         .filter(|c| c.name != COPY_CONTAINER)
         .chain(spec.containers.iter())
-        .filter(|c| (from_path || references_in(c)) && c.command.as_ref().is_none_or(Vec::is_empty))
+        .filter(|c| {
+            (from_path || references_in(c) || configmap_references.contains(&c.name))
+                && c.command.as_ref().is_none_or(Vec::is_empty)
+        })
         .map(|c| LookupNeed {
             container: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
@@ -86,7 +100,7 @@ pub fn containers_needing_lookup(pod: &Pod) -> Vec<LookupNeed> {
 pub fn plan_mutation_with(
     pod: &Pod,
     config: &InjectConfig,
-    image_commands: &ImageCommands,
+    lookups: &Lookups,
 ) -> Result<Plan, Deny> {
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
@@ -121,7 +135,11 @@ pub fn plan_mutation_with(
                 .enumerate()
                 .map(|(i, c)| ("containers", i, c)),
         )
-        .filter(|(_, _, c)| from_path.is_some() || references_in(c))
+        .filter(|(_, _, c)| {
+            from_path.is_some()
+                || references_in(c)
+                || lookups.configmap_references.contains(&c.name)
+        })
         .collect();
     if targets.is_empty() {
         return Ok(Plan::Unchanged("no references"));
@@ -200,7 +218,7 @@ pub fn plan_mutation_with(
                 args.extend(container.args.iter().flatten().cloned());
             }
             None => {
-                let Some(image) = image_commands.get(&container.name) else {
+                let Some(image) = lookups.image_commands.get(&container.name) else {
                     return Err(Deny(format!(
                         "container {:?} has references but no command: rotor must know the entrypoint to wrap it; \
                          set spec.{list}[{index}].command (and args) to the image's ENTRYPOINT and CMD",

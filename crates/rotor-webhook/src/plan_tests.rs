@@ -296,7 +296,7 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
         .unwrap()
         .remove("command");
     let p = pod(input.clone());
-    let needs = containers_needing_lookup(&p);
+    let needs = containers_needing_lookup(&p, &HashSet::new());
     assert_eq!(
         needs
             .iter()
@@ -322,7 +322,7 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
     ]);
     let out = apply(
         &input,
-        &plan_mutation_with(&p, &config(), &commands).unwrap(),
+        &plan_mutation_with(&p, &config(), &lookups(&commands)).unwrap(),
     );
     assert_eq!(
         out["spec"]["containers"][0]["args"],
@@ -336,7 +336,7 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
     input["spec"]["containers"][0]["args"] = json!(["--debug"]);
     let out = apply(
         &input,
-        &plan_mutation_with(&pod(input.clone()), &config(), &commands).unwrap(),
+        &plan_mutation_with(&pod(input.clone()), &config(), &lookups(&commands)).unwrap(),
     );
     assert_eq!(
         out["spec"]["containers"][0]["args"],
@@ -357,7 +357,7 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
         .as_object_mut()
         .unwrap()
         .remove("args");
-    let Deny(msg) = plan_mutation_with(&pod(input), &config(), &empty).unwrap_err();
+    let Deny(msg) = plan_mutation_with(&pod(input), &config(), &lookups(&empty)).unwrap_err();
     assert!(
         msg.contains("neither ENTRYPOINT nor CMD") && msg.contains("command"),
         "{msg}"
@@ -369,5 +369,35 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
         .as_object_mut()
         .unwrap()
         .remove("command");
-    assert!(containers_needing_lookup(&pod(off)).is_empty());
+    assert!(containers_needing_lookup(&pod(off), &HashSet::new()).is_empty());
+}
+
+fn lookups(commands: &ImageCommands) -> Lookups {
+    Lookups {
+        image_commands: commands.clone(),
+        ..Lookups::default()
+    }
+}
+
+#[test]
+fn containers_with_configmap_references_are_wrapped() {
+    let input = json!({
+        "metadata": { "name": "p", "namespace": "n" },
+        "spec": { "containers": [
+            { "name": "a", "image": "a", "command": ["/a"], "envFrom": [{ "configMapRef": { "name": "refs" } }] },
+            { "name": "b", "image": "b", "command": ["/b"] },
+        ] }
+    });
+    let p = pod(input.clone());
+    assert_eq!(
+        plan_mutation(&p, &config()).unwrap(),
+        Plan::Unchanged("no references")
+    );
+    let found = Lookups {
+        configmap_references: HashSet::from(["a".to_string()]),
+        ..Lookups::default()
+    };
+    let out = apply(&input, &plan_mutation_with(&p, &config(), &found).unwrap());
+    assert_eq!(out["spec"]["containers"][0]["command"], json!([WRAPPER]));
+    assert_eq!(out["spec"]["containers"][1], input["spec"]["containers"][1]);
 }

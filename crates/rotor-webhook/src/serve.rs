@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// On SIGTERM, time allowed for in-flight requests to finish, in seconds.
     #[arg(long, env = "ROTOR_SHUTDOWN_GRACE", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
+    /// Read the ConfigMaps pods pull env from (`configMapKeyRef`, `envFrom`) to find references
+    /// there (needs RBAC to get ConfigMaps).
+    #[arg(long, env = "ROTOR_CONFIGMAP_REFERENCES")]
+    pub configmap_references: bool,
     #[command(flatten)]
     pub inject: InjectConfig,
     #[command(flatten)]
@@ -73,6 +77,7 @@ impl ServeArgs {
             max_body_bytes,
             header_timeout_ms,
             shutdown_grace_seconds,
+            configmap_references,
             inject,
             registry,
         } = self;
@@ -80,12 +85,10 @@ impl ServeArgs {
         let (watcher, seen) = CertWatcher::load(&tls_cert_file, &tls_key_file, metrics.clone())?;
         let resolver = watcher.resolver.clone();
         tokio::spawn(watcher.run(seen, Duration::from_millis(cert_poll_ms), cancel.clone()));
-        let kube = if registry.use_pull_secrets {
-            Some(
-                kube::Client::try_default()
-                    .await
-                    .context("connecting to the Kubernetes API to read imagePullSecrets")?,
-            )
+        let kube = if registry.use_pull_secrets || configmap_references {
+            Some(kube::Client::try_default().await.context(
+                "connecting to the Kubernetes API to read imagePullSecrets or ConfigMaps",
+            )?)
         } else {
             None
         };
@@ -95,6 +98,7 @@ impl ServeArgs {
                 metrics,
                 registry: RegistryClient::new(registry).context("building the registry client")?,
                 kube,
+                configmap_references,
             }),
             resolver: resolver.clone(),
         };

@@ -437,3 +437,109 @@ async fn looks_up_entrypoints_in_the_real_registry() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn finds_references_in_configmaps() -> Result<()> {
+    rotor_testkit::install_crypto_provider();
+    let stack = Stack::start(StackOptions::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let webhook = start_webhook(
+        &stack,
+        &binary("rotor-webhook")?,
+        dir.path(),
+        &["--configmap-references".to_string()],
+    )
+    .await?;
+    rotor_e2e::fixtures::register_webhook_with(&stack, webhook.port, true).await?;
+    let ns = stack
+        .namespace_with_labels("configmaps", &[("rotor-e2e", "enabled")])
+        .await?;
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(stack.kube.clone(), &ns);
+    for (name, data) in [
+        (
+            "refs",
+            json!({ "DB_PASSWORD": "vault:secret/data/db#password", "MODE": "prod" }),
+        ),
+        ("plain", json!({ "MODE": "prod" })),
+        ("broken", json!({ "DB": "vault:secret/data/db" })),
+    ] {
+        configmaps
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({ "metadata": { "name": name }, "data": data }))?,
+            )
+            .await?;
+    }
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
+    let pod = |name: &str, container: serde_json::Value| -> Pod {
+        let mut c = json!({ "name": "app", "image": "app:1", "command": ["/app"] });
+        c.as_object_mut()
+            .unwrap()
+            .extend(container.as_object().unwrap().clone());
+        serde_json::from_value(
+            json!({ "metadata": { "name": name }, "spec": { "containers": [c] } }),
+        )
+        .unwrap()
+    };
+    let wrapped = |p: &Pod| {
+        p.spec.as_ref().unwrap().containers[0].command.as_deref()
+            == Some(&["/rotor/bin/rotor-init".to_string()][..])
+    };
+
+    let from = pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "env-from",
+                json!({ "envFrom": [{ "configMapRef": { "name": "refs" } }] }),
+            ),
+        )
+        .await?;
+    assert!(
+        wrapped(&from),
+        "envFrom a ConfigMap holding a reference: wrapped; webhook log:\n{}",
+        std::fs::read_to_string(dir.path().join("rotor-webhook.log")).unwrap_or_default()
+    );
+    let key = json!({ "env": [{ "name": "DB", "valueFrom": { "configMapKeyRef": { "name": "refs", "key": "DB_PASSWORD" } } }] });
+    assert!(
+        wrapped(
+            &pods
+                .create(&PostParams::default(), &pod("key-ref", key))
+                .await?
+        ),
+        "configMapKeyRef to a reference: wrapped"
+    );
+    let plain = json!({ "env": [{ "name": "M", "valueFrom": { "configMapKeyRef": { "name": "refs", "key": "MODE" } } }] });
+    assert!(
+        !wrapped(
+            &pods
+                .create(&PostParams::default(), &pod("key-plain", plain))
+                .await?
+        ),
+        "a plain key is not wrapped"
+    );
+    let missing =
+        json!({ "envFrom": [{ "configMapRef": { "name": "absent", "optional": true } }] });
+    assert!(!wrapped(
+        &pods
+            .create(&PostParams::default(), &pod("absent", missing))
+            .await?
+    ));
+    let err = pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "broken",
+                json!({ "envFrom": [{ "configMapRef": { "name": "broken" } }] }),
+            ),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ConfigMap") && err.contains("broken") && err.contains("expected"),
+        "{err}"
+    );
+    Ok(())
+}
