@@ -75,6 +75,14 @@ fn lint_templates_and_schema() {
             "--set",
             "store.addrAllowlist={https://a:8200,https://b*}",
         ],
+        vec![
+            "--set",
+            "webhook.registry.pullSecrets=true",
+            "--set",
+            "webhook.registry.insecure={registry.local:5000}",
+            "--set",
+            "webhook.configMapReferences=true",
+        ],
     ] {
         let mut args = vec!["template", "r", "charts/rotor", "-n", "rotor-system"];
         args.extend(values.iter().copied());
