@@ -17,6 +17,7 @@ const AUDIENCE: &str = "rotor-init-test";
 
 struct Fixture {
     stack: Stack,
+    ns: String,
     token_file: PathBuf,
     other_token_file: PathBuf,
     _dir: tempfile::TempDir,
@@ -71,6 +72,7 @@ path "sys/leases/renew" { capabilities = ["update"] }
         )?;
         Ok(Self {
             stack,
+            ns,
             token_file,
             other_token_file,
             _dir: dir,
@@ -513,4 +515,79 @@ fn copy_puts_an_executable_copy_in_the_directory() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(73));
+}
+
+#[tokio::test]
+async fn approle_jwt_and_token_auth_log_in() -> Result<()> {
+    let f = Fixture::new().await?;
+    let bao = f.stack.bao_admin()?;
+    let refs = [("DB", "vault:secret/data/api#key")];
+
+    // AppRole, with the secret id from a file.
+    bao.write("sys/auth/approle", json!({ "type": "approle" }))
+        .await?;
+    bao.write("auth/approle/role/ci", json!({ "token_policies": ["app"] }))
+        .await?;
+    let role_id = bao.read("auth/approle/role/ci/role-id").await?["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = bao
+        .write("auth/approle/role/ci/secret-id", json!({}))
+        .await?["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_file = f._dir.path().join("secret-id");
+    std::fs::write(&secret_file, &secret_id)?;
+    let mut env = with(&f.base_env(), &refs);
+    env.insert("ROTOR_AUTH_METHOD".into(), "approle".into());
+    env.insert("ROTOR_APPROLE_ROLE_ID".into(), role_id);
+    env.insert(
+        "ROTOR_APPROLE_SECRET_ID_FILE".into(),
+        secret_file.display().to_string(),
+    );
+    let out = run(&env, "env", &["-0"]);
+    assert!(out.status.success(), "approle: {}", stderr(&out));
+    assert_eq!(app_env(&out)["DB"], "api-key-1");
+    assert!(
+        !stderr(&out).contains(&secret_id),
+        "the secret id is never printed"
+    );
+
+    // JWT auth validating the ServiceAccount token with the apiserver's public key.
+    let public_key = std::fs::read_to_string(f.stack.dir().join("service-account.pub"))?;
+    bao.write("sys/auth/jwt", json!({ "type": "jwt" })).await?;
+    bao.write("auth/jwt/config", json!({ "jwt_validation_pubkeys": [public_key], "bound_issuer": rotor_testkit::SERVICE_ACCOUNT_ISSUER })).await?;
+    bao.write(
+        "auth/jwt/role/app",
+        json!({ "role_type": "jwt", "bound_audiences": [AUDIENCE], "user_claim": "sub",
+                "bound_subject": format!("system:serviceaccount:{}:app", f.ns), "token_policies": ["app"] }),
+    )
+    .await?;
+    let env = with(&f.base_env(), &[refs[0], ("ROTOR_AUTH_METHOD", "jwt")]);
+    let out = run(&env, "env", &["-0"]);
+    assert!(out.status.success(), "jwt: {}", stderr(&out));
+    assert_eq!(app_env(&out)["DB"], "api-key-1");
+    // Another ServiceAccount's token does not match the bound subject.
+    let other = f.other_token_file.display().to_string();
+    let out = run(&with(&env, &[("ROTOR_TOKEN_FILE", &other)]), "env", &["-0"]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+
+    // A token from a file.
+    let token_file = f._dir.path().join("store-token");
+    std::fs::write(&token_file, rotor_testkit::ROOT_TOKEN)?;
+    let token_path = token_file.display().to_string();
+    let env = with(
+        &f.base_env(),
+        &[
+            refs[0],
+            ("ROTOR_AUTH_METHOD", "token"),
+            ("ROTOR_TOKEN_FILE", &token_path),
+        ],
+    );
+    let out = run(&env, "env", &["-0"]);
+    assert!(out.status.success(), "token file: {}", stderr(&out));
+    assert_eq!(app_env(&out)["DB"], "api-key-1");
+    Ok(())
 }
