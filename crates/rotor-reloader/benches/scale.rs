@@ -68,11 +68,17 @@ async fn main() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, rotor_testkit::ROOT_TOKEN).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_rotor-reloader"));
+    // The store request rate limit (the chart's default is 100/s); ROTOR_BENCH_RPS=0 lifts it.
+    let rps: u32 = std::env::var("ROTOR_BENCH_RPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let extra = vec![
         "--auth-method=token".to_string(),
         format!("--token={}", rotor_testkit::ROOT_TOKEN),
         "--poll-interval=5".to_string(),
         "--max-rollouts-per-poll=100".to_string(),
+        format!("--max-requests-per-second={rps}"),
         format!("--watch-namespace={ns}"),
         "--log-level=warn".to_string(),
     ];
@@ -138,12 +144,12 @@ async fn main() {
     let detect_count = metric(&m2, "rotor_reloader_detection_to_patch_seconds_count");
     let rss = peak_rss_kib(pid);
     println!(
-        "| workloads | distinct paths | store requests per poll | poll time s | first two cycles s | rotation to all {} patched s | detection to patch, mean s | peak RSS MiB |",
+        "| workloads | distinct paths | rate limit req/s | store requests per poll | poll time s | first two cycles s | rotation to all {} patched s | detection to patch, mean s | peak RSS MiB |",
         WORKLOADS / PATHS
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {WORKLOADS} | {PATHS} | {:.0} | {:.3} | {:.1} | {:.2} | {:.3} | {:.1} |",
+        "| {WORKLOADS} | {PATHS} | {rps} | {:.0} | {:.3} | {:.1} | {:.2} | {:.3} | {:.1} |",
         requests / polls.max(1.0),
         poll_seconds,
         first_cycles.as_secs_f64(),

@@ -1,0 +1,187 @@
+//! Serving the way production clusters need: ALPN h2 and http/1.1, a request body limit, answers
+//! (never 5xx) for bad bodies, and SIGTERM that stops accepting but finishes in-flight requests.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rotor_testkit::{ManagedProcess, Pki, ports::free_port};
+use serde_json::json;
+
+struct Server {
+    process: ManagedProcess,
+    port: u16,
+    pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Server {
+    rotor_testkit::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("serving-ca").unwrap();
+    let serving = pki.server_cert("rotor-webhook", &["localhost"]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &serving.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &serving.key_pem).unwrap();
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+    let args: Vec<String> = vec![
+        "serve".into(),
+        format!("--listen=127.0.0.1:{port}"),
+        format!("--admin-listen=127.0.0.1:{admin}"),
+        format!("--tls-cert-file={}", dir.path().join("tls.crt").display()),
+        format!("--tls-key-file={}", dir.path().join("tls.key").display()),
+        "--default-addr=https://vault:8200".into(),
+        "--max-body-bytes=65536".into(),
+        "--shutdown-grace-seconds=10".into(),
+    ];
+    let mut process = ManagedProcess::spawn(
+        "rotor-webhook",
+        Path::new(env!("CARGO_BIN_EXE_rotor-webhook")),
+        &args,
+        &[],
+        dir.path(),
+    )
+    .unwrap();
+    rotor_testkit::ready::wait_http_ok(
+        &mut process,
+        &format!("http://127.0.0.1:{admin}/readyz"),
+        None,
+    )
+    .await
+    .unwrap();
+    Server {
+        process,
+        port,
+        pki,
+        _dir: dir,
+    }
+}
+
+fn client(server: &Server, http1_only: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(server.pki.ca_pem().as_bytes()).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .resolve("localhost", ([127, 0, 0, 1], server.port).into());
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    builder.build().unwrap()
+}
+
+fn review_body() -> String {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "3f1a", "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "namespace": "n", "operation": "CREATE", "userInfo": {},
+            "object": { "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"],
+                "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } },
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn negotiates_h2_and_http1_limits_bodies_and_answers_bad_input() {
+    let server = start().await;
+    let url = format!("https://localhost:{}/mutate", server.port);
+    let h2 = client(&server, false)
+        .post(&url)
+        .body(review_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h2.version(), reqwest::Version::HTTP_2, "ALPN h2");
+    assert_eq!(
+        h2.json::<serde_json::Value>().await.unwrap()["response"]["uid"],
+        "3f1a"
+    );
+    let h1 = client(&server, true)
+        .post(&url)
+        .body(review_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h1.version(), reqwest::Version::HTTP_11);
+    assert_eq!(h1.status(), 200);
+
+    let too_big = client(&server, true)
+        .post(&url)
+        .body(vec![b' '; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413, "the body limit answers 413, not 5xx");
+
+    for bad in ["", "{", "null", "\u{0}\u{1}", "{\"request\":{}}"] {
+        let answer = client(&server, true)
+            .post(&url)
+            .body(bad.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{bad:?}");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["response"]["allowed"], false, "{bad:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_stops_accepting() {
+    let mut server = start().await;
+    let url = format!("https://localhost:{}/mutate", server.port);
+    let body = review_body();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    tx.unbounded_send(Ok(first.as_bytes().to_vec())).unwrap();
+    let request = tokio::spawn(
+        client(&server, true)
+            .post(&url)
+            .body(reqwest::Body::wrap_stream(rx))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // SIGTERM while the request is half sent.
+    let pid = server.process.pid().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        server.process.exited().is_none(),
+        "still draining the in-flight request"
+    );
+    let refused = client(&server, true)
+        .post(&url)
+        .body(review_body())
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(refused.is_err(), "no new connections after SIGTERM");
+
+    tx.unbounded_send(Ok(rest.as_bytes().to_vec())).unwrap();
+    drop(tx);
+    let answer = request.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    let value: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(
+        value["response"]["patchType"], "JSONPatch",
+        "the in-flight request was answered in full"
+    );
+
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.process.exited() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "exits within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "clean exit: {status}");
+}
