@@ -47,7 +47,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::main]
 async fn main() {
     // 64 by default (the budget's load); ROTOR_BENCH_CLIENTS=8 shows latency below saturation.
-    let clients: usize = std::env::var("ROTOR_BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let clients: usize = std::env::var("ROTOR_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     rotor_testkit::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new("bench-ca").unwrap();
