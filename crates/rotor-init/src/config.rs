@@ -60,9 +60,16 @@ impl Settings {
         }
         let mut store = StoreConfig::new(&addr);
         store.namespace = first(&["ROTOR_NAMESPACE", "VAULT_NAMESPACE", "BAO_NAMESPACE"]);
-        if let Some(ca) = first(&["ROTOR_CACERT", "VAULT_CACERT", "BAO_CACERT"]) {
-            let pem = std::fs::read(&ca)
+        // A CA bundle file, or the PEM itself (the webhook injects ROTOR_CACERT_PEM).
+        if let Some(ca) = get("ROTOR_CACERT") {
+            let pem = std::fs::read(ca)
                 .map_err(|e| ConfigError(format!("ROTOR_CACERT={ca}: cannot read it: {e}")))?;
+            store.ca_pem = Some(pem);
+        } else if let Some(pem) = get("ROTOR_CACERT_PEM") {
+            store.ca_pem = Some(pem.as_bytes().to_vec());
+        } else if let Some(ca) = first(&["VAULT_CACERT", "BAO_CACERT"]) {
+            let pem = std::fs::read(&ca)
+                .map_err(|e| ConfigError(format!("VAULT_CACERT={ca}: cannot read it: {e}")))?;
             store.ca_pem = Some(pem);
         }
         let seconds = |k: &str, default: u64| -> Result<Duration, ConfigError> {
@@ -268,6 +275,21 @@ mod tests {
         assert!(s.strips("ROTOR_ROLE"));
         assert!(s.strips("BAO_TOKEN"));
         assert!(!s.strips("VAULT_ADDR"));
+    }
+
+    #[test]
+    fn the_ca_comes_from_a_file_or_inline_pem() {
+        let s = Settings::from_env(&env(&[
+            ("ROTOR_ADDR", "https://a:8200"),
+            ("ROTOR_ROLE", "r"),
+            ("ROTOR_CACERT_PEM", "-----BEGIN CERTIFICATE-----"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.store.ca_pem.as_deref(),
+            Some(&b"-----BEGIN CERTIFICATE-----"[..])
+        );
+        assert!(s.strips("ROTOR_CACERT_PEM"));
     }
 
     #[test]

@@ -591,3 +591,39 @@ async fn approle_jwt_and_token_auth_log_in() -> Result<()> {
     assert_eq!(app_env(&out)["DB"], "api-key-1");
     Ok(())
 }
+
+#[tokio::test]
+async fn verifies_tls_with_the_injected_ca() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bao = rotor_testkit::OpenBao::start_tls(dir.path()).await?;
+    bao.admin()?
+        .put_kv2("secret", "db", json!({ "password": "tls-value" }))
+        .await?;
+    let ca = bao.ca_pem.clone().unwrap();
+    let base = [
+        ("PATH", "/usr/bin:/bin"),
+        ("ROTOR_ADDR", bao.addr.as_str()),
+        ("ROTOR_AUTH_METHOD", "token"),
+        ("ROTOR_TOKEN", rotor_testkit::ROOT_TOKEN),
+        ("ROTOR_DEADLINE", "10"),
+        ("DB", "vault:secret/data/db#password"),
+    ];
+    let env: HashMap<String, String> = base
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // The CA as PEM (what the webhook injects): verified and read.
+    let out = run(&with(&env, &[("ROTOR_CACERT_PEM", &ca)]), "env", &["-0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(app_env(&out)["DB"], "tls-value");
+    assert!(!app_env(&out).contains_key("ROTOR_CACERT_PEM"));
+    // Without the CA: refused at once (no retries until the deadline), saying what to set.
+    let out = run(&env, "env", &["-0"]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ROTOR_CACERT"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("retrying"),
+        "a certificate error is not retried"
+    );
+    Ok(())
+}

@@ -17,31 +17,62 @@ pub const ROOT_TOKEN: &str = "rotor-test-root";
 pub struct OpenBao {
     pub process: ManagedProcess,
     pub addr: String,
+    /// The CA that signed the server's certificate, when started with TLS.
+    pub ca_pem: Option<String>,
     port: u16,
     dir: PathBuf,
+    tls: bool,
 }
 
 impl OpenBao {
     pub async fn start(dir: &Path) -> Result<Self> {
+        Self::start_with(dir, false).await
+    }
+
+    /// `bao server -dev -dev-tls`: HTTPS with a CA of its own ([`OpenBao::ca_pem`]).
+    pub async fn start_tls(dir: &Path) -> Result<Self> {
+        Self::start_with(dir, true).await
+    }
+
+    async fn start_with(dir: &Path, tls: bool) -> Result<Self> {
         let port = free_port()?;
+        let scheme = if tls { "https" } else { "http" };
         let mut bao = Self {
-            process: spawn(dir, port)?,
-            addr: format!("http://127.0.0.1:{port}"),
+            process: spawn(dir, port, tls)?,
+            addr: format!("{scheme}://127.0.0.1:{port}"),
+            ca_pem: None,
             port,
             dir: dir.to_path_buf(),
+            tls,
         };
         bao.wait_ready().await?;
+        if tls {
+            let ca = dir.join("bao-tls").join("vault-ca.pem");
+            bao.ca_pem = Some(
+                std::fs::read_to_string(&ca)
+                    .with_context(|| format!("reading {}", ca.display()))?,
+            );
+        }
         Ok(bao)
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
         let url = format!("{}/v1/sys/health", self.addr);
-        wait_http_ok(&mut self.process, &url, None).await
+        if self.tls {
+            // The CA is only written once the server runs: accept any certificate for this probe.
+            let client = crate::insecure_http_client()?;
+            wait_http_ok(&mut self.process, &url, Some(&client)).await
+        } else {
+            wait_http_ok(&mut self.process, &url, None).await
+        }
     }
 
     /// The admin client (root token).
     pub fn admin(&self) -> Result<BaoAdmin> {
-        BaoAdmin::new(&self.addr, ROOT_TOKEN)
+        match &self.ca_pem {
+            Some(ca) => BaoAdmin::with_ca(&self.addr, ROOT_TOKEN, ca),
+            None => BaoAdmin::new(&self.addr, ROOT_TOKEN),
+        }
     }
 
     /// Stops the server (an outage). Dev mode keeps nothing: `restart` starts an empty store.
@@ -52,7 +83,7 @@ impl OpenBao {
     /// Starts the server again on the same address, empty.
     pub async fn restart(&mut self) -> Result<()> {
         self.process.stop(Duration::from_secs(5));
-        self.process = spawn(&self.dir, self.port)?;
+        self.process = spawn(&self.dir, self.port, self.tls)?;
         self.wait_ready().await
     }
 
@@ -79,10 +110,10 @@ impl OpenBao {
     }
 }
 
-fn spawn(dir: &Path, port: u16) -> Result<ManagedProcess> {
+fn spawn(dir: &Path, port: u16, tls: bool) -> Result<ManagedProcess> {
     let home = dir.join("bao-home");
     std::fs::create_dir_all(&home).context("creating the OpenBao home")?;
-    let args = vec![
+    let mut args = vec![
         "server".to_string(),
         "-dev".to_string(),
         format!("-dev-root-token-id={ROOT_TOKEN}"),
@@ -90,6 +121,12 @@ fn spawn(dir: &Path, port: u16) -> Result<ManagedProcess> {
         "-dev-no-store-token".to_string(),
         "-log-level=warn".to_string(),
     ];
+    if tls {
+        let certs = dir.join("bao-tls");
+        std::fs::create_dir_all(&certs).context("creating the OpenBao TLS dir")?;
+        args.push("-dev-tls".to_string());
+        args.push(format!("-dev-tls-cert-dir={}", certs.display()));
+    }
     let home = home.display().to_string();
     ManagedProcess::spawn(
         "openbao",
@@ -114,6 +151,21 @@ impl BaoAdmin {
             addr: addr.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http: crate::http_client()?,
+        })
+    }
+
+    /// An admin client that trusts `ca_pem` (a TLS dev server).
+    pub fn with_ca(addr: &str, token: &str, ca_pem: &str) -> Result<Self> {
+        crate::install_crypto_provider();
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("parsing the CA")?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .context("building an HTTP client")?;
+        Ok(Self {
+            addr: addr.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
         })
     }
 

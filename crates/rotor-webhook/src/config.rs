@@ -38,6 +38,12 @@ pub struct InjectConfig {
     /// Log format rotor-init uses: plain or json.
     #[arg(long, env = "ROTOR_INIT_LOG_FORMAT", default_value = "json")]
     pub init_log_format: String,
+    /// PEM CA bundle of the store, passed to rotor-init (ROTOR_CACERT_PEM) in every injected pod.
+    #[arg(long, env = "ROTOR_STORE_CA_FILE")]
+    pub store_ca_file: Option<std::path::PathBuf>,
+    /// The content of `store_ca_file`, read once at start-up.
+    #[arg(skip)]
+    pub store_ca_pem: Option<String>,
     /// sizeLimit of the in-memory volume holding rotor-init.
     #[arg(long, env = "ROTOR_BIN_VOLUME_SIZE", default_value = "32Mi")]
     pub bin_volume_size: String,
@@ -57,11 +63,29 @@ impl Default for InjectConfig {
             token_expiration_seconds: 600,
             init_log_format: "json".to_string(),
             bin_volume_size: "32Mi".to_string(),
+            store_ca_file: None,
+            store_ca_pem: None,
         }
     }
 }
 
 impl InjectConfig {
+    /// Reads `--store-ca-file` into `store_ca_pem`; a missing or non-PEM file is an error.
+    pub fn load_store_ca(mut self) -> anyhow::Result<Self> {
+        if let Some(path) = &self.store_ca_file {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading --store-ca-file {}: {e}", path.display()))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                anyhow::bail!(
+                    "--store-ca-file {} holds no PEM certificate",
+                    path.display()
+                );
+            }
+            self.store_ca_pem = Some(pem);
+        }
+        Ok(self)
+    }
+
     /// Whether a pod annotation may point rotor-init at `addr`.
     pub fn addr_allowed(&self, addr: &str) -> bool {
         if self.default_addr.as_deref() == Some(addr) {

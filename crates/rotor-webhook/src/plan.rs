@@ -355,6 +355,9 @@ fn rotor_env(
     if let Some((ns, _)) = get(annotations, &annotations::NAMESPACE) {
         vars.push(("ROTOR_NAMESPACE".to_string(), ns.to_string()));
     }
+    if let Some(pem) = &config.store_ca_pem {
+        vars.push(("ROTOR_CACERT_PEM".to_string(), pem.clone()));
+    }
     for (key, var) in [
         (&annotations::IGNORE_MISSING, "ROTOR_IGNORE_MISSING"),
         (&annotations::DAEMON, "ROTOR_DAEMON"),

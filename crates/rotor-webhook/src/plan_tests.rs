@@ -272,6 +272,32 @@ fn from_path_wraps_every_container_and_token_auth_mounts_no_token() {
 }
 
 #[test]
+fn the_store_ca_reaches_rotor_init() {
+    let with_ca = InjectConfig {
+        store_ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n".to_string()),
+        ..config()
+    };
+    let out = apply(
+        &app_pod(),
+        &plan_mutation(&pod(app_pod()), &with_ca).unwrap(),
+    );
+    assert!(
+        out["spec"]["containers"][0]["env"]
+            .to_string()
+            .contains("ROTOR_CACERT_PEM")
+    );
+    let without = apply(
+        &app_pod(),
+        &plan_mutation(&pod(app_pod()), &config()).unwrap(),
+    );
+    assert!(
+        !without["spec"]["containers"][0]["env"]
+            .to_string()
+            .contains("ROTOR_CACERT")
+    );
+}
+
+#[test]
 fn pointer_tokens_are_escaped() {
     let PatchOperation::Add(op) = add(&["metadata", "annotations", "rotor.dev/x~y"], json!("v"))
     else {

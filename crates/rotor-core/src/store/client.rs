@@ -473,9 +473,16 @@ impl StoreClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| StoreError::Transport {
-            op: op.to_string(),
-            message: describe_transport(&e, &self.config.addr),
+        let response = request.send().await.map_err(|e| {
+            let message = describe_transport(&e, &self.config.addr);
+            if message.contains("certificate") {
+                // Not transient: retrying cannot make an untrusted certificate trusted.
+                StoreError::Config(format!(
+                    "{op}: TLS: {message}; trust the store's CA with ROTOR_CACERT (or the chart's store.caConfigMap)"
+                ))
+            } else {
+                StoreError::Transport { op: op.to_string(), message }
+            }
         })?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(|e| StoreError::Transport {
