@@ -205,7 +205,9 @@ async fn rolls_exactly_the_workloads_that_use_a_rotated_secret_once() -> Result<
     )
     .await?;
 
-    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    // A 2 s settle window: two paths rotated moments apart roll once even when a poll falls
+    // between the two writes.
+    let reloader = start_reloader(&env, "reloader-1", &["--settle=2"]).await?;
     // First sight: versions recorded, nothing rolls.
     wait_until(
         "every workload has its versions recorded",
@@ -481,5 +483,82 @@ async fn a_second_replica_takes_over_when_the_leader_dies() -> Result<()> {
     .await?;
     r1 = follower;
     drop(r1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_settle_window_and_the_rollout_cap_hold() -> Result<()> {
+    let env = setup().await?;
+    create::<Deployment>(
+        &env,
+        "dep-two",
+        "${vault:secret/data/p1#value}-${vault:secret/data/p2#value}",
+    )
+    .await?;
+    for name in ["cap-1", "cap-2", "cap-3"] {
+        create::<Deployment>(&env, name, "vault:secret/data/other#value").await?;
+    }
+    let reloader = start_reloader(
+        &env,
+        "reloader-1",
+        &["--settle=4", "--max-rollouts-per-poll=1"],
+    )
+    .await?;
+    wait_until("versions recorded", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-two").await?.2.is_some()
+            && state::<Deployment>(&env, "cap-3").await?.2.is_some())
+    })
+    .await?;
+
+    // Two paths rotated 2 s apart, inside the 4 s settle window: one rollout, for both.
+    let g = state::<Deployment>(&env, "dep-two").await?.0;
+    rotate(&env, "p1", "first").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        state::<Deployment>(&env, "dep-two").await?.0,
+        g,
+        "nothing rolls inside the window"
+    );
+    rotate(&env, "p2", "second").await?;
+    wait_until("dep-two rolled", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-two").await?.0 > g)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (generation, _, record) = state::<Deployment>(&env, "dep-two").await?;
+    assert_eq!(generation, g + 1, "one rollout for both paths");
+    assert!(
+        record.unwrap().contains("\"secret/data/p2\":2"),
+        "the rollout recorded both new versions"
+    );
+
+    // Three workloads on one rotated path with a cap of one rollout per poll: all roll, once,
+    // and the cap deferred some of them.
+    let before = [
+        state::<Deployment>(&env, "cap-1").await?.0,
+        state::<Deployment>(&env, "cap-2").await?.0,
+        state::<Deployment>(&env, "cap-3").await?.0,
+    ];
+    rotate(&env, "other", "capped").await?;
+    wait_until("all three rolled", Duration::from_secs(40), || async {
+        Ok(state::<Deployment>(&env, "cap-1").await?.0 > before[0]
+            && state::<Deployment>(&env, "cap-2").await?.0 > before[1]
+            && state::<Deployment>(&env, "cap-3").await?.0 > before[2])
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, name) in ["cap-1", "cap-2", "cap-3"].iter().enumerate() {
+        assert_eq!(
+            state::<Deployment>(&env, name).await?.0,
+            before[i] + 1,
+            "{name} rolled once"
+        );
+    }
+    let log = std::fs::read_to_string(env.stack.dir().join("reloader-1.log"))?;
+    assert!(
+        log.contains("rollout deferred: cap on rollouts per poll reached"),
+        "the cap held some back"
+    );
+    drop(reloader);
     Ok(())
 }
