@@ -76,7 +76,7 @@ fn run(command: Vec<String>) -> u8 {
             return exit_code::CONFIG;
         }
     };
-    init_logging(&settings);
+    rotor_core::process::init_logging(settings.json_logs, settings.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -196,18 +196,5 @@ fn exec_error_code(e: &std::io::Error) -> u8 {
         exit_code::EXEC_NOT_FOUND
     } else {
         exit_code::EXEC_FAILED
-    }
-}
-
-fn init_logging(settings: &Settings) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(settings.log_level)
-        .with_target(false)
-        .with_ansi(false);
-    if settings.json_logs {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -3,7 +3,6 @@
 use anyhow::Result;
 use clap::Parser;
 use rotor_reloader::run::RunArgs;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(version, about = "rotor's rotation controller")]
@@ -25,35 +24,9 @@ impl Args {
             log_level,
             run,
         } = self;
-        let builder = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(log_level)
-            .with_ansi(false);
-        if log_format == "json" {
-            builder.json().init();
-        } else {
-            builder.init();
-        }
-        let cancel = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(cancel.clone()));
-        run.run(cancel).await
+        rotor_core::process::init_logging(log_format == "json", log_level);
+        run.run(rotor_core::process::cancel_on_signal()).await
     }
-}
-
-async fn cancel_on_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutdown signal received");
-    cancel.cancel();
 }
 
 #[tokio::main]

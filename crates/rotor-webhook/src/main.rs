@@ -4,7 +4,6 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use rotor_webhook::inject_command::InjectArgs;
 use rotor_webhook::serve::ServeArgs;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(version, about = "rotor's mutating admission webhook")]
@@ -34,40 +33,12 @@ impl Args {
             log_level,
             command,
         } = self;
-        let builder = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(log_level)
-            .with_ansi(false);
-        if log_format == "json" {
-            builder.json().init();
-        } else {
-            builder.init();
-        }
+        rotor_core::process::init_logging(log_format == "json", log_level);
         match command {
-            Command::Serve(args) => {
-                let cancel = CancellationToken::new();
-                tokio::spawn(cancel_on_signal(cancel.clone()));
-                args.run(cancel).await
-            }
+            Command::Serve(args) => args.run(rotor_core::process::cancel_on_signal()).await,
             Command::Inject(args) => args.run(),
         }
     }
-}
-
-async fn cancel_on_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutdown signal received");
-    cancel.cancel();
 }
 
 #[tokio::main]
