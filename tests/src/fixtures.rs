@@ -31,6 +31,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     )
 }
 
+/// A rotor-webhook process on loopback.
 pub struct Webhook {
     pub process: ManagedProcess,
     pub port: u16,
@@ -39,14 +40,43 @@ pub struct Webhook {
     pub key: PathBuf,
 }
 
-/// Starts rotor-webhook on loopback with a serving certificate from the stack's CA.
+/// Starts rotor-webhook on loopback against the stack: serving certificate from the stack's CA,
+/// OpenBao as the default store, [`INIT_IMAGE`] as the injected image, the admin kubeconfig.
 pub async fn start_webhook(
     stack: &Stack,
     webhook_bin: &Path,
     dir: &Path,
     extra: &[String],
 ) -> Result<Webhook> {
-    let serving = stack.pki.server_cert("rotor-webhook", &["localhost"])?;
+    let mut args: Vec<String> = vec![
+        "--cert-poll-ms=200".into(),
+        "--shutdown-grace-seconds=5".into(),
+        format!("--init-image={INIT_IMAGE}"),
+    ];
+    args.extend(extra.iter().cloned());
+    let kubeconfig = stack.kubeconfig().display().to_string();
+    spawn_webhook(
+        webhook_bin,
+        &stack.pki,
+        dir,
+        &stack.bao.addr,
+        &[("KUBECONFIG", kubeconfig.as_str())],
+        &args,
+    )
+    .await
+}
+
+/// Starts `rotor-webhook serve` on free loopback ports with a serving certificate from `pki`
+/// written into `dir`, and waits until it is ready. `extra` flags are appended.
+pub async fn spawn_webhook(
+    webhook_bin: &Path,
+    pki: &rotor_testkit::Pki,
+    dir: &Path,
+    default_addr: &str,
+    envs: &[(&str, &str)],
+    extra: &[String],
+) -> Result<Webhook> {
+    let serving = pki.server_cert("rotor-webhook", &["localhost"])?;
     let cert = dir.join("webhook-tls.crt");
     let key = dir.join("webhook-tls.key");
     std::fs::write(&cert, &serving.cert_pem)?;
@@ -59,20 +89,10 @@ pub async fn start_webhook(
         format!("--admin-listen=127.0.0.1:{admin_port}"),
         format!("--tls-cert-file={}", cert.display()),
         format!("--tls-key-file={}", key.display()),
-        "--cert-poll-ms=200".into(),
-        "--shutdown-grace-seconds=5".into(),
-        format!("--default-addr={}", stack.bao.addr),
-        format!("--init-image={INIT_IMAGE}"),
+        format!("--default-addr={default_addr}"),
     ];
     args.extend(extra.iter().cloned());
-    let kubeconfig = stack.kubeconfig().display().to_string();
-    let mut process = ManagedProcess::spawn(
-        "rotor-webhook",
-        webhook_bin,
-        &args,
-        &[("KUBECONFIG", kubeconfig.as_str())],
-        dir,
-    )?;
+    let mut process = ManagedProcess::spawn("rotor-webhook", webhook_bin, &args, envs, dir)?;
     let admin = format!("http://127.0.0.1:{admin_port}");
     rotor_testkit::ready::wait_http_ok(&mut process, &format!("{admin}/readyz"), None).await?;
     Ok(Webhook {

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rotor_testkit::{ManagedProcess, Pki, ports::free_port};
+use rotor_e2e::fixtures::spawn_webhook;
+use rotor_testkit::Pki;
 use serde_json::json;
 
 const REQUESTS: usize = 20_000;
@@ -54,34 +55,18 @@ async fn main() {
     rotor_testkit::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new("bench-ca").unwrap();
-    let serving = pki.server_cert("rotor-webhook", &["localhost"]).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), &serving.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &serving.key_pem).unwrap();
-    let (port, admin_port) = (free_port().unwrap(), free_port().unwrap());
-    let args: Vec<String> = vec![
-        "serve".into(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--admin-listen=127.0.0.1:{admin_port}"),
-        format!("--tls-cert-file={}", dir.path().join("tls.crt").display()),
-        format!("--tls-key-file={}", dir.path().join("tls.key").display()),
-        "--default-addr=https://vault:8200".into(),
-        "--log-level=warn".into(),
-    ];
-    let mut server = ManagedProcess::spawn(
-        "rotor-webhook",
+    let extra = ["--log-level=warn".to_string()];
+    let webhook = spawn_webhook(
         Path::new(env!("CARGO_BIN_EXE_rotor-webhook")),
-        &args,
-        &[],
+        &pki,
         dir.path(),
-    )
-    .unwrap();
-    rotor_testkit::ready::wait_http_ok(
-        &mut server,
-        &format!("http://127.0.0.1:{admin_port}/readyz"),
-        None,
+        "https://vault:8200",
+        &[],
+        &extra,
     )
     .await
     .unwrap();
+    let (mut server, port) = (webhook.process, webhook.port);
     let pid = server.pid().unwrap();
     let idle_rss = peak_rss_kib(pid);
 

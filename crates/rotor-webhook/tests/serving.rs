@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rotor_testkit::{ManagedProcess, Pki, ports::free_port};
+use rotor_e2e::fixtures::spawn_webhook;
+use rotor_testkit::{ManagedProcess, Pki};
 use serde_json::json;
 
 struct Server {
@@ -20,38 +21,23 @@ async fn start() -> Server {
     rotor_testkit::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new("serving-ca").unwrap();
-    let serving = pki.server_cert("rotor-webhook", &["localhost"]).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), &serving.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &serving.key_pem).unwrap();
-    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
-    let args: Vec<String> = vec![
-        "serve".into(),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--admin-listen=127.0.0.1:{admin}"),
-        format!("--tls-cert-file={}", dir.path().join("tls.crt").display()),
-        format!("--tls-key-file={}", dir.path().join("tls.key").display()),
-        "--default-addr=https://vault:8200".into(),
-        "--max-body-bytes=65536".into(),
-        "--shutdown-grace-seconds=10".into(),
+    let extra = [
+        "--max-body-bytes=65536".to_string(),
+        "--shutdown-grace-seconds=10".to_string(),
     ];
-    let mut process = ManagedProcess::spawn(
-        "rotor-webhook",
+    let webhook = spawn_webhook(
         Path::new(env!("CARGO_BIN_EXE_rotor-webhook")),
-        &args,
-        &[],
+        &pki,
         dir.path(),
-    )
-    .unwrap();
-    rotor_testkit::ready::wait_http_ok(
-        &mut process,
-        &format!("http://127.0.0.1:{admin}/readyz"),
-        None,
+        "https://vault:8200",
+        &[],
+        &extra,
     )
     .await
     .unwrap();
     Server {
-        process,
-        port,
+        process: webhook.process,
+        port: webhook.port,
         pki,
         _dir: dir,
     }
