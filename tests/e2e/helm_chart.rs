@@ -186,6 +186,7 @@ async fn installs_into_a_restricted_namespace_with_least_privilege_rbac() -> Res
     let stack = Stack::start(StackOptions {
         controller_manager: true,
         registry: false,
+        node: false,
     })
     .await?;
     let ns = stack

@@ -1,9 +1,9 @@
-//! The whole flow on the local control plane, with progress output: the README's first command
-//! (`scripts/demo.sh`) and an end-to-end test (`tests/e2e/demo.rs`).
+//! The whole flow on the local control plane and a real node, with progress output: the
+//! README's first command (`scripts/demo.sh`) and an end-to-end test (`tests/e2e/demo.rs`).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -11,27 +11,34 @@ use kube::api::{Api, ListParams, PostParams};
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
-use crate::fixtures::{
-    binary, register_webhook, run_pod_like_a_kubelet, start_reloader, start_webhook,
-};
+use crate::fixtures::{binary, register_webhook, start_reloader, start_webhook};
+use crate::node_pods::{push_node_images, wait_for, wait_for_log};
 
 /// What the demo saw, for the test to check.
 #[derive(Debug)]
 pub struct DemoReport {
     pub stack_startup: Duration,
     pub total: Duration,
-    /// The app's own output line (the value masked).
-    pub app_line: String,
-    /// rotor-init's log lines from the pod run.
-    pub init_log: String,
+    /// The first pod's log (rotor-init's lines, then the app's, the value masked).
+    pub first_log: String,
+    /// The log of the pod the rotation brought up.
+    pub rotated_log: String,
+    pub first_pod: String,
+    pub rotated_pod: String,
+    /// The pods of the Deployment once the rollout finished.
+    pub pods_after: Vec<String>,
     pub replica_sets_before: usize,
     pub replica_sets_after: usize,
     pub event_note: String,
 }
 
-const NS: &str = "demo";
-const FIRST: &str = "s3cr3t-v1-demo";
-const ROTATED: &str = "s3cr3t-v2-demo";
+pub const NS: &str = "demo";
+pub const FIRST: &str = "s3cr3t-v1-demo";
+pub const ROTATED: &str = "s3cr3t-v2-demo";
+/// The container's log line the app prints for a value (masked: length, prefix and digest).
+pub fn app_line(value: &str) -> String {
+    rotor_test_app::env_line("DB_PASSWORD", Some(value))
+}
 
 fn say(step: &str) {
     eprintln!("\x1b[1m==> {step}\x1b[0m");
@@ -40,22 +47,28 @@ fn say(step: &str) {
 /// Runs the demo; everything it starts stops when it returns (also on error).
 pub async fn run_demo() -> Result<DemoReport> {
     let started = Instant::now();
-    let (webhook_bin, reloader_bin, init_bin) = (
-        binary("rotor-webhook")?,
-        binary("rotor-reloader")?,
-        binary("rotor-init")?,
+    let (webhook_bin, reloader_bin) = (binary("rotor-webhook")?, binary("rotor-reloader")?);
+    say(
+        "starting the local control plane and a real node: etcd, kube-apiserver, kube-controller-manager, \
+         kube-scheduler, OpenBao, an OCI registry, containerd + runc + CNI bridge, kubelet (needs root)",
     );
-    say("starting the local control plane: etcd, kube-apiserver, kube-controller-manager, OpenBao");
     let stack = Stack::start(StackOptions {
-        controller_manager: true,
-        registry: false,
+        node: true,
+        ..StackOptions::default()
     })
     .await?;
+    let registry = stack.registry()?.host.clone();
     eprintln!(
-        "    ready in {:.1?}; kube-apiserver {}  OpenBao {}",
+        "    ready in {:.1?}; kube-apiserver {}  OpenBao {}  registry {registry}  node rotor-node Ready",
         stack.startup, stack.api.url, stack.bao.addr
     );
     let dir = stack.dir().to_path_buf();
+
+    say(
+        "building the images: rotor-init as Dockerfile.init describes, and a static demo app (no shell, no libc)",
+    );
+    let images = push_node_images(&stack)?;
+    eprintln!("    pushed {} and {}", images.init, images.app);
 
     say(
         "configuring OpenBao: KV v2 secret, Kubernetes auth, policies for the app and the reloader",
@@ -103,7 +116,11 @@ pub async fn run_demo() -> Result<DemoReport> {
         &stack,
         &webhook_bin,
         &dir,
-        &["--token-audience=rotor".to_string()],
+        &[
+            "--token-audience=rotor".to_string(),
+            format!("--init-image={}", images.init),
+            format!("--registry-insecure={registry}"),
+        ],
     )
     .await?;
     register_webhook(&stack, webhook.port).await?;
@@ -128,7 +145,9 @@ pub async fn run_demo() -> Result<DemoReport> {
         webhook.port, webhook.admin
     );
 
-    say("creating Deployment demo/shop that references vault:secret/data/demo/db#password");
+    say(
+        "creating Deployment demo/shop (image app:1, no command: rotor looks the entrypoint up) that references vault:secret/data/demo/db#password",
+    );
     create_namespace(&stack, NS, &[("rotor-e2e", "enabled")]).await?;
     stack.service_account(NS, "shop").await?;
     let deployment: Deployment = serde_json::from_value(json!({
@@ -141,10 +160,9 @@ pub async fn run_demo() -> Result<DemoReport> {
                 "spec": {
                     "serviceAccountName": "shop",
                     "automountServiceAccountToken": false,
+                    "terminationGracePeriodSeconds": 10,
                     "containers": [{
-                        "name": "shop", "image": "shop:1",
-                        "command": ["sh", "-c"],
-                        "args": ["echo \"shop: DB_PASSWORD=$(printf %s \"$DB_PASSWORD\" | cut -c1-3)*** (${#DB_PASSWORD} characters)\""],
+                        "name": "shop", "image": images.app,
                         "env": [{ "name": "DB_PASSWORD", "value": "vault:secret/data/demo/db#password" }],
                     }],
                 },
@@ -165,6 +183,7 @@ pub async fn run_demo() -> Result<DemoReport> {
             .next())
     })
     .await?;
+    let first_pod = pod.metadata.name.clone().context("pod without a name")?;
 
     say("the pod as stored by the API server (mutated by rotor-webhook; the spec holds no value)");
     let spec = pod.spec.clone().context("pod without spec")?;
@@ -175,15 +194,18 @@ pub async fn run_demo() -> Result<DemoReport> {
     });
     eprint!("{}", indent(&serde_yaml::to_string(&shown)?));
 
-    say(
-        "running the pod the way a kubelet would: init container copies rotor-init, the app runs under it",
-    );
-    let run = run_pod_like_a_kubelet(&stack, &pod, &init_bin, &dir.join("kubelet")).await?;
-    let app_line = run.stdout.trim().to_string();
-    eprintln!("    {app_line}");
-    for line in run.stderr.lines() {
-        eprintln!("    rotor-init: {line}");
-    }
+    say(&format!(
+        "kubelet runs pod {first_pod}: the init container copies rotor-init, rotor-init logs in and execs the app; its log (kubectl logs):"
+    ));
+    let first_log = wait_for_log(
+        &pods,
+        &first_pod,
+        "shop",
+        &app_line(FIRST),
+        Duration::from_secs(90),
+    )
+    .await?;
+    eprint!("{}", indent(&first_log));
 
     let recorded = wait_for(
         Duration::from_secs(30),
@@ -254,12 +276,51 @@ pub async fn run_demo() -> Result<DemoReport> {
     }
     eprintln!("    Event SecretRotated: {event_note}");
 
+    say("the new ReplicaSet's pod reads version 2; the old pod is gone");
+    let rotated_pod = wait_for(
+        Duration::from_secs(90),
+        "one pod of the new ReplicaSet, the old one gone",
+        || async {
+            let names: Vec<String> = pods
+                .list(&ListParams::default().labels("app=shop"))
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            Ok(match names.as_slice() {
+                [only] if *only != first_pod => Some(only.clone()),
+                _ => None,
+            })
+        },
+    )
+    .await?;
+    let rotated_log = wait_for_log(
+        &pods,
+        &rotated_pod,
+        "shop",
+        &app_line(ROTATED),
+        Duration::from_secs(90),
+    )
+    .await?;
+    eprint!("{}", indent(&rotated_log));
+    let pods_after: Vec<String> = pods
+        .list(&ListParams::default().labels("app=shop"))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+
     say("stopping everything the demo started");
     let report = DemoReport {
         stack_startup: stack.startup,
         total: started.elapsed(),
-        app_line,
-        init_log: run.stderr,
+        first_log,
+        rotated_log,
+        first_pod,
+        rotated_pod,
+        pods_after,
         replica_sets_before,
         replica_sets_after,
         event_note,
@@ -283,21 +344,6 @@ async fn create_namespace(stack: &Stack, name: &str, labels: &[(&str, &str)]) ->
         Err(e) => return Err(e).with_context(|| format!("creating namespace {name}")),
     }
     Ok(name.to_string())
-}
-
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Some(v) = probe().await? {
-            return Ok(v);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("timed out after {timeout:?} waiting for {what}")
 }
 
 fn indent(text: &str) -> String {

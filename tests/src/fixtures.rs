@@ -1,19 +1,16 @@
 //! Running rotor's programs against the local stack.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use rotor_testkit::{ManagedProcess, Stack, ports::free_port};
 use serde_json::json;
 
-/// The image name the webhook injects in tests; "pulling" it means using our rotor-init build.
+/// The image name the webhook injects in tests that never run the pod (no node).
 pub const INIT_IMAGE: &str = "rotor-init:local";
 
 /// The directory holding rotor's binaries next to the running executable (target/debug).
@@ -53,6 +50,8 @@ pub async fn start_webhook(
         "--shutdown-grace-seconds=5".into(),
         format!("--init-image={INIT_IMAGE}"),
     ];
+    // A flag given in `extra` replaces the default one.
+    args.retain(|a| !extra.iter().any(|e| flag_name(e) == flag_name(a)));
     args.extend(extra.iter().cloned());
     let kubeconfig = stack.kubeconfig().display().to_string();
     spawn_webhook(
@@ -102,6 +101,10 @@ pub async fn spawn_webhook(
         cert,
         key,
     })
+}
+
+fn flag_name(arg: &str) -> &str {
+    arg.split('=').next().unwrap_or(arg)
 }
 
 /// A CEL expression defined in the chart's helpers (the one source of the webhook's conditions).
@@ -170,141 +173,6 @@ pub async fn register_webhook_with(stack: &Stack, port: u16, configmaps: bool) -
     Ok(())
 }
 
-/// What a pod printed when run the way a kubelet would.
-pub struct PodRun {
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl PodRun {
-    /// `env -0` output as a map.
-    pub fn env(&self) -> BTreeMap<String, String> {
-        self.stdout
-            .split('\0')
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-}
-
-/// Runs a stored (mutated) pod the way a kubelet would: its volumes at their mount paths under
-/// `dir` (the projected token from a real TokenRequest), the injected init container with our
-/// rotor-init build as the image's `/rotor-init`, then the first app container with the pod's
-/// command, args and env. Mount paths in commands and env are mapped under `dir`.
-pub async fn run_pod_like_a_kubelet(
-    stack: &Stack,
-    pod: &Pod,
-    init_bin: &Path,
-    dir: &Path,
-) -> Result<PodRun> {
-    let spec = pod.spec.clone().context("the pod has no spec")?;
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .context("the pod has no namespace")?;
-    let root = dir.join("pod-root");
-    let host_path = |mount: &str| root.join(mount.trim_start_matches('/'));
-    let app = spec
-        .containers
-        .first()
-        .context("the pod has no container")?;
-    let mounts: Vec<(String, String)> = app
-        .volume_mounts
-        .iter()
-        .flatten()
-        .map(|m| (m.name.clone(), m.mount_path.clone()))
-        .collect();
-    for volume in spec.volumes.iter().flatten() {
-        let Some(mount) = mounts
-            .iter()
-            .find(|(n, _)| *n == volume.name)
-            .map(|(_, p)| p.clone())
-        else {
-            continue;
-        };
-        std::fs::create_dir_all(host_path(&mount))?;
-        for source in volume
-            .projected
-            .iter()
-            .flat_map(|p| p.sources.iter().flatten())
-        {
-            if let Some(token) = &source.service_account_token {
-                let sa = spec.service_account_name.as_deref().unwrap_or("default");
-                let jwt = stack
-                    .service_account_token(
-                        &ns,
-                        sa,
-                        token
-                            .audience
-                            .as_deref()
-                            .unwrap_or("https://kubernetes.default.svc.cluster.local"),
-                        token.expiration_seconds.unwrap_or(3600),
-                    )
-                    .await?;
-                std::fs::write(host_path(&mount).join(&token.path), jwt)?;
-            }
-        }
-    }
-    let mapped: Vec<String> = mounts.iter().map(|(_, p)| p.clone()).collect();
-    let map = |s: &str| -> String {
-        if mapped.iter().any(|m| s.starts_with(m.as_str())) {
-            host_path(s).display().to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    for init in spec.init_containers.iter().flatten() {
-        if init.image.as_deref() != Some(INIT_IMAGE) {
-            bail!(
-                "init container {} runs image {:?}, which this kubelet stand-in cannot run",
-                init.name,
-                init.image
-            );
-        }
-        let command = init.command.clone().unwrap_or_default();
-        let [_, verb, target] = command.as_slice() else {
-            bail!("unexpected init command {command:?}")
-        };
-        std::fs::create_dir_all(host_path(target))?;
-        let status = Command::new(init_bin)
-            .arg(verb)
-            .arg(host_path(target))
-            .status()?;
-        if !status.success() {
-            bail!("init container {} failed: {status}", init.name);
-        }
-    }
-    let program = map(app
-        .command
-        .as_ref()
-        .and_then(|c| c.first())
-        .context("the app has no command")?);
-    let mut command = Command::new(&program);
-    command
-        .args(app.args.iter().flatten())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for e in app.env.iter().flatten() {
-        command.env(&e.name, map(e.value.as_deref().unwrap_or("")));
-    }
-    let out = command
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    let run = PodRun {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    if !out.status.success() {
-        bail!(
-            "the app container exited with {}: {}",
-            out.status,
-            run.stderr
-        );
-    }
-    Ok(run)
-}
-
 /// Starts rotor-reloader against the stack, logging in to OpenBao with `token_file`.
 pub async fn start_reloader(
     stack: &Stack,
@@ -328,11 +196,7 @@ pub async fn start_reloader(
         format!("--admin-listen=127.0.0.1:{admin_port}"),
     ];
     // A flag given in `extra` replaces the default one.
-    args.retain(|a| {
-        !extra
-            .iter()
-            .any(|e| e.split('=').next() == a.split('=').next())
-    });
+    args.retain(|a| !extra.iter().any(|e| flag_name(e) == flag_name(a)));
     args.extend(extra.iter().cloned());
     let kubeconfig = stack.kubeconfig().display().to_string();
     let mut process = ManagedProcess::spawn(

@@ -1,6 +1,7 @@
 //! Fixtures shared by rotor's end-to-end tests and the demo: run rotor's programs as local
-//! processes against the testkit stack, register the webhook, and run a mutated pod the way a
-//! kubelet would.
+//! processes against the testkit stack, register the webhook, build the images pods pull from
+//! the stack's registry, and follow pods on the real node.
 
 pub mod demo;
 pub mod fixtures;
+pub mod node_pods;

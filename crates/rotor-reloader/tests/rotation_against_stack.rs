@@ -30,6 +30,7 @@ async fn setup() -> Result<Env> {
     let stack = Stack::start(StackOptions {
         controller_manager: true,
         registry: false,
+        node: false,
     })
     .await?;
     let ns = stack.namespace("reload").await?;

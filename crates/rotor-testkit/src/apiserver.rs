@@ -24,7 +24,13 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    pub async fn start(dir: &Path, pki: &Pki, etcd_url: &str) -> Result<Self> {
+    /// Starts kube-apiserver; `extra_args` are added (or replace a default flag of the same name).
+    pub async fn start(
+        dir: &Path,
+        pki: &Pki,
+        etcd_url: &str,
+        extra_args: &[String],
+    ) -> Result<Self> {
         let port = free_port()?;
         let url = format!("https://127.0.0.1:{port}");
         let serving = pki.server_cert(
@@ -78,6 +84,12 @@ impl ApiServer {
             "--storage-media-type=application/json".to_string(),
             "--v=1".to_string(),
         ];
+        let flag = |a: &String| a.split('=').next().unwrap_or_default().to_string();
+        let mut args: Vec<String> = args
+            .into_iter()
+            .filter(|a| !extra_args.iter().any(|e| flag(e) == flag(a)))
+            .collect();
+        args.extend(extra_args.iter().cloned());
         let mut process =
             ManagedProcess::spawn("kube-apiserver", &tool("kube-apiserver")?, &args, &[], dir)?;
         let http = admin_http_client(pki.ca_pem(), &admin)?;

@@ -2,12 +2,16 @@
 //!
 //! [`Stack::start`] brings up etcd, kube-apiserver (own PKI, RBAC, service-account issuer),
 //! optionally kube-controller-manager and an OCI registry, and an OpenBao dev server, all on
-//! 127.0.0.1 on free ports in a temp dir. Dropping the stack (also while a test panics) stops
+//! 127.0.0.1 on free ports in a temp dir. With [`StackOptions::node`] it also runs a real node
+//! (containerd, runc, CNI bridge, kubelet, kube-scheduler; root only, see [`node`]). Dropping the stack (also while a test panics) stops
 //! exactly the processes it started, by pid. A missing tool is an error, never a skip.
 
 pub mod apiserver;
 pub mod controller_manager;
+pub mod dockerfile;
 pub mod etcd;
+pub mod host;
+pub mod node;
 pub mod openbao;
 pub mod pki;
 pub mod ports;
@@ -29,21 +33,25 @@ use kube::api::{Api, ObjectMeta, PostParams};
 pub use apiserver::{ApiServer, SERVICE_ACCOUNT_ISSUER};
 pub use controller_manager::ControllerManager;
 pub use etcd::Etcd;
+pub use node::Node;
 pub use openbao::{BaoAdmin, OpenBao, ROOT_TOKEN};
 pub use pki::{CertifiedKey, Pki};
 pub use process::ManagedProcess;
-pub use registry::Registry;
+pub use registry::{ImageConfig, Registry};
 
 /// What to start besides etcd, kube-apiserver and OpenBao.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StackOptions {
     pub controller_manager: bool,
     pub registry: bool,
+    /// A real node (implies the controller manager and the registry). Needs root.
+    pub node: bool,
 }
 
 /// The running stack. Fields drop in declaration order: clients first, servers after.
 pub struct Stack {
     pub kube: kube::Client,
+    pub node: Option<Node>,
     pub registry: Option<Registry>,
     pub controller_manager: Option<ControllerManager>,
     pub bao: OpenBao,
@@ -87,14 +95,33 @@ impl Stack {
             .tempdir()
             .context("creating the stack's temp dir")?;
         let pki = Pki::new("rotor-test-ca")?;
+        // The node's bridge exists before OpenBao, which listens on it for the pods.
+        let host = if options.node {
+            Some(Node::prepare_host(dir.path()).context("preparing the host for the node")?)
+        } else {
+            None
+        };
+        let bao_ip = if options.node {
+            host::GATEWAY
+        } else {
+            std::net::Ipv4Addr::LOCALHOST
+        };
         // etcd and OpenBao are independent: start them together.
-        let (etcd, bao) = tokio::join!(Etcd::start(dir.path()), OpenBao::start(dir.path()));
+        let (etcd, bao) = tokio::join!(
+            Etcd::start(dir.path()),
+            OpenBao::start_on(dir.path(), bao_ip)
+        );
         let etcd = etcd.context("starting etcd")?;
         let bao = bao.context("starting OpenBao")?;
-        let api = ApiServer::start(dir.path(), &pki, &etcd.client_url)
+        let api_args = if options.node {
+            node::apiserver_args(dir.path(), &pki)?
+        } else {
+            Vec::new()
+        };
+        let api = ApiServer::start(dir.path(), &pki, &etcd.client_url, &api_args)
             .await
             .context("starting kube-apiserver")?;
-        let registry = if options.registry {
+        let registry = if options.registry || options.node {
             Some(
                 Registry::start(dir.path())
                     .await
@@ -103,7 +130,7 @@ impl Stack {
         } else {
             None
         };
-        let controller_manager = if options.controller_manager {
+        let controller_manager = if options.controller_manager || options.node {
             Some(
                 ControllerManager::start(dir.path(), &api)
                     .await
@@ -113,10 +140,19 @@ impl Stack {
             None
         };
         let kube = client_from_kubeconfig(&api.kubeconfig).await?;
+        let node = match (host, &registry) {
+            (Some(host), Some(registry)) => Some(
+                Node::start(dir.path(), &pki, &api, registry, &kube, host)
+                    .await
+                    .context("starting the node (containerd, kube-scheduler, kubelet)")?,
+            ),
+            _ => None,
+        };
         let startup = started.elapsed();
         tracing::info!(?startup, "stack ready");
         Ok(Self {
             kube,
+            node,
             registry,
             controller_manager,
             bao,
@@ -140,6 +176,13 @@ impl Stack {
 
     pub fn bao_admin(&self) -> Result<BaoAdmin> {
         self.bao.admin()
+    }
+
+    /// The node, when the stack was started with one.
+    pub fn node(&self) -> Result<&Node> {
+        self.node
+            .as_ref()
+            .context("the stack was started without a node (StackOptions::node)")
     }
 
     /// The OCI registry, when the stack was started with one.

@@ -1,5 +1,6 @@
 //! OpenBao (`bao server -dev`) on loopback, and an admin client over its HTTP API.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub struct OpenBao {
     pub addr: String,
     /// The CA that signed the server's certificate, when started with TLS.
     pub ca_pem: Option<String>,
+    ip: Ipv4Addr,
     port: u16,
     dir: PathBuf,
     tls: bool,
@@ -26,21 +28,28 @@ pub struct OpenBao {
 
 impl OpenBao {
     pub async fn start(dir: &Path) -> Result<Self> {
-        Self::start_with(dir, false).await
+        Self::start_with(dir, false, Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Plain HTTP on `ip` (the node's bridge address, where pods can reach it).
+    pub async fn start_on(dir: &Path, ip: Ipv4Addr) -> Result<Self> {
+        Self::start_with(dir, false, ip).await
     }
 
     /// `bao server -dev -dev-tls`: HTTPS with a CA of its own ([`OpenBao::ca_pem`]).
     pub async fn start_tls(dir: &Path) -> Result<Self> {
-        Self::start_with(dir, true).await
+        Self::start_with(dir, true, Ipv4Addr::LOCALHOST).await
     }
 
-    async fn start_with(dir: &Path, tls: bool) -> Result<Self> {
+    async fn start_with(dir: &Path, tls: bool, ip: Ipv4Addr) -> Result<Self> {
+        // A port free on loopback is free on the bridge address too (nothing binds 0.0.0.0 here).
         let port = free_port()?;
         let scheme = if tls { "https" } else { "http" };
         let mut bao = Self {
-            process: spawn(dir, port, tls)?,
-            addr: format!("{scheme}://127.0.0.1:{port}"),
+            process: spawn(dir, ip, port, tls)?,
+            addr: format!("{scheme}://{ip}:{port}"),
             ca_pem: None,
+            ip,
             port,
             dir: dir.to_path_buf(),
             tls,
@@ -83,7 +92,7 @@ impl OpenBao {
     /// Starts the server again on the same address, empty.
     pub async fn restart(&mut self) -> Result<()> {
         self.process.stop(Duration::from_secs(5));
-        self.process = spawn(&self.dir, self.port, self.tls)?;
+        self.process = spawn(&self.dir, self.ip, self.port, self.tls)?;
         self.wait_ready().await
     }
 
@@ -110,14 +119,14 @@ impl OpenBao {
     }
 }
 
-fn spawn(dir: &Path, port: u16, tls: bool) -> Result<ManagedProcess> {
+fn spawn(dir: &Path, ip: Ipv4Addr, port: u16, tls: bool) -> Result<ManagedProcess> {
     let home = dir.join("bao-home");
     std::fs::create_dir_all(&home).context("creating the OpenBao home")?;
     let mut args = vec![
         "server".to_string(),
         "-dev".to_string(),
         format!("-dev-root-token-id={ROOT_TOKEN}"),
-        format!("-dev-listen-address=127.0.0.1:{port}"),
+        format!("-dev-listen-address={ip}:{port}"),
         "-dev-no-store-token".to_string(),
         "-log-level=warn".to_string(),
     ];

@@ -47,6 +47,16 @@ impl Pki {
 
     /// A server certificate for `dns_names` and 127.0.0.1.
     pub fn server_cert(&self, common_name: &str, dns_names: &[&str]) -> Result<CertifiedKey> {
+        self.server_cert_with_ips(common_name, dns_names, &[])
+    }
+
+    /// A server certificate for `dns_names`, 127.0.0.1 and `ips`.
+    pub fn server_cert_with_ips(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+        ips: &[IpAddr],
+    ) -> Result<CertifiedKey> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name, None);
         params.subject_alt_names = dns_names
@@ -57,6 +67,9 @@ impl Pki {
         params
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

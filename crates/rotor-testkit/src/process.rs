@@ -102,6 +102,38 @@ impl ManagedProcess {
     }
 }
 
+/// Whether `pid` runs and is not a zombie (processes re-parented to PID 1 may be reaped late).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Stops a process that is not our child (a containerd shim): SIGTERM, SIGKILL after `grace`.
+pub fn stop_pid(pid: u32, grace: Duration) {
+    let signal = |sig: &str| {
+        let _ = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    if !pid_alive(pid) {
+        return;
+    }
+    signal("-TERM");
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if !pid_alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal("-KILL");
+}
+
 impl Drop for ManagedProcess {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(3));

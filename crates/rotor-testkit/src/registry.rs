@@ -72,6 +72,82 @@ impl Registry {
         Ok(reference)
     }
 
+    /// Pushes `127.0.0.1:PORT/<repo>:<tag>` for linux/amd64 with one layer holding `files`
+    /// (host path, absolute path in the image; mode 0755, owned by root) and `config`.
+    /// `work` is a directory for the layer's staging tree and tarball.
+    pub fn push_files_image(
+        &self,
+        repo_tag: &str,
+        files: &[(PathBuf, String)],
+        config: &ImageConfig,
+        work: &Path,
+    ) -> Result<String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let reference = format!("{}/{repo_tag}", self.host);
+        let slug: String = repo_tag
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let staging = work.join(format!("image-{slug}"));
+        let _ = std::fs::remove_dir_all(&staging);
+        for (source, target) in files {
+            let Some(relative) = target.strip_prefix('/').filter(|t| !t.is_empty()) else {
+                bail!("image {repo_tag}: file target {target:?} must be an absolute path");
+            };
+            let dest = staging.join(relative);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::copy(source, &dest)
+                .with_context(|| format!("copying {} into image {repo_tag}", source.display()))?;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod {}", dest.display()))?;
+        }
+        let layer = work.join(format!("image-{slug}.tar"));
+        let status = Command::new("tar")
+            .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+            .arg(&staging)
+            .arg("-cf")
+            .arg(&layer)
+            .arg(".")
+            .status()
+            .context("running tar")?;
+        if !status.success() {
+            bail!("tar of the layer for {repo_tag} failed");
+        }
+        let layer = layer.display().to_string();
+        crane(&[
+            "append",
+            "--insecure",
+            "--platform",
+            "linux/amd64",
+            "-f",
+            &layer,
+            "-t",
+            &reference,
+        ])?;
+        let mut mutate = vec![
+            "mutate".to_string(),
+            "--insecure".to_string(),
+            reference.clone(),
+            "-t".to_string(),
+            reference.clone(),
+            format!("--entrypoint={}", config.entrypoint.join(",")),
+            format!("--cmd={}", config.cmd.join(",")),
+            "--set-platform=linux/amd64".to_string(),
+        ];
+        if let Some(user) = &config.user {
+            mutate.push(format!("--user={user}"));
+        }
+        for env in &config.env {
+            mutate.push(format!("--env={env}"));
+        }
+        let refs: Vec<&str> = mutate.iter().map(String::as_str).collect();
+        crane(&refs)?;
+        Ok(reference)
+    }
+
     /// Pushes an index (multi-platform image) at `reference` from existing image references.
     pub fn push_index(&self, repo_tag: &str, manifests: &[&str]) -> Result<String> {
         let reference = format!("{}/{repo_tag}", self.host);
@@ -83,6 +159,15 @@ impl Registry {
         crane(&args)?;
         Ok(reference)
     }
+}
+
+/// The image config fields the tests set: ENTRYPOINT, CMD, USER and ENV (`NAME=value`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub user: Option<String>,
+    pub env: Vec<String>,
 }
 
 /// Runs crane with `args`, failing with its output.

@@ -1,0 +1,489 @@
+//! A real node: containerd (runc, CNI bridge), kubelet and kube-scheduler, started and stopped by
+//! pid like every other process of the stack. Pods run for real: images are pulled from the
+//! stack's registry, the pod network is the bridge [`host::BRIDGE`] that the stack creates, and
+//! kubelet talks to the stack's apiserver with its own client certificate (Node authorizer).
+//!
+//! Where servers listen, so pods can reach them: the node's InternalIP and the pods' gateway is
+//! [`host::GATEWAY`] (10.244.0.1), an address on the bridge the stack made. OpenBao listens there;
+//! the apiserver and the webhook stay on 127.0.0.1, because only host processes (OpenBao's
+//! TokenReview, the apiserver calling the webhook) talk to them. Pods that must call the apiserver
+//! themselves use `hostNetwork: true`. This VM's quirks and their fixes are in the config below
+//! (see docs of the reference proof: CAP_SYS_RESOURCE is withheld, cgroup v1, no systemd).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Node as NodeObject;
+use kube::api::Api;
+
+use crate::apiserver::{ApiServer, kubeconfig_yaml};
+use crate::host::{BRIDGE, CNI_NETWORK, GATEWAY, HostChanges, POD_CIDR};
+use crate::pki::Pki;
+use crate::ports::free_port;
+use crate::process::ManagedProcess;
+use crate::ready::{READY_TIMEOUT, wait_http_ok};
+use crate::registry::Registry;
+use crate::tools::{tool, tools_dir};
+
+/// The node's name.
+pub const NODE_NAME: &str = "rotor-node";
+/// The sandbox image every pod starts with, pushed to the stack's registry.
+pub const PAUSE_REPO_TAG: &str = "pause:3.10";
+
+/// The running node. Dropping it stops kubelet and the scheduler, removes every container,
+/// stops containerd and the shims, unmounts what they mounted, then restores the host.
+pub struct Node {
+    pub kubelet: ManagedProcess,
+    pub scheduler: ManagedProcess,
+    pub containerd: ManagedProcess,
+    /// How long from starting containerd to the node reporting Ready.
+    pub ready_after: Duration,
+    dir: PathBuf,
+    // Declared last: restored after everything above has stopped.
+    _host: HostChanges,
+}
+
+/// The apiserver flags a node needs: the Node authorizer and NodeRestriction, and a client
+/// certificate for calls to the kubelet (logs, exec).
+pub fn apiserver_args(dir: &Path, pki: &Pki) -> Result<Vec<String>> {
+    let client = pki.client_cert("kube-apiserver-kubelet-client", Some("system:masters"))?;
+    let cert = write(dir, "apiserver-kubelet-client.crt", &client.cert_pem)?;
+    let key = write(dir, "apiserver-kubelet-client.key", &client.key_pem)?;
+    let ca = write(dir, "kubelet-ca.crt", pki.ca_pem())?;
+    Ok(vec![
+        "--authorization-mode=Node,RBAC".to_string(),
+        "--enable-admission-plugins=NodeRestriction".to_string(),
+        format!("--kubelet-client-certificate={}", cert.display()),
+        format!("--kubelet-client-key={}", key.display()),
+        format!("--kubelet-certificate-authority={}", ca.display()),
+        "--kubelet-preferred-address-types=InternalIP,Hostname".to_string(),
+    ])
+}
+
+impl Node {
+    /// Prepares the host (root, lock, bridge) before anything that must listen on the bridge.
+    pub fn prepare_host(stack_dir: &Path) -> Result<HostChanges> {
+        HostChanges::prepare(&stack_dir.join("node"))
+    }
+
+    /// Starts containerd, kube-scheduler and kubelet, and waits until the node is Ready.
+    pub async fn start(
+        stack_dir: &Path,
+        pki: &Pki,
+        api: &ApiServer,
+        registry: &Registry,
+        kube: &kube::Client,
+        host: HostChanges,
+    ) -> Result<Self> {
+        let dir = stack_dir.join("node");
+        for sub in [
+            "cni/net.d",
+            "cni/ipam",
+            "kubelet",
+            "pod-logs",
+            "volume-plugins",
+        ] {
+            std::fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        }
+        push_pause_image(registry, &dir)?;
+        let started = Instant::now();
+        let containerd = start_containerd(&dir, &registry.host)?;
+        let scheduler = start_scheduler(&dir, pki, api).await?;
+        let mut kubelet = start_kubelet(&dir, pki, api, &containerd).await?;
+        wait_node_ready(kube, &mut kubelet).await?;
+        Ok(Self {
+            kubelet,
+            scheduler,
+            containerd,
+            ready_after: started.elapsed(),
+            dir,
+            _host: host,
+        })
+    }
+
+    /// The node's directory (containerd and kubelet state, pod logs, configs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// containerd's CRI socket, for `ctr --address`.
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// Runs `ctr -n k8s.io ARGS` against this node's containerd.
+    pub fn ctr(&self, args: &[&str]) -> Result<String> {
+        let socket = self.containerd_socket().display().to_string();
+        let mut all = vec!["--address", socket.as_str(), "-n", "k8s.io"];
+        all.extend_from_slice(args);
+        let out = std::process::Command::new(tool("ctr")?)
+            .args(&all)
+            .output()
+            .context("running ctr")?;
+        if !out.status.success() {
+            bail!(
+                "ctr {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The containerd shims serving this node's containers: the parents of the containers'
+    /// init processes (shims re-parent to PID 1, so they are not our children).
+    fn shim_pids(&self) -> Vec<u32> {
+        let state = self
+            .dir
+            .join("containerd/state/io.containerd.runtime.v2.task/k8s.io");
+        let mut pids: Vec<u32> = std::fs::read_dir(state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|bundle| std::fs::read_to_string(bundle.path().join("init.pid")).ok())
+            .filter_map(|pid| parent_pid(pid.trim()))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let socket = self.containerd_socket().display().to_string();
+        pids.retain(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let line = String::from_utf8_lossy(&c).replace('\0', " ");
+                line.contains("containerd-shim") && line.contains(&socket)
+            })
+        });
+        pids
+    }
+
+    fn teardown(&mut self) {
+        self.scheduler.stop(Duration::from_secs(3));
+        self.kubelet.stop(Duration::from_secs(10));
+        let shims = self.shim_pids();
+        // Whatever containers are left (pods of the test): killed and removed through containerd.
+        if self.containerd.exited().is_none() {
+            let tasks = self.ctr(&["tasks", "ls", "-q"]).unwrap_or_default();
+            for id in tasks.lines() {
+                let _ = self.ctr(&["tasks", "kill", "-s", "KILL", id]);
+            }
+            for id in tasks.lines() {
+                let _ = self.ctr(&["tasks", "rm", "-f", id]);
+            }
+            let containers = self.ctr(&["containers", "ls", "-q"]).unwrap_or_default();
+            for id in containers.lines() {
+                let _ = self.ctr(&["containers", "rm", id]);
+            }
+        }
+        for pid in shims {
+            crate::process::stop_pid(pid, Duration::from_secs(3));
+        }
+        self.containerd.stop(Duration::from_secs(10));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn parent_pid(pid: &str) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// The sandbox image: the static pause binary alone.
+fn push_pause_image(registry: &Registry, dir: &Path) -> Result<()> {
+    registry.push_files_image(
+        PAUSE_REPO_TAG,
+        &[(tool("pause")?, "/pause".to_string())],
+        &crate::registry::ImageConfig {
+            entrypoint: vec!["/pause".to_string()],
+            ..Default::default()
+        },
+        dir,
+    )?;
+    Ok(())
+}
+
+fn start_containerd(dir: &Path, registry_host: &str) -> Result<ManagedProcess> {
+    let d = dir.display();
+    let certs = dir.join("certs.d").join(registry_host);
+    std::fs::create_dir_all(&certs).context("creating containerd's certs.d")?;
+    write(
+        &certs,
+        "hosts.toml",
+        &format!(
+            "server = \"http://{registry_host}\"\n[host.\"http://{registry_host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )?;
+    let runc = tool("runc")?;
+    let cni_bin = tools_dir().join("..").join("cni");
+    if !cni_bin.join("bridge").exists() {
+        bail!(
+            "the CNI plugins are not at {}: run scripts/install-tools.sh",
+            cni_bin.display()
+        );
+    }
+    let config = format!(
+        r#"version = 2
+root = "{d}/containerd/root"
+state = "{d}/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{registry_host}/{PAUSE_REPO_TAG}"
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_hugetlb_controller = true
+  tolerate_missing_hugetlb_controller = true
+  systemd_cgroup = false
+  # This VM withholds CAP_SYS_RESOURCE, so no process may lower its oom_score_adj below 0;
+  # kubelet asks -998 for sandboxes and runc fails. Clamp to containerd's own score (0).
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    # Plain copies of the (tiny) layers: no overlay mounts to leak if a test is killed.
+    snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+        Root = "{d}/runc"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni}"
+    conf_dir = "{d}/cni/net.d"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
+"#,
+        runc = runc.display(),
+        cni = cni_bin.display(),
+    );
+    let config_file = write(dir, "containerd.toml", &config)?;
+    // No masquerade: no iptables binary is needed, and pods only talk to the host and each other.
+    write(
+        &dir.join("cni/net.d"),
+        "10-rotor.conflist",
+        &serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": CNI_NETWORK,
+            "plugins": [{
+                "type": "bridge", "bridge": BRIDGE, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local", "dataDir": dir.join("cni/ipam"),
+                    "ranges": [[{ "subnet": POD_CIDR, "gateway": GATEWAY.to_string() }]],
+                    "routes": [{ "dst": "0.0.0.0/0" }],
+                },
+            }],
+        })
+        .to_string(),
+    )?;
+    // containerd finds its shim on PATH.
+    let path = format!(
+        "{}:{}",
+        tools_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ManagedProcess::spawn(
+        "containerd",
+        &tool("containerd")?,
+        &["--config".to_string(), config_file.display().to_string()],
+        &[("PATH", path.as_str())],
+        dir,
+    )
+}
+
+async fn start_scheduler(dir: &Path, pki: &Pki, api: &ApiServer) -> Result<ManagedProcess> {
+    let identity = pki.client_cert("system:kube-scheduler", None)?;
+    let kubeconfig = write(
+        dir,
+        "scheduler.kubeconfig",
+        &kubeconfig_yaml(&api.url, pki.ca_pem(), &identity),
+    )?;
+    let port = free_port()?;
+    let k = kubeconfig.display();
+    let args = vec![
+        format!("--kubeconfig={k}"),
+        format!("--authentication-kubeconfig={k}"),
+        format!("--authorization-kubeconfig={k}"),
+        "--bind-address=127.0.0.1".to_string(),
+        format!("--secure-port={port}"),
+        "--leader-elect=false".to_string(),
+        "--v=1".to_string(),
+    ];
+    let mut process =
+        ManagedProcess::spawn("kube-scheduler", &tool("kube-scheduler")?, &args, &[], dir)?;
+    let http = crate::insecure_http_client()?;
+    wait_http_ok(
+        &mut process,
+        &format!("https://127.0.0.1:{port}/healthz"),
+        Some(&http),
+    )
+    .await?;
+    Ok(process)
+}
+
+async fn start_kubelet(
+    dir: &Path,
+    pki: &Pki,
+    api: &ApiServer,
+    containerd: &ManagedProcess,
+) -> Result<ManagedProcess> {
+    // Node authorizer identity: user system:node:<name> in group system:nodes.
+    let client = pki.client_cert(&format!("system:node:{NODE_NAME}"), Some("system:nodes"))?;
+    let kubeconfig = write(
+        dir,
+        "kubelet.kubeconfig",
+        &kubeconfig_yaml(&api.url, pki.ca_pem(), &client),
+    )?;
+    let serving =
+        pki.server_cert_with_ips(NODE_NAME, &[NODE_NAME, "localhost"], &[IpAddr::V4(GATEWAY)])?;
+    let cert = write(dir, "kubelet.crt", &serving.cert_pem)?;
+    let key = write(dir, "kubelet.key", &serving.key_pem)?;
+    let ca = write(dir, "ca.crt", pki.ca_pem())?;
+    let port = free_port()?;
+    let healthz = free_port()?;
+    let d = dir.display();
+    let config = format!(
+        r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: {GATEWAY}
+port: {port}
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: {healthz}
+tlsCertFile: {cert}
+tlsPrivateKeyFile: {key}
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: true}}
+  x509: {{clientCAFile: {ca}}}
+authorization: {{mode: Webhook}}
+containerRuntimeEndpoint: unix://{d}/containerd.sock
+# No systemd here; containerd's runc uses cgroupfs too. This host is cgroup v1.
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+# The default -999 needs CAP_SYS_RESOURCE, which this VM withholds.
+oomScoreAdj: 0
+cgroupsPerQOS: true
+enforceNodeAllocatable: [pods]
+podLogsDir: {d}/pod-logs
+volumePluginDir: {d}/volume-plugins
+resolvConf: /etc/resolv.conf
+clusterDomain: cluster.local
+makeIPTablesUtilChains: false
+serializeImagePulls: false
+imageMinimumGCAge: 24h
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {{memory.available: "100Mi", nodefs.available: "1%", nodefs.inodesFree: "1%", imagefs.available: "1%"}}
+syncFrequency: 10s
+nodeStatusUpdateFrequency: 5s
+shutdownGracePeriod: 0s
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        ca = ca.display(),
+    );
+    let config_file = write(dir, "kubelet-config.yaml", &config)?;
+    // kubelet needs containerd's socket before it starts.
+    let socket = dir.join("containerd.sock");
+    let start = Instant::now();
+    while !socket.exists() {
+        if start.elapsed() > READY_TIMEOUT {
+            bail!(
+                "containerd did not create {} within {READY_TIMEOUT:?}; log tail:\n{}",
+                socket.display(),
+                containerd.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let args = vec![
+        format!("--config={}", config_file.display()),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--root-dir={d}/kubelet"),
+        format!("--cert-dir={d}/kubelet/pki"),
+        format!("--hostname-override={NODE_NAME}"),
+        format!("--node-ip={GATEWAY}"),
+        "--v=1".to_string(),
+    ];
+    let path = format!(
+        "{}:{}",
+        tools_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut process = ManagedProcess::spawn(
+        "kubelet",
+        &tool("kubelet")?,
+        &args,
+        &[("PATH", path.as_str())],
+        dir,
+    )?;
+    wait_http_ok(
+        &mut process,
+        &format!("http://127.0.0.1:{healthz}/healthz"),
+        None,
+    )
+    .await?;
+    Ok(process)
+}
+
+async fn wait_node_ready(kube: &kube::Client, kubelet: &mut ManagedProcess) -> Result<()> {
+    let nodes: Api<NodeObject> = Api::all(kube.clone());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = kubelet.exited() {
+            bail!(
+                "kubelet exited ({status}) before node {NODE_NAME} was Ready; log tail:\n{}",
+                kubelet.log_tail(40)
+            );
+        }
+        let ready = nodes
+            .get_opt(NODE_NAME)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|n| {
+                n.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+        if ready {
+            return Ok(());
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            bail!(
+                "node {NODE_NAME} not Ready after {READY_TIMEOUT:?}; kubelet log tail:\n{}",
+                kubelet.log_tail(40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

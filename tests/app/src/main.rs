@@ -1,0 +1,91 @@
+//! The app the end-to-end tests run in pods on the real node. Its image holds this static binary
+//! alone (no shell, no libc), so whatever it reports is what the container really got.
+//!
+//! `rotor-test-app [--exit] NAME...` prints one line per line of evidence, then either exits
+//! (`--exit`, for init containers) or waits for SIGTERM/SIGINT, logs it and exits 0:
+//!
+//! ```text
+//! app: pid=1 uid=1000 gid=3000 ppid=0
+//! app: env DB_PASSWORD len=14 prefix=s3c fnv=8c2b1f0e9a7d6c51
+//! app: env MISSING unset
+//! app: rotor-vars=0 literal-references=0
+//! app: received SIGTERM, exiting
+//! ```
+//!
+//! Values are never printed whole: a 3-character prefix, the length and an FNV-1a digest let a
+//! test check the exact value without the log carrying it.
+
+use std::io::Write as _;
+
+use nix::sys::signal::{SigSet, Signal};
+use rotor_test_app::env_line;
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let exit_at_once = args.first().is_some_and(|a| a == "--exit");
+    if exit_at_once {
+        args.remove(0);
+    }
+    // Block the signals before anything else, so none is lost between the report and the wait
+    // (as PID 1 a blocked signal is still delivered; an unhandled default one would be dropped).
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    let blocked = signals.thread_block();
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", identity_line());
+    for name in &args {
+        let _ = writeln!(
+            out,
+            "{}",
+            env_line(name, std::env::var(name).ok().as_deref())
+        );
+    }
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let rotor_vars = vars.iter().filter(|(k, _)| k.starts_with("ROTOR_")).count();
+    let literal = vars
+        .iter()
+        .filter(|(_, v)| v.contains("vault:") || v.contains("bao:"))
+        .count();
+    let _ = writeln!(
+        out,
+        "app: rotor-vars={rotor_vars} literal-references={literal}"
+    );
+    let _ = out.flush();
+    drop(out);
+    if exit_at_once {
+        return;
+    }
+    if let Err(e) = blocked {
+        eprintln!("app: blocking SIGTERM failed: {e}");
+        std::process::exit(70);
+    }
+    match signals.wait() {
+        Ok(signal) => println!("app: received {}, exiting", signal.as_str()),
+        Err(e) => {
+            eprintln!("app: waiting for a signal failed: {e}");
+            std::process::exit(70);
+        }
+    }
+}
+
+/// `app: pid=.. uid=.. gid=.. ppid=..` from /proc (no libc calls needed).
+fn identity_line() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "app: pid={} uid={} gid={} ppid={}",
+        std::process::id(),
+        field("Uid:"),
+        field("Gid:"),
+        field("PPid:")
+    )
+}

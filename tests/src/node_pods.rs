@@ -1,0 +1,268 @@
+//! Pods on the real node: the images they pull (assembled from rotor's static binaries as the
+//! Dockerfiles describe), and waiting on what the pod really did (its status, its log read
+//! through the API as `kubectl logs` does).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::{AsyncBufReadExt as _, StreamExt as _};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::api::{Api, LogParams};
+use rotor_testkit::{ImageConfig, Stack, dockerfile, tools::repo_root};
+
+/// The static binaries that go into images: built with the Dockerfiles' own command.
+pub struct StaticBinaries {
+    pub rotor_init: PathBuf,
+    pub test_app: PathBuf,
+}
+
+/// Builds rotor-init and the test app static (glibc static-pie, the `release-init` profile), as
+/// `Dockerfile.init` does. Cargo skips the work when nothing changed.
+pub fn build_static_binaries() -> Result<StaticBinaries> {
+    let root = repo_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--locked",
+            "--quiet",
+            "-p",
+            "rotor-init",
+            "-p",
+            "rotor-test-app",
+            "--profile",
+            "release-init",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .status()
+        .context("running cargo build for the static binaries")?;
+    if !status.success() {
+        bail!("the static build of rotor-init and rotor-test-app failed");
+    }
+    let out = target_dir().join("x86_64-unknown-linux-gnu/release-init");
+    Ok(StaticBinaries {
+        rotor_init: out.join("rotor-init"),
+        test_app: out.join("rotor-test-app"),
+    })
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+}
+
+/// The images pods pull from the stack's registry.
+pub struct NodeImages {
+    /// rotor-init, assembled as `Dockerfile.init` describes (layout, USER, ENTRYPOINT).
+    pub init: String,
+    /// The test app alone (no shell, no libc): ENTRYPOINT `/app`, CMD `DB_PASSWORD`.
+    pub app: String,
+}
+
+/// Builds the static binaries and pushes the rotor-init and app images.
+pub fn push_node_images(stack: &Stack) -> Result<NodeImages> {
+    let binaries = build_static_binaries()?;
+    let registry = stack.registry()?;
+    let text = std::fs::read_to_string(repo_root().join("Dockerfile.init"))
+        .context("reading Dockerfile.init")?;
+    let stage = dockerfile::final_stage(&text).context("Dockerfile.init")?;
+    let files = stage
+        .copies
+        .iter()
+        .map(|(source, dest)| Ok((built_file(source)?, dest.clone())))
+        .collect::<Result<Vec<_>>>()?;
+    let init = registry.push_files_image("rotor-init:local", &files, &stage.config, stack.dir())?;
+    let app = registry.push_files_image(
+        "app:1",
+        &[(binaries.test_app, "/app".to_string())],
+        &ImageConfig {
+            entrypoint: vec!["/app".to_string()],
+            cmd: vec!["DB_PASSWORD".to_string()],
+            ..ImageConfig::default()
+        },
+        stack.dir(),
+    )?;
+    Ok(NodeImages { init, app })
+}
+
+/// A `COPY --from=build /src/...` source: the same file in this checkout's build output.
+fn built_file(source: &str) -> Result<PathBuf> {
+    let relative = source
+        .strip_prefix("/src/")
+        .with_context(|| format!("COPY source {source} is not under the build stage's /src"))?;
+    let path = match relative.strip_prefix("target/") {
+        Some(in_target) => target_dir().join(in_target),
+        None => repo_root().join(relative),
+    };
+    if !path.exists() {
+        bail!("{} (COPY {source}) was not built", path.display());
+    }
+    Ok(path)
+}
+
+/// Polls `probe` every 200 ms until it gives a value, failing after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await? {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The status of container `name` (init, sidecar or app container) of a pod.
+pub fn container_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find(|s| s.name == name)
+}
+
+/// A short account of a pod's state for failure messages: phase and each container's state.
+pub fn describe(pod: &Pod) -> String {
+    let Some(status) = pod.status.as_ref() else {
+        return "no status yet".to_string();
+    };
+    let containers: Vec<String> = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.name,
+                serde_json::to_string(&c.state).unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "phase {:?}; {}",
+        status.phase.as_deref().unwrap_or("?"),
+        containers.join("; ")
+    )
+}
+
+/// Waits until container `container` of pod `name` logs a line containing `needle` (read
+/// through the API, as `kubectl logs` does) and returns the whole log.
+pub async fn wait_for_log(
+    pods: &Api<Pod>,
+    name: &str,
+    container: &str,
+    needle: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let params = LogParams {
+            container: Some(container.to_string()),
+            ..LogParams::default()
+        };
+        if let Ok(log) = pods.logs(name, &params).await
+            && log.contains(needle)
+        {
+            return Ok(log);
+        }
+        if start.elapsed() > timeout {
+            let pod = pods
+                .get(name)
+                .await
+                .map(|p| describe(&p))
+                .unwrap_or_default();
+            let log = pods.logs(name, &params).await.unwrap_or_default();
+            bail!(
+                "pod {name} container {container}: no log line with {needle:?} after {timeout:?}; {pod}; log:\n{log}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Follows container `container`'s log (`kubectl logs -f`) until the stream ends, calling
+/// `started` once the stream is open; returns every line read.
+pub async fn follow_log_until_end<F, Fut>(
+    pods: &Api<Pod>,
+    name: &str,
+    container: &str,
+    timeout: Duration,
+    started: F,
+) -> Result<Vec<String>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let params = LogParams {
+        container: Some(container.to_string()),
+        follow: true,
+        ..LogParams::default()
+    };
+    let stream = pods
+        .log_stream(name, &params)
+        .await
+        .with_context(|| format!("following the log of pod {name} container {container}"))?;
+    started().await?;
+    let mut lines = stream.lines();
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next().await {
+            seen.push(line?);
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .with_context(|| format!("the log of pod {name} did not end within {timeout:?}"))??;
+    Ok(seen)
+}
+
+/// The pids in a container's PID namespace, from the host: the tasks of its init process's
+/// namespace (read through /proc, no tool in the container needed).
+pub fn processes_in_container(node_dir: &Path, container_id: &str) -> Result<Vec<(u32, String)>> {
+    let pid_file = node_dir
+        .join("containerd/state/io.containerd.runtime.v2.task/k8s.io")
+        .join(container_id)
+        .join("init.pid");
+    let init: u32 = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("reading {}", pid_file.display()))?
+        .trim()
+        .parse()
+        .context("parsing init.pid")?;
+    let ns =
+        std::fs::read_link(format!("/proc/{init}/ns/pid")).context("reading the pid namespace")?;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|n| n == ns) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            found.push((
+                pid,
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_string(),
+            ));
+        }
+    }
+    Ok(found)
+}
