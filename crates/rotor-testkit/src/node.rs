@@ -135,7 +135,7 @@ impl Node {
 
     /// The containerd shims serving this node's containers: the parents of the containers'
     /// init processes (shims re-parent to PID 1, so they are not our children).
-    fn shim_pids(&self) -> Vec<u32> {
+    pub fn shim_pids(&self) -> Vec<u32> {
         let state = self
             .dir
             .join("containerd/state/io.containerd.runtime.v2.task/k8s.io");
