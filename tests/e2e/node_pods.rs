@@ -433,3 +433,110 @@ async fn store_down_at_start(stack: &mut Stack, images: &NodeImages) -> Result<(
     }
     Ok(())
 }
+
+/// What a node left on the host, seen from outside the stack.
+struct Leftovers {
+    dir: std::path::PathBuf,
+    pids: Vec<u32>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_is_restored_when_a_test_panics_with_a_pod_running() -> Result<()> {
+    rotor_testkit::install_crypto_provider();
+    let (tx, rx) = tokio::sync::oneshot::channel::<Leftovers>();
+    let task = tokio::spawn(async move {
+        let stack = Stack::start(StackOptions {
+            node: true,
+            ..StackOptions::default()
+        })
+        .await
+        .expect("starting the stack with a node");
+        let ns = stack.namespace("node-panic").await.expect("namespace");
+        let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
+        let image = format!(
+            "{}/{}",
+            stack.registry().unwrap().host,
+            rotor_testkit::node::PAUSE_REPO_TAG
+        );
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": "running" },
+            "spec": { "automountServiceAccountToken": false, "containers": [{ "name": "c", "image": image }] },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        let pod = wait_for(Duration::from_secs(60), "the pod to run", || async {
+            let p = pods.get("running").await?;
+            Ok(
+                (p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                    .then_some(p),
+            )
+        })
+        .await
+        .unwrap();
+        let node = stack.node().unwrap();
+        let id = container_status(&pod, "c")
+            .and_then(|s| s.container_id.clone())
+            .unwrap();
+        let mut pids: Vec<u32> =
+            processes_in_container(node.dir(), id.trim_start_matches("containerd://"))
+                .unwrap()
+                .into_iter()
+                .map(|(pid, _)| pid)
+                .collect();
+        pids.extend(node.shim_pids());
+        pids.extend(
+            [
+                node.kubelet.pid(),
+                node.containerd.pid(),
+                node.scheduler.pid(),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        tx.send(Leftovers {
+            dir: stack.dir().to_path_buf(),
+            pids,
+        })
+        .ok()
+        .unwrap();
+        panic!("a deliberate panic while a pod runs on the node");
+    });
+    let err = task.await.expect_err("the task panics");
+    assert!(err.is_panic());
+    let left = rx.await.context("the task sent what it started")?;
+    assert!(
+        left.pids.len() >= 5,
+        "pod, shim, kubelet, containerd, scheduler: {:?}",
+        left.pids
+    );
+    for pid in &left.pids {
+        assert!(
+            !rotor_testkit::process::pid_alive(*pid),
+            "pid {pid} still runs"
+        );
+    }
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(rotor_testkit::host::BRIDGE)
+            .exists(),
+        "the pod bridge is gone"
+    );
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let dir = left.dir.display().to_string();
+    assert!(
+        !mountinfo.lines().any(|l| l.contains(&dir)),
+        "no mount is left under {dir}"
+    );
+    for controller in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
+        assert!(
+            !controller.path().join("kubepods").exists(),
+            "kubelet's cgroups are gone from {}",
+            controller.path().display()
+        );
+    }
+    assert!(
+        !std::path::Path::new("/var/lib/kubelet/device-plugins/kubelet.sock").exists(),
+        "kubelet's socket outside the stack dir is gone"
+    );
+    Ok(())
+}
