@@ -105,6 +105,10 @@ impl ServeArgs {
         let app = Router::new()
             .route("/mutate", post(mutate))
             .layer(DefaultBodyLimit::max(max_body_bytes))
+            .layer(axum::middleware::from_fn_with_state(
+                max_body_bytes,
+                refuse_declared_oversize,
+            ))
             .with_state(state.clone());
         let admin = Router::new()
             .route("/livez", get(|| async { "ok" }))
@@ -138,6 +142,30 @@ impl ServeArgs {
         tracing::info!("rotor-webhook stopped");
         Ok(())
     }
+}
+
+/// A declared Content-Length over the limit is answered 413 from the headers, before any body
+/// byte is read; `DefaultBodyLimit` still bounds bodies without a length while they are read.
+async fn refuse_declared_oversize(
+    State(max): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|n| *n > max as u64) {
+        return (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body of {length} bytes is over the limit of {max} bytes (--max-body-bytes)"
+            ),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn mutate(State(state): State<AppState>, body: Bytes) -> impl IntoResponse {
