@@ -67,15 +67,7 @@ pub struct NodeImages {
 pub fn push_node_images(stack: &Stack) -> Result<NodeImages> {
     let binaries = build_static_binaries()?;
     let registry = stack.registry()?;
-    let text = std::fs::read_to_string(repo_root().join("Dockerfile.init"))
-        .context("reading Dockerfile.init")?;
-    let stage = dockerfile::final_stage(&text).context("Dockerfile.init")?;
-    let files = stage
-        .copies
-        .iter()
-        .map(|(source, dest)| Ok((built_file(source)?, dest.clone())))
-        .collect::<Result<Vec<_>>>()?;
-    let init = registry.push_files_image("rotor-init:local", &files, &stage.config, stack.dir())?;
+    let init = push_dockerfile_image(stack, "Dockerfile.init", "rotor-init:local")?;
     let app = registry.push_files_image(
         "app:1",
         &[(binaries.test_app, "/app".to_string())],
@@ -87,6 +79,66 @@ pub fn push_node_images(stack: &Stack) -> Result<NodeImages> {
         stack.dir(),
     )?;
     Ok(NodeImages { init, app })
+}
+
+/// Pushes the image a Dockerfile of this repository describes (its final stage: base, copied
+/// files, USER, ENTRYPOINT, CMD) as `repo_tag`, from files already built in this checkout.
+pub fn push_dockerfile_image(stack: &Stack, dockerfile: &str, repo_tag: &str) -> Result<String> {
+    let text = std::fs::read_to_string(repo_root().join(dockerfile))
+        .with_context(|| format!("reading {dockerfile}"))?;
+    let stage = dockerfile::final_stage(&text).with_context(|| dockerfile.to_string())?;
+    let mut files = stage
+        .copies
+        .iter()
+        .map(|(source, dest)| Ok((built_file(source)?, dest.clone())))
+        .collect::<Result<Vec<_>>>()?;
+    let mut config = stage.config.clone();
+    if stage.base == dockerfile::Base::DistrolessStatic {
+        let base_dir = stack.dir().join("distroless-base");
+        for (path, content) in dockerfile::distroless_files()? {
+            let host = base_dir.join(path.trim_start_matches('/'));
+            if let Some(parent) = host.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&host, content)?;
+            files.push((host, path));
+        }
+        config.env.extend([
+            "PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin".to_string(),
+            "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt".to_string(),
+        ]);
+    }
+    stack
+        .registry()?
+        .push_files_image(repo_tag, &files, &config, stack.dir())
+}
+
+/// Builds rotor-webhook and rotor-reloader static, as `Dockerfile.webhook` and
+/// `scripts/check-static.sh` do, and pushes the webhook image.
+pub fn push_webhook_image(stack: &Stack) -> Result<String> {
+    let root = repo_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--locked",
+            "--quiet",
+            "--release",
+            "-p",
+            "rotor-webhook",
+            "-p",
+            "rotor-reloader",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .status()
+        .context("running cargo build for the static webhook and reloader")?;
+    if !status.success() {
+        bail!("the static build of rotor-webhook and rotor-reloader failed");
+    }
+    push_dockerfile_image(stack, "Dockerfile.webhook", "rotor-webhook:local")
 }
 
 /// A `COPY --from=build /src/...` source: the same file in this checkout's build output.

@@ -1,5 +1,6 @@
 //! kube-apiserver on loopback with its own PKI, RBAC and a service-account issuer.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -24,16 +25,18 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Starts kube-apiserver; `extra_args` are added (or replace a default flag of the same name).
+    /// Starts kube-apiserver on `ip` (loopback, or the node's bridge address so that pods can
+    /// reach it); `extra_args` are added (or replace a default flag of the same name).
     pub async fn start(
         dir: &Path,
         pki: &Pki,
         etcd_url: &str,
+        ip: Ipv4Addr,
         extra_args: &[String],
     ) -> Result<Self> {
         let port = free_port()?;
-        let url = format!("https://127.0.0.1:{port}");
-        let serving = pki.server_cert(
+        let url = format!("https://{ip}:{port}");
+        let serving = pki.server_cert_with_ips(
             "kube-apiserver",
             &[
                 "localhost",
@@ -42,6 +45,7 @@ impl ApiServer {
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ],
+            &[IpAddr::V4(ip)],
         )?;
         let admin = pki.client_cert("rotor-test-admin", Some("system:masters"))?;
         let write = |name: &str, text: &str| -> Result<PathBuf> {
@@ -62,8 +66,8 @@ impl ApiServer {
 
         let args = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".to_string(),
-            "--advertise-address=127.0.0.1".to_string(),
+            format!("--bind-address={ip}"),
+            format!("--advertise-address={ip}"),
             format!("--secure-port={port}"),
             format!("--cert-dir={}", dir.join("apiserver-certs").display()),
             format!("--tls-cert-file={}", cert_file.display()),

@@ -101,7 +101,8 @@ impl Stack {
         } else {
             None
         };
-        let bao_ip = if options.node {
+        // With a node, the servers pods must reach listen on the bridge's gateway address.
+        let server_ip = if options.node {
             host::GATEWAY
         } else {
             std::net::Ipv4Addr::LOCALHOST
@@ -109,7 +110,7 @@ impl Stack {
         // etcd and OpenBao are independent: start them together.
         let (etcd, bao) = tokio::join!(
             Etcd::start(dir.path()),
-            OpenBao::start_on(dir.path(), bao_ip)
+            OpenBao::start_on(dir.path(), server_ip)
         );
         let etcd = etcd.context("starting etcd")?;
         let bao = bao.context("starting OpenBao")?;
@@ -118,7 +119,7 @@ impl Stack {
         } else {
             Vec::new()
         };
-        let api = ApiServer::start(dir.path(), &pki, &etcd.client_url, &api_args)
+        let api = ApiServer::start(dir.path(), &pki, &etcd.client_url, server_ip, &api_args)
             .await
             .context("starting kube-apiserver")?;
         let registry = if options.registry || options.node {

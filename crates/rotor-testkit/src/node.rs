@@ -4,11 +4,13 @@
 //! kubelet talks to the stack's apiserver with its own client certificate (Node authorizer).
 //!
 //! Where servers listen, so pods can reach them: the node's InternalIP and the pods' gateway is
-//! [`host::GATEWAY`] (10.244.0.1), an address on the bridge the stack made. OpenBao listens there;
-//! the apiserver and the webhook stay on 127.0.0.1, because only host processes (OpenBao's
-//! TokenReview, the apiserver calling the webhook) talk to them. Pods that must call the apiserver
-//! themselves use `hostNetwork: true`. This VM's quirks and their fixes are in the config below
-//! (see docs of the reference proof: CAP_SYS_RESOURCE is withheld, cgroup v1, no systemd).
+//! [`host::GATEWAY`] (10.244.0.1), an address on the bridge the stack made. OpenBao and
+//! kube-apiserver listen there (pods call both: rotor-init logs in to OpenBao, rotor's own pods
+//! call the apiserver). There is no kube-proxy, so Service ClusterIPs do not route: a pod that
+//! calls the apiserver is given its address in `KUBERNETES_SERVICE_HOST`/`_PORT`. Webhooks that
+//! tests run as host processes stay on 127.0.0.1 (only the apiserver calls them). This VM's
+//! quirks and their fixes are in the configs below: CAP_SYS_RESOURCE is withheld (oom_score_adj),
+//! cgroup v1 without systemd (cgroupfs).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -45,8 +47,10 @@ pub struct Node {
     _host: HostChanges,
 }
 
-/// The apiserver flags a node needs: the Node authorizer and NodeRestriction, and a client
-/// certificate for calls to the kubelet (logs, exec).
+/// The apiserver flags a node needs: the Node authorizer and NodeRestriction, a client
+/// certificate for calls to the kubelet (logs, exec), and Service → endpoint resolution for
+/// webhooks and aggregated APIs (there is no kube-proxy: a webhook registered by Service, as
+/// the chart does, is called on its pod's address).
 pub fn apiserver_args(dir: &Path, pki: &Pki) -> Result<Vec<String>> {
     let client = pki.client_cert("kube-apiserver-kubelet-client", Some("system:masters"))?;
     let cert = write(dir, "apiserver-kubelet-client.crt", &client.cert_pem)?;
@@ -59,6 +63,7 @@ pub fn apiserver_args(dir: &Path, pki: &Pki) -> Result<Vec<String>> {
         format!("--kubelet-client-key={}", key.display()),
         format!("--kubelet-certificate-authority={}", ca.display()),
         "--kubelet-preferred-address-types=InternalIP,Hostname".to_string(),
+        "--enable-aggregator-routing=true".to_string(),
     ])
 }
 

@@ -73,7 +73,7 @@ impl Registry {
     }
 
     /// Pushes `127.0.0.1:PORT/<repo>:<tag>` for linux/amd64 with one layer holding `files`
-    /// (host path, absolute path in the image; mode 0755, owned by root) and `config`.
+    /// (host path, absolute path in the image; the host file's mode, owned by root) and `config`.
     /// `work` is a directory for the layer's staging tree and tarball.
     pub fn push_files_image(
         &self,
@@ -82,7 +82,6 @@ impl Registry {
         config: &ImageConfig,
         work: &Path,
     ) -> Result<String> {
-        use std::os::unix::fs::PermissionsExt as _;
         let reference = format!("{}/{repo_tag}", self.host);
         let slug: String = repo_tag
             .chars()
@@ -101,8 +100,6 @@ impl Registry {
             }
             std::fs::copy(source, &dest)
                 .with_context(|| format!("copying {} into image {repo_tag}", source.display()))?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("chmod {}", dest.display()))?;
         }
         let layer = work.join(format!("image-{slug}.tar"));
         let status = Command::new("tar")
