@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use rotor_e2e::fixtures::{binary, register_webhook, start_webhook};
-use rotor_e2e::node_pods::push_node_images;
+use rotor_e2e::node_pods::{push_node_images, seed_app_secret};
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
@@ -31,24 +31,7 @@ async fn main() -> Result<()> {
     .await?;
     let node_ready = stack.node()?.ready_after;
     let images = push_node_images(&stack)?;
-    let bao = stack.bao_admin()?;
-    bao.put_kv2("secret", "db", json!({ "password": "bench-value" }))
-        .await?;
-    stack.enable_bao_kubernetes_auth("kubernetes").await?;
-    bao.put_policy(
-        "app",
-        r#"path "secret/data/db" { capabilities = ["read"] }"#,
-    )
-    .await?;
-    bao.put_kubernetes_role(
-        "kubernetes",
-        "app",
-        &["app"],
-        &["*"],
-        &["app"],
-        Some("rotor"),
-    )
-    .await?;
+    seed_app_secret(&stack, "db", "bench-value", "app", &["*"]).await?;
     let registry = stack.registry()?.host.clone();
     let webhook = start_webhook(
         &stack,

@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, PostParams};
 use rotor_e2e::node_pods::{
-    describe, push_node_images, push_webhook_image, wait_for, wait_for_log,
+    describe, pod_names, push_node_images, push_webhook_image, replica_set_count, seed_app_secret,
+    seed_reloader_role, shop_deployment, wait_for, wait_for_log, wait_for_replacement,
 };
 use rotor_test_app::env_line;
 use rotor_testkit::tools::{repo_root, tool};
@@ -67,20 +68,6 @@ async fn the_chart_runs_rotor_as_pods_on_the_node() -> Result<()> {
     let registry = stack.registry()?.host.clone();
 
     // The store: the app's secret, Kubernetes auth, a role for the app and one for the reloader.
-    let bao = stack.bao_admin()?;
-    bao.put_kv2("secret", "demo/db", json!({ "password": FIRST }))
-        .await?;
-    stack.enable_bao_kubernetes_auth("kubernetes").await?;
-    bao.put_policy(
-        "shop",
-        r#"path "secret/data/demo/*" { capabilities = ["read"] }"#,
-    )
-    .await?;
-    bao.put_policy(
-        "rotor-reloader",
-        r#"path "secret/metadata/*" { capabilities = ["read"] }"#,
-    )
-    .await?;
     let system = stack
         .namespace_with_labels(
             "rotor-system",
@@ -89,24 +76,8 @@ async fn the_chart_runs_rotor_as_pods_on_the_node() -> Result<()> {
         .await?;
     let app_ns = stack.namespace("shop").await?;
     stack.service_account(&app_ns, "shop").await?;
-    bao.put_kubernetes_role(
-        "kubernetes",
-        "rotor-reloader",
-        &["rotor-reloader"],
-        &[&system],
-        &["rotor-reloader"],
-        Some("rotor"),
-    )
-    .await?;
-    bao.put_kubernetes_role(
-        "kubernetes",
-        "shop",
-        &["shop"],
-        &[&app_ns],
-        &["shop"],
-        Some("rotor"),
-    )
-    .await?;
+    seed_app_secret(&stack, "demo/db", FIRST, "shop", &[&app_ns]).await?;
+    seed_reloader_role(&stack, &system).await?;
 
     // No kube-proxy here: rotor's pods get the apiserver's address on the pod bridge.
     let api = url_host_port(&stack.api.url)?;
@@ -188,35 +159,13 @@ async fn the_chart_runs_rotor_as_pods_on_the_node() -> Result<()> {
 
     // A Deployment that references the secret: the apiserver calls the webhook through its
     // Service (resolved to the webhook pods), the pod runs on the node with the value.
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "shop", "annotations": { "rotor.dev/reload": "true" } },
-        "spec": {
-            "replicas": 1,
-            "selector": { "matchLabels": { "app": "shop" } },
-            "template": {
-                "metadata": { "labels": { "app": "shop" }, "annotations": { "rotor.dev/vault-role": "shop" } },
-                "spec": {
-                    "serviceAccountName": "shop",
-                    "terminationGracePeriodSeconds": 10,
-                    "containers": [{
-                        "name": "shop", "image": images.app,
-                        "command": ["/app"], "args": ["DB_PASSWORD"],
-                        "env": [{ "name": "DB_PASSWORD", "value": "vault:secret/data/demo/db#password" }],
-                    }],
-                },
-            },
-        },
-    }))?;
+    // The webhook pod cannot reach the registry on the host's loopback: the command is given.
+    let deployment = shop_deployment(&images.app, Some(&["/app", "DB_PASSWORD"]))?;
     let apps: Api<Deployment> = Api::namespaced(stack.kube.clone(), &app_ns);
     apps.create(&PostParams::default(), &deployment).await?;
     let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &app_ns);
     let first = wait_for(Duration::from_secs(60), "the shop pod", || async {
-        Ok(pods
-            .list(&ListParams::default().labels("app=shop"))
-            .await?
-            .items
-            .into_iter()
-            .find_map(|p| p.metadata.name))
+        Ok(pod_names(&pods, "app=shop").await?.into_iter().next())
     })
     .await?;
     let stored = pods.get(&first).await?;
@@ -258,36 +207,16 @@ async fn the_chart_runs_rotor_as_pods_on_the_node() -> Result<()> {
     )
     .await?;
     assert!(recorded.contains("secret/data/demo/db"), "{recorded}");
-    bao.put_kv2("secret", "demo/db", json!({ "password": ROTATED }))
+    stack
+        .bao_admin()?
+        .put_kv2("secret", "demo/db", json!({ "password": ROTATED }))
         .await?;
     let replica_sets: Api<ReplicaSet> = Api::namespaced(stack.kube.clone(), &app_ns);
     wait_for(Duration::from_secs(60), "a second ReplicaSet", || async {
-        let n = replica_sets
-            .list(&ListParams::default().labels("app=shop"))
-            .await?
-            .items
-            .len();
-        Ok((n == 2).then_some(()))
+        Ok((replica_set_count(&replica_sets, "app=shop").await? == 2).then_some(()))
     })
     .await?;
-    let rotated = wait_for(
-        Duration::from_secs(90),
-        "the new pod, the old one gone",
-        || async {
-            let names: Vec<String> = pods
-                .list(&ListParams::default().labels("app=shop"))
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|p| p.metadata.name)
-                .collect();
-            Ok(match names.as_slice() {
-                [only] if *only != first => Some(only.clone()),
-                _ => None,
-            })
-        },
-    )
-    .await?;
+    let rotated = wait_for_replacement(&pods, "app=shop", &first).await?;
     wait_for_log(
         &pods,
         &rotated,
@@ -296,12 +225,11 @@ async fn the_chart_runs_rotor_as_pods_on_the_node() -> Result<()> {
         Duration::from_secs(90),
     )
     .await?;
-    let count = replica_sets
-        .list(&ListParams::default().labels("app=shop"))
-        .await?
-        .items
-        .len();
-    assert_eq!(count, 2, "one rotation, one rollout");
+    assert_eq!(
+        replica_set_count(&replica_sets, "app=shop").await?,
+        2,
+        "one rotation, one rollout"
+    );
     Ok(())
 }
 

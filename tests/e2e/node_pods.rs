@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use rotor_e2e::fixtures::{binary, register_webhook, start_webhook};
 use rotor_e2e::node_pods::{
     NodeImages, container_status, describe, follow_log_until_end, processes_in_container,
-    push_node_images, wait_for, wait_for_log,
+    push_node_images, seed_app_secret, wait_for, wait_for_log,
 };
 use rotor_test_app::env_line;
 use rotor_testkit::{Stack, StackOptions};
@@ -91,27 +91,9 @@ async fn injected_pods_run_on_a_real_node() -> Result<()> {
     Ok(())
 }
 
-/// The secret, Kubernetes auth against the stack's apiserver, and role `app` for ServiceAccount
-/// `app` in every namespace (audience `rotor`, the webhook's token audience).
+/// The secret, Kubernetes auth, and role `app` for ServiceAccount `app` in every namespace.
 async fn seed_store(stack: &Stack) -> Result<()> {
-    let bao = stack.bao_admin()?;
-    bao.put_kv2("secret", "db", json!({ "password": CANARY }))
-        .await?;
-    stack.enable_bao_kubernetes_auth("kubernetes").await?;
-    bao.put_policy(
-        "app",
-        r#"path "secret/data/db" { capabilities = ["read"] }"#,
-    )
-    .await?;
-    bao.put_kubernetes_role(
-        "kubernetes",
-        "app",
-        &["app"],
-        &["*"],
-        &["app"],
-        Some("rotor"),
-    )
-    .await
+    seed_app_secret(stack, "db", CANARY, "app", &["*"]).await
 }
 
 /// A namespace the webhook serves (plus `labels`), with ServiceAccount `app`.

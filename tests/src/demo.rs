@@ -12,7 +12,10 @@ use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
 use crate::fixtures::{binary, register_webhook, start_reloader, start_webhook};
-use crate::node_pods::{push_node_images, wait_for, wait_for_log};
+use crate::node_pods::{
+    pod_names, push_node_images, replica_set_count, seed_app_secret, seed_reloader_role,
+    shop_deployment, wait_for, wait_for_log, wait_for_replacement,
+};
 
 /// What the demo saw, for the test to check.
 #[derive(Debug)]
@@ -73,40 +76,11 @@ pub async fn run_demo() -> Result<DemoReport> {
     say(
         "configuring OpenBao: KV v2 secret, Kubernetes auth, policies for the app and the reloader",
     );
-    let bao = stack.bao_admin()?;
-    bao.put_kv2("secret", "demo/db", json!({ "password": FIRST }))
-        .await?;
-    stack.enable_bao_kubernetes_auth("kubernetes").await?;
-    bao.put_policy(
-        "demo-app",
-        r#"path "secret/data/demo/*" { capabilities = ["read"] }"#,
-    )
-    .await?;
-    bao.put_policy(
-        "rotor-reloader",
-        r#"path "secret/metadata/*" { capabilities = ["read"] }"#,
-    )
-    .await?;
+    seed_app_secret(&stack, "demo/db", FIRST, "shop", &[NS]).await?;
     let system = create_namespace(&stack, "rotor-system", &[]).await?;
     stack.service_account(&system, "rotor-reloader").await?;
-    bao.put_kubernetes_role(
-        "kubernetes",
-        "rotor-reloader",
-        &["rotor-reloader"],
-        &[&system],
-        &["rotor-reloader"],
-        Some("rotor"),
-    )
-    .await?;
-    bao.put_kubernetes_role(
-        "kubernetes",
-        "shop",
-        &["shop"],
-        &[NS],
-        &["demo-app"],
-        Some("rotor"),
-    )
-    .await?;
+    seed_reloader_role(&stack, &system).await?;
+    let bao = stack.bao_admin()?;
     eprintln!(
         "    secret/demo/db version 1 written; roles shop and rotor-reloader bound to their ServiceAccounts"
     );
@@ -150,40 +124,17 @@ pub async fn run_demo() -> Result<DemoReport> {
     );
     create_namespace(&stack, NS, &[("rotor-e2e", "enabled")]).await?;
     stack.service_account(NS, "shop").await?;
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "shop", "annotations": { "rotor.dev/reload": "true" } },
-        "spec": {
-            "replicas": 1,
-            "selector": { "matchLabels": { "app": "shop" } },
-            "template": {
-                "metadata": { "labels": { "app": "shop" }, "annotations": { "rotor.dev/vault-role": "shop" } },
-                "spec": {
-                    "serviceAccountName": "shop",
-                    "automountServiceAccountToken": false,
-                    "terminationGracePeriodSeconds": 10,
-                    "containers": [{
-                        "name": "shop", "image": images.app,
-                        "env": [{ "name": "DB_PASSWORD", "value": "vault:secret/data/demo/db#password" }],
-                    }],
-                },
-            },
-        },
-    }))?;
+    let deployment = shop_deployment(&images.app, None)?;
     let deployments: Api<Deployment> = Api::namespaced(stack.kube.clone(), NS);
     deployments
         .create(&PostParams::default(), &deployment)
         .await?;
     let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), NS);
-    let pod = wait_for(Duration::from_secs(30), "the Deployment's pod", || async {
-        Ok(pods
-            .list(&ListParams::default().labels("app=shop"))
-            .await?
-            .items
-            .into_iter()
-            .next())
+    let first_pod = wait_for(Duration::from_secs(30), "the Deployment's pod", || async {
+        Ok(pod_names(&pods, "app=shop").await?.into_iter().next())
     })
     .await?;
-    let first_pod = pod.metadata.name.clone().context("pod without a name")?;
+    let pod = pods.get(&first_pod).await?;
 
     say("the pod as stored by the API server (mutated by rotor-webhook; the spec holds no value)");
     let spec = pod.spec.clone().context("pod without spec")?;
@@ -226,19 +177,11 @@ pub async fn run_demo() -> Result<DemoReport> {
 
     say("rotating the secret in OpenBao (version 2)");
     let rs: Api<ReplicaSet> = Api::namespaced(stack.kube.clone(), NS);
-    let replica_sets_before = rs
-        .list(&ListParams::default().labels("app=shop"))
-        .await?
-        .items
-        .len();
+    let replica_sets_before = replica_set_count(&rs, "app=shop").await?;
     bao.put_kv2("secret", "demo/db", json!({ "password": ROTATED }))
         .await?;
     let replica_sets_after = wait_for(Duration::from_secs(30), "a new ReplicaSet", || async {
-        let n = rs
-            .list(&ListParams::default().labels("app=shop"))
-            .await?
-            .items
-            .len();
+        let n = replica_set_count(&rs, "app=shop").await?;
         Ok((n > replica_sets_before).then_some(n))
     })
     .await?;
@@ -277,24 +220,7 @@ pub async fn run_demo() -> Result<DemoReport> {
     eprintln!("    Event SecretRotated: {event_note}");
 
     say("the new ReplicaSet's pod reads version 2; the old pod is gone");
-    let rotated_pod = wait_for(
-        Duration::from_secs(90),
-        "one pod of the new ReplicaSet, the old one gone",
-        || async {
-            let names: Vec<String> = pods
-                .list(&ListParams::default().labels("app=shop"))
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|p| p.metadata.name)
-                .collect();
-            Ok(match names.as_slice() {
-                [only] if *only != first_pod => Some(only.clone()),
-                _ => None,
-            })
-        },
-    )
-    .await?;
+    let rotated_pod = wait_for_replacement(&pods, "app=shop", &first_pod).await?;
     let rotated_log = wait_for_log(
         &pods,
         &rotated_pod,
@@ -304,13 +230,7 @@ pub async fn run_demo() -> Result<DemoReport> {
     )
     .await?;
     eprint!("{}", indent(&rotated_log));
-    let pods_after: Vec<String> = pods
-        .list(&ListParams::default().labels("app=shop"))
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
+    let pods_after = pod_names(&pods, "app=shop").await?;
 
     say("stopping everything the demo started");
     let report = DemoReport {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::{AsyncBufReadExt as _, StreamExt as _};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use kube::api::{Api, LogParams};
+use kube::api::{Api, ListParams, LogParams};
 use rotor_testkit::{ImageConfig, Stack, dockerfile, tools::repo_root};
 
 /// The static binaries that go into images: built with the Dockerfiles' own command.
@@ -21,34 +22,37 @@ pub struct StaticBinaries {
 /// Builds rotor-init and the test app static (glibc static-pie, the `release-init` profile), as
 /// `Dockerfile.init` does. Cargo skips the work when nothing changed.
 pub fn build_static_binaries() -> Result<StaticBinaries> {
-    let root = repo_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--locked",
-            "--quiet",
-            "-p",
-            "rotor-init",
-            "-p",
-            "rotor-test-app",
-            "--profile",
-            "release-init",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ])
-        .status()
-        .context("running cargo build for the static binaries")?;
-    if !status.success() {
-        bail!("the static build of rotor-init and rotor-test-app failed");
-    }
+    cargo_build_static(&[
+        "-p",
+        "rotor-init",
+        "-p",
+        "rotor-test-app",
+        "--profile",
+        "release-init",
+    ])?;
     let out = target_dir().join("x86_64-unknown-linux-gnu/release-init");
     Ok(StaticBinaries {
         rotor_init: out.join("rotor-init"),
         test_app: out.join("rotor-test-app"),
     })
+}
+
+/// `cargo build --locked ARGS --target x86_64-unknown-linux-gnu` with a static glibc, the
+/// Dockerfiles' build command. Cargo skips the work when nothing changed.
+fn cargo_build_static(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(repo_root())
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--locked", "--quiet"])
+        .args(args)
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .status()
+        .context("running cargo build for static binaries")?;
+    if !status.success() {
+        bail!("the static build (cargo build {}) failed", args.join(" "));
+    }
+    Ok(())
 }
 
 fn target_dir() -> PathBuf {
@@ -116,28 +120,7 @@ pub fn push_dockerfile_image(stack: &Stack, dockerfile: &str, repo_tag: &str) ->
 /// Builds rotor-webhook and rotor-reloader static, as `Dockerfile.webhook` and
 /// `scripts/check-static.sh` do, and pushes the webhook image.
 pub fn push_webhook_image(stack: &Stack) -> Result<String> {
-    let root = repo_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--locked",
-            "--quiet",
-            "--release",
-            "-p",
-            "rotor-webhook",
-            "-p",
-            "rotor-reloader",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ])
-        .status()
-        .context("running cargo build for the static webhook and reloader")?;
-    if !status.success() {
-        bail!("the static build of rotor-webhook and rotor-reloader failed");
-    }
+    cargo_build_static(&["--release", "-p", "rotor-webhook", "-p", "rotor-reloader"])?;
     push_dockerfile_image(stack, "Dockerfile.webhook", "rotor-webhook:local")
 }
 
@@ -317,4 +300,118 @@ pub fn processes_in_container(node_dir: &Path, container_id: &str) -> Result<Vec
         }
     }
     Ok(found)
+}
+
+/// Sets the store up for an app: the secret `secret/<path>` (KV v2) with `password`, Kubernetes
+/// auth against the stack's apiserver, and role `role` (policy reading that path) for the
+/// ServiceAccount named `role` in `namespaces`, audience `rotor` (the webhook's token audience).
+pub async fn seed_app_secret(
+    stack: &Stack,
+    path: &str,
+    password: &str,
+    role: &str,
+    namespaces: &[&str],
+) -> Result<()> {
+    let bao = stack.bao_admin()?;
+    bao.put_kv2("secret", path, serde_json::json!({ "password": password }))
+        .await?;
+    stack.enable_bao_kubernetes_auth("kubernetes").await?;
+    bao.put_policy(
+        role,
+        &format!(r#"path "secret/data/{path}" {{ capabilities = ["read"] }}"#),
+    )
+    .await?;
+    bao.put_kubernetes_role(
+        "kubernetes",
+        role,
+        &[role],
+        namespaces,
+        &[role],
+        Some("rotor"),
+    )
+    .await
+}
+
+/// The reloader's store role: KV v2 metadata only, for ServiceAccount `rotor-reloader` in
+/// `namespace`, audience `rotor`.
+pub async fn seed_reloader_role(stack: &Stack, namespace: &str) -> Result<()> {
+    let bao = stack.bao_admin()?;
+    bao.put_policy(
+        "rotor-reloader",
+        r#"path "secret/metadata/*" { capabilities = ["read"] }"#,
+    )
+    .await?;
+    bao.put_kubernetes_role(
+        "kubernetes",
+        "rotor-reloader",
+        &["rotor-reloader"],
+        &[namespace],
+        &["rotor-reloader"],
+        Some("rotor"),
+    )
+    .await
+}
+
+/// Deployment `shop` (label `app=shop`, opted in to the reloader, store role `shop`): one
+/// replica of `image` reading `DB_PASSWORD` from `vault:secret/data/demo/db#password`, with
+/// `command` when given (else rotor looks the entrypoint up in the registry).
+pub fn shop_deployment(image: &str, command: Option<&[&str]>) -> Result<Deployment> {
+    let mut container = serde_json::json!({
+        "name": "shop", "image": image,
+        "env": [{ "name": "DB_PASSWORD", "value": "vault:secret/data/demo/db#password" }],
+    });
+    if let Some(command) = command {
+        container["command"] = serde_json::json!(command);
+    }
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "shop", "annotations": { "rotor.dev/reload": "true" } },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "shop" } },
+            "template": {
+                "metadata": { "labels": { "app": "shop" }, "annotations": { "rotor.dev/vault-role": "shop" } },
+                "spec": {
+                    "serviceAccountName": "shop",
+                    "automountServiceAccountToken": false,
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [container],
+                },
+            },
+        },
+    }))?)
+}
+
+/// The names of the pods matching `selector`.
+pub async fn pod_names(pods: &Api<Pod>, selector: &str) -> Result<Vec<String>> {
+    Ok(pods
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect())
+}
+
+/// Waits until exactly one pod matches `selector` and it is not `old` (a rollout replaced it).
+pub async fn wait_for_replacement(pods: &Api<Pod>, selector: &str, old: &str) -> Result<String> {
+    wait_for(
+        Duration::from_secs(90),
+        &format!("one pod of {selector} other than {old}, {old} gone"),
+        || async {
+            Ok(match pod_names(pods, selector).await?.as_slice() {
+                [only] if only != old => Some(only.clone()),
+                _ => None,
+            })
+        },
+    )
+    .await
+}
+
+/// How many ReplicaSets match `selector`.
+pub async fn replica_set_count(replica_sets: &Api<ReplicaSet>, selector: &str) -> Result<usize> {
+    Ok(replica_sets
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items
+        .len())
 }

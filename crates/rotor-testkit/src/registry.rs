@@ -45,30 +45,12 @@ impl Registry {
         if !layer.exists() {
             std::fs::write(&layer, [0u8; 1024]).context("writing an empty tar layer")?;
         }
-        crane(&[
-            "append",
-            "--insecure",
-            "--platform",
-            platform,
-            "-f",
-            &layer.display().to_string(),
-            "-t",
-            &reference,
-        ])?;
-        let mut mutate = vec![
-            "mutate".to_string(),
-            "--insecure".to_string(),
-            reference.clone(),
-            "-t".to_string(),
-            reference.clone(),
-        ];
-        // crane takes comma-separated lists; an empty list clears the field.
-        mutate.push(format!("--entrypoint={}", entrypoint.join(",")));
-        mutate.push(format!("--cmd={}", cmd.join(",")));
-        // The platform goes into the image config, where `crane index append` reads it.
-        mutate.push(format!("--set-platform={platform}"));
-        let refs: Vec<&str> = mutate.iter().map(String::as_str).collect();
-        crane(&refs)?;
+        let config = ImageConfig {
+            entrypoint: entrypoint.iter().map(|s| (*s).to_string()).collect(),
+            cmd: cmd.iter().map(|s| (*s).to_string()).collect(),
+            ..ImageConfig::default()
+        };
+        push_layer(&reference, &layer, &config, platform)?;
         Ok(reference)
     }
 
@@ -113,35 +95,7 @@ impl Registry {
         if !status.success() {
             bail!("tar of the layer for {repo_tag} failed");
         }
-        let layer = layer.display().to_string();
-        crane(&[
-            "append",
-            "--insecure",
-            "--platform",
-            "linux/amd64",
-            "-f",
-            &layer,
-            "-t",
-            &reference,
-        ])?;
-        let mut mutate = vec![
-            "mutate".to_string(),
-            "--insecure".to_string(),
-            reference.clone(),
-            "-t".to_string(),
-            reference.clone(),
-            format!("--entrypoint={}", config.entrypoint.join(",")),
-            format!("--cmd={}", config.cmd.join(",")),
-            "--set-platform=linux/amd64".to_string(),
-        ];
-        if let Some(user) = &config.user {
-            mutate.push(format!("--user={user}"));
-        }
-        for env in &config.env {
-            mutate.push(format!("--env={env}"));
-        }
-        let refs: Vec<&str> = mutate.iter().map(String::as_str).collect();
-        crane(&refs)?;
+        push_layer(&reference, &layer, config, "linux/amd64")?;
         Ok(reference)
     }
 
@@ -165,6 +119,42 @@ pub struct ImageConfig {
     pub cmd: Vec<String>,
     pub user: Option<String>,
     pub env: Vec<String>,
+}
+
+/// Appends `layer` (a tarball) to `reference` for `platform` and sets the image config.
+fn push_layer(reference: &str, layer: &Path, config: &ImageConfig, platform: &str) -> Result<()> {
+    let layer = layer.display().to_string();
+    crane(&[
+        "append",
+        "--insecure",
+        "--platform",
+        platform,
+        "-f",
+        &layer,
+        "-t",
+        reference,
+    ])?;
+    // crane takes comma-separated lists; an empty list clears the field. The platform goes into
+    // the image config, where `crane index append` reads it.
+    let mut mutate = vec![
+        "mutate".to_string(),
+        "--insecure".to_string(),
+        reference.to_string(),
+        "-t".to_string(),
+        reference.to_string(),
+        format!("--entrypoint={}", config.entrypoint.join(",")),
+        format!("--cmd={}", config.cmd.join(",")),
+        format!("--set-platform={platform}"),
+    ];
+    if let Some(user) = &config.user {
+        mutate.push(format!("--user={user}"));
+    }
+    for env in &config.env {
+        mutate.push(format!("--env={env}"));
+    }
+    let refs: Vec<&str> = mutate.iter().map(String::as_str).collect();
+    crane(&refs)?;
+    Ok(())
 }
 
 /// Runs crane with `args`, failing with its output.
