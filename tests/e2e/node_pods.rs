@@ -419,7 +419,18 @@ async fn store_down_at_start(stack: &mut Stack, images: &NodeImages) -> Result<(
 /// What a node left on the host, seen from outside the stack.
 struct Leftovers {
     dir: std::path::PathBuf,
-    pids: Vec<u32>,
+    /// (pid, start time in clock ticks): a pid the host reuses later is not the same process.
+    processes: Vec<(u32, u64)>,
+}
+
+/// When process `pid` started (field 22 of /proc/PID/stat), if it runs and is not a zombie.
+fn process_start(pid: u32) -> Option<u64> {
+    if !rotor_testkit::process::pid_alive(pid) {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(19)?.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,9 +486,13 @@ async fn the_host_is_restored_when_a_test_panics_with_a_pod_running() -> Result<
             .into_iter()
             .flatten(),
         );
+        let processes = pids
+            .into_iter()
+            .filter_map(|pid| Some((pid, process_start(pid)?)))
+            .collect();
         tx.send(Leftovers {
             dir: stack.dir().to_path_buf(),
-            pids,
+            processes,
         })
         .ok()
         .unwrap();
@@ -486,15 +501,18 @@ async fn the_host_is_restored_when_a_test_panics_with_a_pod_running() -> Result<
     let err = task.await.expect_err("the task panics");
     assert!(err.is_panic());
     let left = rx.await.context("the task sent what it started")?;
+    // Inspect the host under the node lock: another test's node must not start under the checks.
+    let _host = rotor_testkit::host::lock_node_host()?;
     assert!(
-        left.pids.len() >= 5,
+        left.processes.len() >= 5,
         "pod, shim, kubelet, containerd, scheduler: {:?}",
-        left.pids
+        left.processes
     );
-    for pid in &left.pids {
-        assert!(
-            !rotor_testkit::process::pid_alive(*pid),
-            "pid {pid} still runs"
+    for (pid, started) in &left.processes {
+        assert_ne!(
+            process_start(*pid),
+            Some(*started),
+            "pid {pid} (started at tick {started}) still runs"
         );
     }
     assert!(

@@ -67,15 +67,7 @@ impl HostChanges {
                  tests as root (CI does)"
             );
         }
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(LOCK_FILE)
-            .with_context(|| format!("opening {LOCK_FILE}"))?;
-        // Blocks while another stack on this host runs a node; it is released on drop or exit.
-        lock.lock()
-            .with_context(|| format!("locking {LOCK_FILE} (one node per host)"))?;
+        let lock = lock_node_host()?;
         let sysctls = SYSCTLS
             .iter()
             .map(|k| {
@@ -138,6 +130,21 @@ impl Drop for HostChanges {
     fn drop(&mut self) {
         self.restore();
     }
+}
+
+/// Takes the host-wide node lock: blocks while a stack on this host runs a node, and is released
+/// when the file drops (or the process exits). Tests that inspect the host after a node hold it,
+/// so that the next node does not start under their checks.
+pub fn lock_node_host() -> Result<File> {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .with_context(|| format!("opening {LOCK_FILE}"))?;
+    lock.lock()
+        .with_context(|| format!("locking {LOCK_FILE} (one node per host)"))?;
+    Ok(lock)
 }
 
 /// Runs `ip ARGS`, failing with its output.
