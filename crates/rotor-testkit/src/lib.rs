@@ -3,8 +3,10 @@
 //! [`Stack::start`] brings up etcd, kube-apiserver (own PKI, RBAC, service-account issuer),
 //! optionally kube-controller-manager and an OCI registry, and an OpenBao dev server, all on
 //! 127.0.0.1 on free ports in a temp dir. With [`StackOptions::node`] it also runs a real node
-//! (containerd, runc, CNI bridge, kubelet, kube-scheduler; root only, see [`node`]). Dropping the stack (also while a test panics) stops
-//! exactly the processes it started, by pid. A missing tool is an error, never a skip.
+//! (containerd, runc, CNI bridge, kubelet, kube-scheduler; root only, see [`node`]), and the
+//! servers pods must reach listen on the bridge's gateway instead. Dropping the stack (also while
+//! a test panics) stops exactly the processes it started, by pid, and undoes the node's host
+//! changes ([`host`]). A missing tool is an error, never a skip.
 
 pub mod apiserver;
 pub mod controller_manager;
