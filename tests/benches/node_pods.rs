@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
-use rotor_e2e::fixtures::{binary, register_webhook, start_webhook};
-use rotor_e2e::node_pods::{push_node_images, seed_app_secret};
+use rotor_e2e::node_pods::{push_node_images, seed_app_secret, start_node_webhook};
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
@@ -32,19 +31,7 @@ async fn main() -> Result<()> {
     let node_ready = stack.node()?.ready_after;
     let images = push_node_images(&stack)?;
     seed_app_secret(&stack, "db", "bench-value", "app", &["*"]).await?;
-    let registry = stack.registry()?.host.clone();
-    let webhook = start_webhook(
-        &stack,
-        &binary("rotor-webhook")?,
-        stack.dir(),
-        &[
-            "--token-audience=rotor".to_string(),
-            format!("--init-image={}", images.init),
-            format!("--registry-insecure={registry}"),
-        ],
-    )
-    .await?;
-    register_webhook(&stack, webhook.port).await?;
+    let webhook = start_node_webhook(&stack, &images).await?;
     let ns = stack
         .namespace_with_labels("bench", &[("rotor-e2e", "enabled")])
         .await?;

@@ -15,7 +15,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, PostParams};
 use rotor_e2e::node_pods::{
     describe, pod_names, push_node_images, push_webhook_image, replica_set_count, seed_app_secret,
-    seed_reloader_role, shop_deployment, wait_for, wait_for_log, wait_for_replacement,
+    seed_reloader_role, shop_deployment, wait_for, wait_for_log, wait_for_observed_versions,
+    wait_for_replacement,
 };
 use rotor_test_app::env_line;
 use rotor_testkit::tools::{repo_root, tool};
@@ -191,21 +192,7 @@ async fn the_chart_runs_rotor_as_pods_on_the_node() -> Result<()> {
     assert!(!log.contains(FIRST), "{log}");
 
     // The reloader (a pod, leader-elected) records the version, then rolls on rotation, once.
-    let recorded = wait_for(
-        Duration::from_secs(90),
-        "the reloader pod to record the version",
-        || async {
-            Ok(apps
-                .get("shop")
-                .await?
-                .metadata
-                .annotations
-                .unwrap_or_default()
-                .get("rotor.dev/observed-versions")
-                .cloned())
-        },
-    )
-    .await?;
+    let recorded = wait_for_observed_versions(&apps, "shop", Duration::from_secs(90)).await?;
     assert!(recorded.contains("secret/data/demo/db"), "{recorded}");
     stack
         .bao_admin()?

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
-use rotor_e2e::fixtures::{binary, register_webhook, start_webhook};
 use rotor_e2e::node_pods::{
     NodeImages, container_status, describe, follow_log_until_end, processes_in_container,
-    push_node_images, seed_app_secret, wait_for, wait_for_log,
+    push_node_images, seed_app_secret, start_node_webhook, wait_for, wait_for_log,
 };
 use rotor_test_app::env_line;
 use rotor_testkit::{Stack, StackOptions};
@@ -39,19 +38,7 @@ async fn injected_pods_run_on_a_real_node() -> Result<()> {
     );
     let images = push_node_images(&stack)?;
     seed_store(&stack).await?;
-    let registry = stack.registry()?.host.clone();
-    let _webhook = start_webhook(
-        &stack,
-        &binary("rotor-webhook")?,
-        stack.dir(),
-        &[
-            "--token-audience=rotor".to_string(),
-            format!("--init-image={}", images.init),
-            format!("--registry-insecure={registry}"),
-        ],
-    )
-    .await?;
-    register_webhook(&stack, _webhook.port).await?;
+    let _webhook = start_node_webhook(&stack, &images).await?;
 
     let mut failures = Vec::new();
     let mut check = |name: &str, result: Result<()>| match result {

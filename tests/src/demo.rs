@@ -11,10 +11,11 @@ use kube::api::{Api, ListParams, PostParams};
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
-use crate::fixtures::{binary, register_webhook, start_reloader, start_webhook};
+use crate::fixtures::{binary, start_reloader};
 use crate::node_pods::{
     pod_names, push_node_images, replica_set_count, seed_app_secret, seed_reloader_role,
-    shop_deployment, wait_for, wait_for_log, wait_for_replacement,
+    shop_deployment, start_node_webhook, wait_for, wait_for_log, wait_for_observed_versions,
+    wait_for_replacement,
 };
 
 /// What the demo saw, for the test to check.
@@ -50,7 +51,9 @@ fn say(step: &str) {
 /// Runs the demo; everything it starts stops when it returns (also on error).
 pub async fn run_demo() -> Result<DemoReport> {
     let started = Instant::now();
-    let (webhook_bin, reloader_bin) = (binary("rotor-webhook")?, binary("rotor-reloader")?);
+    // Both binaries must be built before anything starts.
+    binary("rotor-webhook")?;
+    let reloader_bin = binary("rotor-reloader")?;
     say(
         "starting the local control plane and a real node: etcd, kube-apiserver, kube-controller-manager, \
          kube-scheduler, OpenBao, an OCI registry, containerd + runc + CNI bridge, kubelet (needs root)",
@@ -86,18 +89,7 @@ pub async fn run_demo() -> Result<DemoReport> {
     );
 
     say("starting rotor-webhook and rotor-reloader as local processes; registering the webhook");
-    let webhook = start_webhook(
-        &stack,
-        &webhook_bin,
-        &dir,
-        &[
-            "--token-audience=rotor".to_string(),
-            format!("--init-image={}", images.init),
-            format!("--registry-insecure={registry}"),
-        ],
-    )
-    .await?;
-    register_webhook(&stack, webhook.port).await?;
+    let webhook = start_node_webhook(&stack, &images).await?;
     let token_file = dir.join("reloader-token");
     std::fs::write(
         &token_file,
@@ -158,21 +150,8 @@ pub async fn run_demo() -> Result<DemoReport> {
     .await?;
     eprint!("{}", indent(&first_log));
 
-    let recorded = wait_for(
-        Duration::from_secs(30),
-        "the reloader to record the Deployment's versions",
-        || async {
-            Ok(deployments
-                .get("shop")
-                .await?
-                .metadata
-                .annotations
-                .unwrap_or_default()
-                .get("rotor.dev/observed-versions")
-                .cloned())
-        },
-    )
-    .await?;
+    let recorded =
+        wait_for_observed_versions(&deployments, "shop", Duration::from_secs(30)).await?;
     eprintln!("    rotor-reloader watches it: rotor.dev/observed-versions={recorded}");
 
     say("rotating the secret in OpenBao (version 2)");

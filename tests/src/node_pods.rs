@@ -13,6 +13,8 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, ListParams, LogParams};
 use rotor_testkit::{ImageConfig, Stack, dockerfile, tools::repo_root};
 
+use crate::fixtures::{Webhook, binary, register_webhook, start_webhook};
+
 /// The static binaries that go into images: built with the Dockerfiles' own command.
 pub struct StaticBinaries {
     pub rotor_init: PathBuf,
@@ -137,6 +139,48 @@ fn built_file(source: &str) -> Result<PathBuf> {
         bail!("{} (COPY {source}) was not built", path.display());
     }
     Ok(path)
+}
+
+/// Starts rotor-webhook as a local process for pods on the node (token audience `rotor`, the
+/// rotor-init image and the plain-HTTP registry of `images`) and registers it.
+pub async fn start_node_webhook(stack: &Stack, images: &NodeImages) -> Result<Webhook> {
+    let webhook = start_webhook(
+        stack,
+        &binary("rotor-webhook")?,
+        stack.dir(),
+        &[
+            "--token-audience=rotor".to_string(),
+            format!("--init-image={}", images.init),
+            format!("--registry-insecure={}", stack.registry()?.host),
+        ],
+    )
+    .await?;
+    register_webhook(stack, webhook.port).await?;
+    Ok(webhook)
+}
+
+/// Waits until the reloader has recorded the versions Deployment `name` uses, and returns the
+/// record (`rotor.dev/observed-versions`).
+pub async fn wait_for_observed_versions(
+    deployments: &Api<Deployment>,
+    name: &str,
+    timeout: Duration,
+) -> Result<String> {
+    wait_for(
+        timeout,
+        &format!("the reloader to record the versions of Deployment {name}"),
+        || async {
+            Ok(deployments
+                .get(name)
+                .await?
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("rotor.dev/observed-versions")
+                .cloned())
+        },
+    )
+    .await
 }
 
 /// Polls `probe` every 200 ms until it gives a value, failing after `timeout` with `what`.
