@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use rotor_e2e::node_pods::{
     NodeImages, container_status, describe, follow_log_until_end, processes_in_container,
-    push_node_images, seed_app_secret, start_node_webhook, wait_for, wait_for_log,
+    push_node_images, seed_app_secret, start_node_webhook, wait_for, wait_for_exit_code,
+    wait_for_log, wait_for_running_container_id,
 };
 use rotor_test_app::env_line;
 use rotor_testkit::{Stack, StackOptions};
@@ -155,12 +156,8 @@ async fn static_app_is_pid_1_and_gets_sigterm(stack: &Stack, images: &NodeImages
         bail!("the app is not PID 1 in its container:\n{log}");
     }
     // From the host: the container's PID namespace holds the app alone, no rotor process.
-    let pod = pods.get("static-app").await?;
-    let id = container_status(&pod, "app")
-        .and_then(|s| s.container_id.clone())
-        .context("no container id")?;
-    let id = id.trim_start_matches("containerd://");
-    let processes = processes_in_container(stack.node()?.dir(), id)?;
+    let id = wait_for_running_container_id(&pods, "static-app", "app").await?;
+    let processes = processes_in_container(stack.node()?.dir(), &id)?;
     let commands: Vec<&str> = processes.iter().map(|(_, c)| c.as_str()).collect();
     if commands != ["/app DB_PASSWORD"] {
         bail!("the container runs {commands:?}, expected the app alone");
@@ -297,15 +294,10 @@ async fn init_container_and_native_sidecar(stack: &Stack, images: &NodeImages) -
         .await?;
         assert_clean(&log)?;
     }
-    let pod = pods.get("with-sidecar").await?;
-    let setup = container_status(&pod, "setup").context("no status for setup")?;
-    let exit = setup
-        .state
-        .as_ref()
-        .and_then(|s| s.terminated.as_ref())
-        .map(|t| t.exit_code);
-    if exit != Some(0) {
-        bail!("the init container did not complete: {}", describe(&pod));
+    let exit = wait_for_exit_code(&pods, "with-sidecar", "setup").await?;
+    if exit != 0 {
+        let pod = pods.get("with-sidecar").await?;
+        bail!("the init container exited {exit}: {}", describe(&pod));
     }
     Ok(())
 }
@@ -444,25 +436,15 @@ async fn the_host_is_restored_when_a_test_panics_with_a_pod_running() -> Result<
         }))
         .unwrap();
         pods.create(&PostParams::default(), &pod).await.unwrap();
-        let pod = wait_for(Duration::from_secs(60), "the pod to run", || async {
-            let p = pods.get("running").await?;
-            Ok(
-                (p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                    .then_some(p),
-            )
-        })
-        .await
-        .unwrap();
         let node = stack.node().unwrap();
-        let id = container_status(&pod, "c")
-            .and_then(|s| s.container_id.clone())
+        let id = wait_for_running_container_id(&pods, "running", "c")
+            .await
             .unwrap();
-        let mut pids: Vec<u32> =
-            processes_in_container(node.dir(), id.trim_start_matches("containerd://"))
-                .unwrap()
-                .into_iter()
-                .map(|(pid, _)| pid)
-                .collect();
+        let mut pids: Vec<u32> = processes_in_container(node.dir(), &id)
+            .unwrap()
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
         pids.extend(node.shim_pids());
         pids.extend(
             [

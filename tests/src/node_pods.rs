@@ -212,6 +212,45 @@ pub fn container_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerSta
         .find(|s| s.name == name)
 }
 
+/// Waits until the API reports container `container` of pod `name` running and returns its
+/// containerd id. The API lags the kubelet: a container's log can be readable before its status
+/// (and id) reaches the pod object.
+pub async fn wait_for_running_container_id(
+    pods: &Api<Pod>,
+    name: &str,
+    container: &str,
+) -> Result<String> {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("pod {name}: the API to report container {container} running"),
+        || async {
+            let pod = pods.get(name).await?;
+            Ok(container_status(&pod, container)
+                .filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+                .and_then(|s| s.container_id.clone())
+                .map(|id| id.trim_start_matches("containerd://").to_string()))
+        },
+    )
+    .await
+}
+
+/// Waits until the API reports container `container` of pod `name` terminated and returns its
+/// exit code.
+pub async fn wait_for_exit_code(pods: &Api<Pod>, name: &str, container: &str) -> Result<i32> {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("pod {name}: the API to report container {container} terminated"),
+        || async {
+            let pod = pods.get(name).await?;
+            Ok(container_status(&pod, container)
+                .and_then(|s| s.state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| t.exit_code))
+        },
+    )
+    .await
+}
+
 /// A short account of a pod's state for failure messages: phase and each container's state.
 pub fn describe(pod: &Pod) -> String {
     let Some(status) = pod.status.as_ref() else {
