@@ -1,16 +1,18 @@
 //! What every long-running rotor program does at start: structured logs, and one cancellation
 //! token that SIGTERM or SIGINT cancels.
 
+use crate::contract::{LogFormat, LogLevel};
+
 use tokio_util::sync::CancellationToken;
 
 /// Logs to stderr as JSON (`json`) or plain text, at `level` and above.
-pub fn init_logging(json: bool, level: tracing::Level) {
+pub fn init_logging(format: LogFormat, level: LogLevel) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(level)
+        .with_max_level(level.to_tracing())
         .with_target(false)
         .with_ansi(false);
-    if json {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

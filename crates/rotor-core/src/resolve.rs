@@ -1,7 +1,7 @@
 //! Resolving an environment: parse every value, read each distinct (path, version) once and
 //! write each distinct `>>` request once, concurrently with a bound, then render the values.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::StreamExt as _;
 
@@ -103,21 +103,19 @@ pub async fn resolve_environment(
     options: ResolveOptions,
 ) -> Result<Resolution, ResolveError> {
     let templates = parse_environment(&env)?;
+    // Each distinct request once, in first-use order.
+    let mut seen: HashSet<Request> = HashSet::new();
     let mut requests: Vec<Request> = Vec::new();
-    for (_, t) in &templates {
-        for r in t.references() {
-            let req = Request::of(r);
-            if !requests.contains(&req) {
-                requests.push(req);
-            }
-        }
-    }
-    for p in from_paths {
-        let req = Request::Read {
-            path: p.path.clone(),
-            version: p.version,
-        };
-        if !requests.contains(&req) {
+    let read_requests = from_paths.iter().map(|p| Request::Read {
+        path: p.path.clone(),
+        version: p.version,
+    });
+    let all = templates
+        .iter()
+        .flat_map(|(_, t)| t.references().into_iter().map(Request::of))
+        .chain(read_requests);
+    for req in all {
+        if seen.insert(req.clone()) {
             requests.push(req);
         }
     }
@@ -150,9 +148,13 @@ pub async fn resolve_environment(
         let value = template.render(|r| {
             let answer = answers
                 .get(&Request::of(r))
-                .ok_or_else(|| StoreError::Config("internal: a request was not made".to_string()));
+                .ok_or_else(|| StoreError::Decode {
+                    op: format!("reading {}", r.path),
+                    message: "no answer was recorded for this reference (a bug in rotor)"
+                        .to_string(),
+                });
             answer
-                .and_then(|a| a.as_ref().map_err(clone_error))
+                .and_then(|a| a.clone())
                 .and_then(|secret| secret.get(&r.path, &r.key))
                 .map_err(|source| (r.to_string(), source))
         });
@@ -181,6 +183,9 @@ pub async fn resolve_environment(
             None => resolution.env.push((name, value)),
         }
     }
+    // An explicit variable wins over a from-path key of the same name, and an earlier from-path
+    // secret over a later one.
+    let mut names: HashSet<String> = resolution.env.iter().map(|(n, _)| n.clone()).collect();
     for p in from_paths {
         let req = Request::Read {
             path: p.path.clone(),
@@ -189,8 +194,7 @@ pub async fn resolve_environment(
         match answers.get(&req) {
             Some(Ok(secret)) => {
                 for (key, value) in &secret.data {
-                    // An explicit variable wins over a from-path key of the same name.
-                    if resolution.env.iter().any(|(n, _)| n == key) {
+                    if !names.insert(key.clone()) {
                         continue;
                     }
                     let value = match value {
@@ -207,7 +211,7 @@ pub async fn resolve_environment(
                 return Err(ResolveError::Store {
                     var: "from-path".to_string(),
                     reference: p.to_string(),
-                    source: clone_error(e),
+                    source: e.clone(),
                 });
             }
             None => {}
@@ -216,56 +220,6 @@ pub async fn resolve_environment(
     Ok(resolution)
 }
 
-/// Store errors are not `Clone` (they are built once per request); rebuild one for each
-/// variable that used the failed request.
-fn clone_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Status {
-            op,
-            status,
-            message,
-        } => StoreError::Status {
-            op: op.clone(),
-            status: *status,
-            message: message.clone(),
-        },
-        StoreError::Transport { op, message } => StoreError::Transport {
-            op: op.clone(),
-            message: message.clone(),
-        },
-        StoreError::Deadline {
-            attempts,
-            elapsed,
-            deadline,
-            last,
-        } => StoreError::Deadline {
-            attempts: *attempts,
-            elapsed: *elapsed,
-            deadline: *deadline,
-            last: Box::new(clone_error(last)),
-        },
-        StoreError::Decode { op, message } => StoreError::Decode {
-            op: op.clone(),
-            message: message.clone(),
-        },
-        StoreError::VersionGone {
-            path,
-            version,
-            state,
-        } => StoreError::VersionGone {
-            path: path.clone(),
-            version: *version,
-            state,
-        },
-        StoreError::MissingKey {
-            path,
-            key,
-            available,
-        } => StoreError::MissingKey {
-            path: path.clone(),
-            key: key.clone(),
-            available: *available,
-        },
-        StoreError::Config(m) => StoreError::Config(m.clone()),
-    }
-}
+#[cfg(test)]
+#[path = "resolve_tests.rs"]
+mod tests;

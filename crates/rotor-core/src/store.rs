@@ -3,7 +3,10 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod retry;
+pub mod transport;
 
 pub use auth::{Auth, DEFAULT_SERVICE_ACCOUNT_TOKEN};
 pub use client::{Lease, MountInfo, Secret, StoreClient, StoreConfig};

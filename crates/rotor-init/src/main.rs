@@ -76,7 +76,7 @@ fn run(command: Vec<String>) -> u8 {
             return exit_code::CONFIG;
         }
     };
-    rotor_core::process::init_logging(settings.json_logs, settings.log_level);
+    rotor_core::process::init_logging(settings.init.log_format, settings.init.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,7 +89,7 @@ fn run(command: Vec<String>) -> u8 {
     };
     let app_env: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| !settings.strips(k))
+        .filter(|(k, _)| !settings.init.strips(k))
         .collect();
     let outcome = runtime.block_on(resolve(&settings, app_env));
     let (client, resolution) = match outcome {
@@ -101,13 +101,14 @@ fn run(command: Vec<String>) -> u8 {
     cmd.args(&command[1..])
         .env_clear()
         .envs(resolution.env.iter().map(|(k, v)| (k, v)));
-    if settings.daemon {
+    if settings.init.daemon {
         tracing::info!(%program, leases = resolution.leases.len(), "starting the app under rotor-init (daemon mode)");
         let mut child = tokio::process::Command::from(cmd);
         let code = runtime.block_on(async {
             match child.spawn() {
                 Ok(child) => {
-                    daemon::supervise(child, client, resolution.leases, settings.daemon_grace).await
+                    daemon::supervise(child, client, resolution.leases, settings.init.daemon_grace)
+                        .await
                 }
                 Err(e) => {
                     tracing::error!(%program, error = %e, "cannot start the app");
@@ -138,7 +139,7 @@ async fn resolve(
         tracing::error!(error = %e, "a reference does not parse");
         exit_code::CONFIG
     })?;
-    if references.is_empty() && settings.from_path.is_empty() {
+    if references.is_empty() && settings.init.from_path.is_empty() {
         tracing::info!("no references in the environment; nothing to resolve");
         return Ok((
             client,
@@ -153,10 +154,10 @@ async fn resolve(
         login_error_code(&e)
     })?;
     let options = ResolveOptions {
-        ignore_missing: settings.ignore_missing,
-        concurrency: settings.concurrency,
+        ignore_missing: settings.init.ignore_missing,
+        concurrency: settings.init.concurrency,
     };
-    let resolution = resolve_environment(&client, app_env, &settings.from_path, options)
+    let resolution = resolve_environment(&client, app_env, &settings.init.from_path, options)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot resolve the environment; the app is not started");
@@ -173,20 +174,20 @@ async fn resolve(
 }
 
 fn login_error_code(e: &StoreError) -> u8 {
-    match e {
-        StoreError::Deadline { .. } | StoreError::Transport { .. } => exit_code::STORE_UNAVAILABLE,
-        StoreError::Config(_) => exit_code::CONFIG,
-        _ => exit_code::AUTH,
+    if e.is_setup() {
+        exit_code::CONFIG
+    } else if e.is_unavailable() {
+        exit_code::STORE_UNAVAILABLE
+    } else {
+        exit_code::AUTH
     }
 }
 
 fn resolve_error_code(e: &ResolveError) -> u8 {
     match e.store_error() {
         None => exit_code::CONFIG,
-        Some(StoreError::Deadline { .. } | StoreError::Transport { .. }) => {
-            exit_code::STORE_UNAVAILABLE
-        }
-        Some(StoreError::Config(_)) => exit_code::CONFIG,
+        Some(e) if e.is_setup() => exit_code::CONFIG,
+        Some(e) if e.is_unavailable() => exit_code::STORE_UNAVAILABLE,
         Some(_) => exit_code::MISSING_SECRET,
     }
 }

@@ -2,17 +2,18 @@
 
 use anyhow::Result;
 use clap::Parser;
+use rotor_core::contract::{LogFormat, LogLevel, var};
 use rotor_reloader::run::RunArgs;
 
 #[derive(Parser)]
 #[command(version, about = "rotor's rotation controller")]
 struct Args {
     /// Log format: plain or json.
-    #[arg(long, env = "ROTOR_LOG_FORMAT", default_value = "json")]
-    log_format: String,
+    #[arg(long, env = var::LOG_FORMAT, default_value = "json")]
+    log_format: LogFormat,
     /// Log level: error, warn, info, debug, trace.
-    #[arg(long, env = "ROTOR_LOG_LEVEL", default_value = "info")]
-    log_level: tracing::Level,
+    #[arg(long, env = var::LOG_LEVEL, default_value = "info")]
+    log_level: LogLevel,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -24,7 +25,7 @@ impl Args {
             log_level,
             run,
         } = self;
-        rotor_core::process::init_logging(log_format == "json", log_level);
+        rotor_core::process::init_logging(log_format, log_level);
         run.run(rotor_core::process::cancel_on_signal()).await
     }
 }

@@ -30,7 +30,7 @@ impl PollResult {
 
     /// True when the store refused our token (expired or revoked): log in again.
     pub fn needs_login(&self) -> bool {
-        self.errors.iter().any(|(_, e)| e.status() == Some(403))
+        self.errors.iter().any(|(_, e)| e.is_permission_denied())
     }
 }
 

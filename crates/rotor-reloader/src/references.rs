@@ -3,35 +3,31 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use rotor_core::contract::annotations::{self, get, get_bool};
 use rotor_core::reference::{ParseError, parse_from_path, parse_value};
 
-pub const RELOAD: &str = "rotor.dev/reload";
-pub const FROM_PATH: &str = "rotor.dev/from-path";
-const BANK_VAULTS_FROM_PATH: &[&str] = &[
-    "vault.security.banzaicloud.io/vault-env-from-path",
-    "secrets-webhook.security.bank-vaults.io/vault-env-from-path",
-];
-
-/// Whether a workload opted in: `rotor.dev/reload: "true"` on the workload or its pod template,
-/// or every workload with references when `all` is set. `"false"` always opts out.
+/// Whether a workload opted in: `rotor.dev/reload` true on the workload or its pod template
+/// (the workload's own annotation first), or every workload with references when `all` is set.
+/// False always opts out. A value that is not a boolean (the webhook's dialect) is an error
+/// naming the annotation.
 pub fn opted_in(
     workload_annotations: Option<&BTreeMap<String, String>>,
     template: &PodTemplateSpec,
     all: bool,
-) -> bool {
+) -> Result<bool, String> {
     let template_annotations = template
         .metadata
         .as_ref()
         .and_then(|m| m.annotations.as_ref());
-    let value = workload_annotations
-        .and_then(|a| a.get(RELOAD))
-        .or_else(|| template_annotations.and_then(|a| a.get(RELOAD)))
-        .map(|v| v.trim().to_ascii_lowercase());
-    match value.as_deref() {
-        Some("true") => true,
-        Some("false") => false,
-        _ => all,
+    for found in [workload_annotations, template_annotations]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(choice) = get_bool(found, &annotations::RELOAD)? {
+            return Ok(choice);
+        }
     }
+    Ok(all)
 }
 
 /// The store paths a pod template reads at their current version: env values (whole and
@@ -63,14 +59,10 @@ pub fn watched_paths(template: &PodTemplateSpec) -> Result<BTreeSet<String>, Par
         .metadata
         .as_ref()
         .and_then(|m| m.annotations.as_ref());
-    if let Some(annotations) = annotations {
-        for key in std::iter::once(&FROM_PATH).chain(BANK_VAULTS_FROM_PATH) {
-            if let Some(list) = annotations.get(*key) {
-                for p in parse_from_path(key, list)? {
-                    if p.version.is_none() {
-                        paths.insert(p.path);
-                    }
-                }
+    if let Some((list, name)) = annotations.and_then(|a| get(a, &annotations::FROM_PATH)) {
+        for p in parse_from_path(&name, list)? {
+            if p.version.is_none() {
+                paths.insert(p.path);
             }
         }
     }
@@ -111,16 +103,25 @@ mod tests {
 
     #[test]
     fn opt_in_on_the_workload_or_the_template_and_opt_out_wins() {
-        let yes = BTreeMap::from([(RELOAD.to_string(), "true".to_string())]);
-        let no = BTreeMap::from([(RELOAD.to_string(), "false".to_string())]);
+        let reload = |v: &str| BTreeMap::from([("rotor.dev/reload".to_string(), v.to_string())]);
         let plain = template(serde_json::json!({ "spec": { "containers": [] } }));
         let annotated = template(
-            serde_json::json!({ "metadata": { "annotations": { RELOAD: "true" } }, "spec": { "containers": [] } }),
+            serde_json::json!({ "metadata": { "annotations": { "rotor.dev/reload": "yes" } }, "spec": { "containers": [] } }),
         );
-        assert!(opted_in(Some(&yes), &plain, false));
-        assert!(opted_in(None, &annotated, false));
-        assert!(!opted_in(None, &plain, false));
-        assert!(opted_in(None, &plain, true));
-        assert!(!opted_in(Some(&no), &plain, true));
+        assert_eq!(opted_in(Some(&reload("true")), &plain, false), Ok(true));
+        assert_eq!(
+            opted_in(Some(&reload("1")), &plain, false),
+            Ok(true),
+            "the webhook's dialect"
+        );
+        assert_eq!(opted_in(None, &annotated, false), Ok(true));
+        assert_eq!(opted_in(None, &plain, false), Ok(false));
+        assert_eq!(opted_in(None, &plain, true), Ok(true));
+        assert_eq!(
+            opted_in(Some(&reload("false")), &annotated, true),
+            Ok(false)
+        );
+        let err = opted_in(Some(&reload("sure")), &plain, true).unwrap_err();
+        assert!(err.contains("rotor.dev/reload=\"sure\""), "{err}");
     }
 }

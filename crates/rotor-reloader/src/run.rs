@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::{Controller, ControllerConfig};
 use crate::leader::LeaderElector;
+use rotor_core::contract::{AuthMethod, var};
+
 use crate::metrics::Metrics;
 use crate::poll::Poller;
 use crate::workloads::Caches;
@@ -24,28 +26,28 @@ use crate::workloads::Caches;
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
     /// Store address.
-    #[arg(long, env = "ROTOR_ADDR")]
+    #[arg(long, env = var::ADDR)]
     pub store_addr: String,
     /// Store namespace (Vault Enterprise / OpenBao).
-    #[arg(long, env = "ROTOR_NAMESPACE")]
+    #[arg(long, env = var::NAMESPACE)]
     pub store_namespace: Option<String>,
     /// PEM CA bundle for the store.
-    #[arg(long, env = "ROTOR_CACERT")]
+    #[arg(long, env = var::CACERT)]
     pub store_cacert: Option<PathBuf>,
     /// Auth method: kubernetes or token.
-    #[arg(long, env = "ROTOR_AUTH_METHOD", default_value = "kubernetes")]
-    pub auth_method: String,
+    #[arg(long, env = var::AUTH_METHOD, default_value = "kubernetes")]
+    pub auth_method: AuthMethod,
     /// Auth mount path.
-    #[arg(long, env = "ROTOR_AUTH_PATH", default_value = "kubernetes")]
+    #[arg(long, env = var::AUTH_PATH, default_value = "kubernetes")]
     pub auth_path: String,
     /// Store role of the reloader (Kubernetes auth).
-    #[arg(long, env = "ROTOR_ROLE", default_value = "rotor-reloader")]
+    #[arg(long, env = var::ROLE, default_value = "rotor-reloader")]
     pub role: String,
     /// Service-account token file (Kubernetes auth).
-    #[arg(long, env = "ROTOR_TOKEN_FILE", default_value = rotor_core::store::DEFAULT_SERVICE_ACCOUNT_TOKEN)]
+    #[arg(long, env = var::TOKEN_FILE, default_value = rotor_core::store::DEFAULT_SERVICE_ACCOUNT_TOKEN)]
     pub token_file: PathBuf,
     /// Store token (token auth).
-    #[arg(long, env = "ROTOR_TOKEN", hide_env_values = true)]
+    #[arg(long, env = var::TOKEN, hide_env_values = true)]
     pub token: Option<String>,
     /// Seconds between polls.
     #[arg(long, env = "ROTOR_POLL_INTERVAL", default_value_t = 30.0)]
@@ -64,7 +66,7 @@ pub struct RunArgs {
     #[arg(long, env = "ROTOR_BACKOFF_CAP", default_value_t = 120.0)]
     pub backoff_cap: f64,
     /// Store requests in flight at once.
-    #[arg(long, env = "ROTOR_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = var::CONCURRENCY, default_value_t = 8)]
     pub concurrency: usize,
     /// Store requests started per second at most (0: no limit).
     #[arg(long, env = "ROTOR_MAX_REQUESTS_PER_SECOND", default_value_t = 100)]
@@ -142,17 +144,20 @@ impl RunArgs {
             max: Duration::from_secs(2),
             deadline: Duration::from_secs(5),
         };
-        let auth = match auth_method.as_str() {
-            "kubernetes" => Auth::Kubernetes {
-                mount: auth_path,
-                role,
-                token_file,
-            },
-            "token" => {
-                Auth::Token(token.context("--auth-method=token needs --token (ROTOR_TOKEN)")?)
-            }
-            other => anyhow::bail!("--auth-method={other:?}: expected kubernetes or token"),
-        };
+        let auth =
+            match auth_method {
+                AuthMethod::Kubernetes => Auth::Kubernetes {
+                    mount: auth_path,
+                    role,
+                    token_file,
+                },
+                AuthMethod::Token => Auth::Token(token.with_context(|| {
+                    format!("--auth-method=token needs --token ({})", var::TOKEN)
+                })?),
+                other => anyhow::bail!(
+                    "--auth-method={other}: the reloader supports kubernetes or token"
+                ),
+            };
         let store = StoreClient::new(store).context("building the store client")?;
         let kube = kube::Client::try_default()
             .await

@@ -145,9 +145,16 @@ fn collect<K: Resource<DynamicType = ()>>(
             continue;
         };
         let meta = object.meta();
-        if meta.deletion_timestamp.is_some() || !opted_in(meta.annotations.as_ref(), template, all)
-        {
+        if meta.deletion_timestamp.is_some() {
             continue;
+        }
+        match opted_in(meta.annotations.as_ref(), template, all) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(kind = kind.as_str(), namespace = %object.namespace().unwrap_or_default(), name = %object.name_any(), error = %e, "the reload annotation does not parse; workload skipped");
+                continue;
+            }
         }
         let paths = match watched_paths(template) {
             Ok(p) => p,

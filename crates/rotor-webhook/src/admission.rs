@@ -11,11 +11,9 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use crate::config::InjectConfig;
 use crate::image_ref::ImageRef;
 use crate::metrics::{Metrics, OutcomeLabels};
-use crate::plan::{
-    ImageCommands, LookupNeed, Lookups, Plan, containers_needing_lookup, plan_mutation_with,
-    pod_display_name,
-};
+use crate::plan::{Deny, ImageCommands, Plan, plan_selection, pod_display_name};
 use crate::registry::RegistryClient;
+use crate::targets::{LookupNeed, select_targets};
 
 /// What answering a review needs.
 pub struct AdmissionContext {
@@ -39,7 +37,16 @@ pub async fn review(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
     ctx.metrics
         .duration
         .observe(started.elapsed().as_secs_f64());
-    serde_json::to_value(response.into_review()).unwrap_or_else(|_| serde_json::json!({}))
+    let uid = response.uid.clone();
+    serde_json::to_value(response.into_review()).unwrap_or_else(|e| {
+        // Never an empty answer: the API server needs the uid and a decision.
+        tracing::error!(error = %e, "cannot serialise the admission response; refusing the object");
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": { "uid": uid, "allowed": false,
+                          "status": { "code": 500, "message": format!("rotor: cannot serialise the answer: {e}") } },
+        })
+    })
 }
 
 async fn decide(body: &[u8], ctx: &AdmissionContext) -> (AdmissionResponse, &'static str) {
@@ -117,14 +124,7 @@ async fn decide_pod(
         pod.metadata.namespace = Some(namespace.clone());
     }
     let name = pod_display_name(&pod);
-    let lookups = match look_up(&pod, ctx).await {
-        Ok(found) => found,
-        Err(message) => {
-            tracing::info!(%namespace, pod = %name, outcome = "denied", %message, "admission");
-            return (response.deny(format!("rotor: {message}")), "denied");
-        }
-    };
-    let (response, outcome) = match plan_mutation_with(&pod, &ctx.config, &lookups) {
+    let (response, outcome) = match plan_with_lookups(&pod, ctx).await {
         Ok(Plan::Unchanged(reason)) => {
             tracing::debug!(%reason, "unchanged");
             (response, "unchanged")
@@ -150,29 +150,31 @@ async fn decide_pod(
     (response, outcome)
 }
 
-/// What planning needs from outside: containers with references in ConfigMaps (when the API
-/// is available), then the ENTRYPOINT and CMD of wrapped containers without `command`.
-async fn look_up(pod: &Pod, ctx: &AdmissionContext) -> Result<Lookups, String> {
+/// Selects the containers to wrap (once), reads what planning needs from outside (containers
+/// with references in ConfigMaps, when the API is available; the ENTRYPOINT and CMD of wrapped
+/// containers without `command`), then plans.
+async fn plan_with_lookups(pod: &Pod, ctx: &AdmissionContext) -> Result<Plan, Deny> {
     let configmap_references = match (&ctx.kube, ctx.configmap_references) {
         (Some(kube), true) => {
-            crate::configmap_references::containers_with_configmap_references(kube, pod).await?
+            crate::configmap_references::containers_with_configmap_references(kube, pod)
+                .await
+                .map_err(Deny)?
         }
         _ => HashSet::new(),
     };
-    let image_commands = look_up_entrypoints(pod, &configmap_references, ctx).await?;
-    Ok(Lookups {
-        image_commands,
-        configmap_references,
-    })
+    let selection = select_targets(pod, &configmap_references)?;
+    let image_commands = look_up_entrypoints(pod, &selection.lookup_needs(), ctx)
+        .await
+        .map_err(Deny)?;
+    plan_selection(pod, &ctx.config, &selection, &image_commands)
 }
 
 /// ENTRYPOINT and CMD of every wrapped container without `command`, looked up concurrently.
 async fn look_up_entrypoints(
     pod: &Pod,
-    configmap_references: &HashSet<String>,
+    needs: &[LookupNeed],
     ctx: &AdmissionContext,
 ) -> Result<ImageCommands, String> {
-    let needs = containers_needing_lookup(pod, configmap_references);
     if needs.is_empty() {
         return Ok(ImageCommands::new());
     }

@@ -1,5 +1,9 @@
 //! What the webhook injects and which defaults it applies: flags of `rotor-webhook serve` and
-//! `rotor-webhook inject`.
+//! `rotor-webhook inject`. Every value that ends up in an injected pod is checked at start-up
+//! with the same parsers rotor-init uses, so a bad flag stops the webhook, not every pod.
+
+use rotor_core::contract::init_settings::check_addr;
+use rotor_core::contract::{AuthMethod, LogFormat, PullPolicy};
 
 /// The mutation settings (pure data, used by the planner).
 #[derive(Clone, Debug, clap::Args)]
@@ -13,7 +17,7 @@ pub struct InjectConfig {
     pub init_image: String,
     /// imagePullPolicy of the injected init container.
     #[arg(long, env = "ROTOR_INIT_PULL_POLICY", default_value = "IfNotPresent")]
-    pub init_pull_policy: String,
+    pub init_pull_policy: PullPolicy,
     /// Default store address when a pod names none.
     #[arg(long, env = "ROTOR_DEFAULT_ADDR")]
     pub default_addr: Option<String>,
@@ -22,7 +26,7 @@ pub struct InjectConfig {
     pub addr_allowlist: Vec<String>,
     /// Default auth method: kubernetes, jwt, token, approle.
     #[arg(long, env = "ROTOR_DEFAULT_AUTH_METHOD", default_value = "kubernetes")]
-    pub default_auth_method: String,
+    pub default_auth_method: AuthMethod,
     /// Default auth mount path (defaults to the method name).
     #[arg(long, env = "ROTOR_DEFAULT_AUTH_PATH")]
     pub default_auth_path: Option<String>,
@@ -37,7 +41,7 @@ pub struct InjectConfig {
     pub token_expiration_seconds: i64,
     /// Log format rotor-init uses: plain or json.
     #[arg(long, env = "ROTOR_INIT_LOG_FORMAT", default_value = "json")]
-    pub init_log_format: String,
+    pub init_log_format: LogFormat,
     /// PEM CA bundle of the store, passed to rotor-init (ROTOR_CACERT_PEM) in every injected pod.
     #[arg(long, env = "ROTOR_STORE_CA_FILE")]
     pub store_ca_file: Option<std::path::PathBuf>,
@@ -53,15 +57,15 @@ impl Default for InjectConfig {
     fn default() -> Self {
         Self {
             init_image: "ghcr.io/rotor-dev/rotor-init:0.1.0".to_string(),
-            init_pull_policy: "IfNotPresent".to_string(),
+            init_pull_policy: PullPolicy::IfNotPresent,
             default_addr: None,
             addr_allowlist: Vec::new(),
-            default_auth_method: "kubernetes".to_string(),
+            default_auth_method: AuthMethod::Kubernetes,
             default_auth_path: None,
             default_role: None,
             token_audience: "rotor".to_string(),
             token_expiration_seconds: 600,
-            init_log_format: "json".to_string(),
+            init_log_format: LogFormat::Json,
             bin_volume_size: "32Mi".to_string(),
             store_ca_file: None,
             store_ca_pem: None,
@@ -70,8 +74,30 @@ impl Default for InjectConfig {
 }
 
 impl InjectConfig {
-    /// Reads `--store-ca-file` into `store_ca_pem`; a missing or non-PEM file is an error.
-    pub fn load_store_ca(mut self) -> anyhow::Result<Self> {
+    /// Checks every setting that ends up in injected pods and reads `--store-ca-file` into
+    /// `store_ca_pem`. Errors name the flag and the fix.
+    pub fn validated(mut self) -> anyhow::Result<Self> {
+        if let Some(addr) = &self.default_addr {
+            check_addr("--default-addr", addr)?;
+        }
+        for entry in &self.addr_allowlist {
+            check_addr("--addr-allowlist entry", entry.trim_end_matches('*'))?;
+        }
+        if !(600..=86_400 * 2).contains(&self.token_expiration_seconds) {
+            anyhow::bail!(
+                "--token-expiration={}: the API server accepts 600 to 172800 seconds for a projected token",
+                self.token_expiration_seconds
+            );
+        }
+        for (flag, value) in [
+            ("--init-image", &self.init_image),
+            ("--token-audience", &self.token_audience),
+            ("--bin-volume-size", &self.bin_volume_size),
+        ] {
+            if value.trim().is_empty() || value.chars().any(char::is_whitespace) {
+                anyhow::bail!("{flag}={value:?}: must be a non-empty value without spaces");
+            }
+        }
         if let Some(path) = &self.store_ca_file {
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading --store-ca-file {}: {e}", path.display()))?;

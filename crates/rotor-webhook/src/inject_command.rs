@@ -34,7 +34,7 @@ impl InjectArgs {
             text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
         }
-        print!("{}", inject_manifests(&text, &inject.load_store_ca()?)?);
+        print!("{}", inject_manifests(&text, &inject.validated()?)?);
         Ok(())
     }
 }

@@ -1,7 +1,6 @@
 //! rotor-webhook: the mutating admission webhook (planner, server, offline injection).
 
 pub mod admission;
-pub mod annotations;
 pub mod config;
 pub mod configmap_references;
 pub mod image_ref;
@@ -11,4 +10,5 @@ pub mod plan;
 pub mod pull_secrets;
 pub mod registry;
 pub mod serve;
+pub mod targets;
 pub mod tls;

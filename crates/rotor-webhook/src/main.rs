@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use rotor_core::contract::{LogFormat, LogLevel, var};
 use rotor_webhook::inject_command::InjectArgs;
 use rotor_webhook::serve::ServeArgs;
 
@@ -9,11 +10,11 @@ use rotor_webhook::serve::ServeArgs;
 #[command(version, about = "rotor's mutating admission webhook")]
 struct Args {
     /// Log format: plain or json.
-    #[arg(long, env = "ROTOR_LOG_FORMAT", default_value = "json", global = true)]
-    log_format: String,
+    #[arg(long, env = var::LOG_FORMAT, default_value = "json", global = true)]
+    log_format: LogFormat,
     /// Log level: error, warn, info, debug, trace.
-    #[arg(long, env = "ROTOR_LOG_LEVEL", default_value = "info", global = true)]
-    log_level: tracing::Level,
+    #[arg(long, env = var::LOG_LEVEL, default_value = "info", global = true)]
+    log_level: LogLevel,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,7 +34,7 @@ impl Args {
             log_level,
             command,
         } = self;
-        rotor_core::process::init_logging(log_format == "json", log_level);
+        rotor_core::process::init_logging(log_format, log_level);
         match command {
             Command::Serve(args) => args.run(rotor_core::process::cancel_on_signal()).await,
             Command::Inject(args) => args.run(),

@@ -7,21 +7,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
-use rotor_core::reference::{has_reference, parse_from_path, parse_value};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use rotor_core::contract::annotations::{self, get, get_bool};
+pub use rotor_core::contract::{
+    BIN_DIR, BIN_VOLUME, COPY_CONTAINER, TOKEN_DIR, TOKEN_VOLUME, WRAPPER,
+};
+use rotor_core::contract::{InitSettings, PROJECTED_TOKEN};
+use rotor_core::reference::parse_from_path;
 use serde_json::{Value, json};
 
-use crate::annotations::{self, get, get_bool};
 use crate::config::InjectConfig;
 use crate::registry::ImageCommand;
-
-/// Names and paths of what rotor injects.
-pub const BIN_VOLUME: &str = "rotor-bin";
-pub const TOKEN_VOLUME: &str = "rotor-token";
-pub const BIN_DIR: &str = "/rotor/bin";
-pub const WRAPPER: &str = "/rotor/bin/rotor-init";
-pub const TOKEN_DIR: &str = "/var/run/secrets/rotor";
-pub const COPY_CONTAINER: &str = "rotor-init-copy";
+pub use crate::targets::LookupNeed;
+use crate::targets::{Selection, Target, select_targets};
 
 /// What the webhook does with a pod.
 #[derive(Debug, PartialEq)]
@@ -53,112 +51,69 @@ pub struct Lookups {
     pub configmap_references: HashSet<String>,
 }
 
-/// A container whose entrypoint must be looked up before planning.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LookupNeed {
-    pub container: String,
-    pub image: String,
-    pub always_pull: bool,
-}
-
-/// The containers rotor would wrap that have no `command` (their image must be looked up).
-pub fn containers_needing_lookup(
-    pod: &Pod,
-    configmap_references: &HashSet<String>,
-) -> Vec<LookupNeed> {
-    let empty = BTreeMap::new();
-    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-    if annotations.contains_key("kubernetes.io/config.mirror")
-        || get_bool(annotations, &annotations::INJECT) == Ok(Some(false))
-        || get_bool(annotations, &annotations::MUTATE) == Ok(Some(false))
-    {
-        return Vec::new();
-    }
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
-    let from_path =
-        get(annotations, &annotations::FROM_PATH).is_some_and(|(v, _)| !v.trim().is_empty());
-    spec.init_containers
-        .iter()
-        .flatten()
-        .filter(|c| c.name != COPY_CONTAINER)
-        .chain(spec.containers.iter())
-        .filter(|c| {
-            (from_path || references_in(c) || configmap_references.contains(&c.name))
-                && c.command.as_ref().is_none_or(Vec::is_empty)
-        })
-        .map(|c| LookupNeed {
-            container: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-            always_pull: c.image_pull_policy.as_deref() == Some("Always"),
-        })
-        .collect()
-}
-
 /// Plans the mutation of `pod`, with entrypoints looked up for containers without `command`.
 pub fn plan_mutation_with(
     pod: &Pod,
     config: &InjectConfig,
     lookups: &Lookups,
 ) -> Result<Plan, Deny> {
-    let empty = BTreeMap::new();
-    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-    if annotations.contains_key("kubernetes.io/config.mirror") {
-        return Ok(Plan::Unchanged("mirror pod"));
-    }
-    if get_bool(annotations, &annotations::INJECT).map_err(Deny)? == Some(false)
-        || get_bool(annotations, &annotations::MUTATE).map_err(Deny)? == Some(false)
-    {
-        return Ok(Plan::Unchanged("opted out"));
-    }
+    let selection = select_targets(pod, &lookups.configmap_references)?;
+    plan_selection(pod, config, &selection, &lookups.image_commands)
+}
+
+/// Plans the mutation of `pod` for the containers `selection` chose.
+pub fn plan_selection(
+    pod: &Pod,
+    config: &InjectConfig,
+    selection: &Selection<'_>,
+    image_commands: &ImageCommands,
+) -> Result<Plan, Deny> {
+    let (targets, from_path, annotations) = match selection {
+        Selection::Skip(reason) => return Ok(Plan::Unchanged(reason)),
+        Selection::Wrap {
+            targets,
+            from_path,
+            annotations,
+        } => (targets, *from_path, *annotations),
+    };
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Plan::Unchanged("no spec"));
     };
-    let from_path = match get(annotations, &annotations::FROM_PATH) {
-        Some((list, name)) => {
-            let parsed =
-                parse_from_path(&name, list).map_err(|e| Deny(format!("annotation {e}")))?;
-            (!parsed.is_empty()).then_some(list.to_string())
-        }
-        None => None,
-    };
-    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
-    let targets: Vec<(&'static str, usize, &Container)> = init_containers
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.name != COPY_CONTAINER)
-        .map(|(i, c)| ("initContainers", i, c))
-        .chain(
-            spec.containers
-                .iter()
-                .enumerate()
-                .map(|(i, c)| ("containers", i, c)),
-        )
-        .filter(|(_, _, c)| {
-            from_path.is_some()
-                || references_in(c)
-                || lookups.configmap_references.contains(&c.name)
-        })
-        .collect();
-    if targets.is_empty() {
-        return Ok(Plan::Unchanged("no references"));
-    }
-    // Validate every reference before changing anything.
-    for (_, _, c) in &targets {
-        for env in c.env.as_deref().unwrap_or_default() {
-            if let Some(value) = &env.value {
-                parse_value(&env.name, value)
-                    .map_err(|e| Deny(format!("container {:?}: {e}", c.name)))?;
-            }
-        }
-    }
-    let settings = rotor_env(pod, annotations, config, from_path.as_deref())?;
-    let needs_token = matches!(settings.auth_method.as_str(), "kubernetes" | "jwt");
+    let settings = init_settings(pod, annotations, config, from_path)?;
+    let needs_token = settings.auth_method.uses_service_account_token();
+    let vars = settings.to_env();
 
     let mut ops: Vec<PatchOperation> = Vec::new();
-    let volumes = spec.volumes.as_deref().unwrap_or_default();
-    let has_volume = |name: &str| volumes.iter().any(|v| v.name == name);
+    add_volumes(&mut ops, spec.volumes.as_deref(), config, needs_token);
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    let has_copy = init_containers.iter().any(|c| c.name == COPY_CONTAINER);
+    if !has_copy {
+        let copy = copy_container(config);
+        if spec.init_containers.is_none() {
+            ops.push(add(&["spec", "initContainers"], json!([copy])));
+        } else {
+            ops.push(add(&["spec", "initContainers", "0"], copy));
+        }
+    }
+    // Indexes of init containers shift by one when ours is prepended.
+    let shift = usize::from(!has_copy);
+    for target in targets {
+        wrap_container(&mut ops, target, shift, image_commands, needs_token, &vars)?;
+    }
+    if ops.is_empty() {
+        return Ok(Plan::Unchanged("already injected"));
+    }
+    Ok(Plan::Patch(json_patch::Patch(ops)))
+}
+
+/// The in-memory volume for rotor-init and, for token-based logins, the projected token.
+fn add_volumes(
+    ops: &mut Vec<PatchOperation>,
+    volumes: Option<&[k8s_openapi::api::core::v1::Volume]>,
+    config: &InjectConfig,
+    needs_token: bool,
+) {
+    let has_volume = |name: &str| volumes.unwrap_or_default().iter().any(|v| v.name == name);
     let mut new_volumes = Vec::new();
     if !has_volume(BIN_VOLUME) {
         new_volumes.push(json!({
@@ -176,129 +131,116 @@ pub fn plan_mutation_with(
             }}]},
         }));
     }
-    append_all(
-        &mut ops,
-        &["spec", "volumes"],
-        spec.volumes.is_some(),
-        new_volumes,
-    );
-
-    let has_copy = init_containers.iter().any(|c| c.name == COPY_CONTAINER);
-    // Indexes of init containers shift by one when ours is prepended.
-    let shift = usize::from(!has_copy);
-    if !has_copy {
-        let copy = copy_container(config);
-        if spec.init_containers.is_none() {
-            ops.push(add(&["spec", "initContainers"], json!([copy])));
-        } else {
-            ops.push(add(&["spec", "initContainers", "0"], copy));
-        }
-    }
-    for (list, index, container) in targets {
-        if container
-            .command
-            .as_ref()
-            .and_then(|c| c.first())
-            .map(String::as_str)
-            == Some(WRAPPER)
-        {
-            continue; // already wrapped
-        }
-        let index = if list == "initContainers" {
-            index + shift
-        } else {
-            index
-        };
-        let idx = index.to_string();
-        let base = ["spec", list, idx.as_str()];
-        let mut args = vec!["--".to_string()];
-        match container.command.as_ref().filter(|c| !c.is_empty()) {
-            Some(command) => {
-                args.extend(command.iter().cloned());
-                args.extend(container.args.iter().flatten().cloned());
-            }
-            None => {
-                let Some(image) = lookups.image_commands.get(&container.name) else {
-                    return Err(Deny(format!(
-                        "container {:?} has references but no command: rotor must know the entrypoint to wrap it; \
-                         set spec.{list}[{index}].command (and args) to the image's ENTRYPOINT and CMD",
-                        container.name
-                    )));
-                };
-                // As the runtime does: ENTRYPOINT, then the pod's args, or else the image's CMD.
-                args.extend(image.entrypoint.iter().cloned());
-                match container.args.as_ref().filter(|a| !a.is_empty()) {
-                    Some(pod_args) => args.extend(pod_args.iter().cloned()),
-                    None => args.extend(image.cmd.iter().cloned()),
-                }
-                if args.len() == 1 {
-                    return Err(Deny(format!(
-                        "container {:?}: image {:?} has neither ENTRYPOINT nor CMD; set spec.{list}[{index}].command",
-                        container.name,
-                        container.image.as_deref().unwrap_or_default()
-                    )));
-                }
-            }
-        }
-        ops.push(add(&[&base[..], &["command"]].concat(), json!([WRAPPER])));
-        ops.push(add(&[&base[..], &["args"]].concat(), json!(args)));
-
-        let mut mounts =
-            vec![json!({ "name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true })];
-        if needs_token {
-            mounts.push(json!({ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }));
-        }
-        append_all(
-            &mut ops,
-            &[&base[..], &["volumeMounts"]].concat(),
-            container.volume_mounts.is_some(),
-            mounts,
-        );
-
-        let existing: Vec<&str> = container
-            .env
-            .iter()
-            .flatten()
-            .map(|e| e.name.as_str())
-            .collect();
-        let env: Vec<Value> = settings
-            .vars
-            .iter()
-            .filter(|(k, _)| !existing.contains(&k.as_str()))
-            .map(|(k, v)| json!({ "name": k, "value": v }))
-            .collect();
-        append_all(
-            &mut ops,
-            &[&base[..], &["env"]].concat(),
-            container.env.is_some(),
-            env,
-        );
-    }
-    if ops.is_empty() {
-        return Ok(Plan::Unchanged("already injected"));
-    }
-    Ok(Plan::Patch(json_patch::Patch(ops)))
+    append_all(ops, &["spec", "volumes"], volumes.is_some(), new_volumes);
 }
 
-fn references_in(c: &Container) -> bool {
-    c.env
+/// Wraps one container: command and args through rotor-init, the mounts and the settings.
+fn wrap_container(
+    ops: &mut Vec<PatchOperation>,
+    target: &Target<'_>,
+    shift: usize,
+    image_commands: &ImageCommands,
+    needs_token: bool,
+    vars: &[(String, String)],
+) -> Result<(), Deny> {
+    let Target {
+        list,
+        index,
+        container,
+    } = target;
+    if container
+        .command
+        .as_ref()
+        .and_then(|c| c.first())
+        .map(String::as_str)
+        == Some(WRAPPER)
+    {
+        return Ok(()); // already wrapped
+    }
+    let index = if *list == "initContainers" {
+        index + shift
+    } else {
+        *index
+    };
+    let idx = index.to_string();
+    let base = ["spec", list, idx.as_str()];
+    let args = wrapped_args(container, list, index, image_commands)?;
+    ops.push(add(&[&base[..], &["command"]].concat(), json!([WRAPPER])));
+    ops.push(add(&[&base[..], &["args"]].concat(), json!(args)));
+
+    let mut mounts = vec![json!({ "name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true })];
+    if needs_token {
+        mounts.push(json!({ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }));
+    }
+    append_all(
+        ops,
+        &[&base[..], &["volumeMounts"]].concat(),
+        container.volume_mounts.is_some(),
+        mounts,
+    );
+    let existing: HashSet<&str> = container
+        .env
         .iter()
         .flatten()
-        .any(|EnvVar { value, .. }| value.as_deref().is_some_and(has_reference))
+        .map(|e| e.name.as_str())
+        .collect();
+    let env: Vec<Value> = vars
+        .iter()
+        .filter(|(k, _)| !existing.contains(k.as_str()))
+        .map(|(k, v)| json!({ "name": k, "value": v }))
+        .collect();
+    append_all(
+        ops,
+        &[&base[..], &["env"]].concat(),
+        container.env.is_some(),
+        env,
+    );
+    Ok(())
 }
 
-struct RotorEnv {
-    auth_method: String,
-    vars: Vec<(String, String)>,
+/// `["--", entrypoint..., args...]`: the pod's command and args, or else (as the runtime does)
+/// the image's ENTRYPOINT, then the pod's args or the image's CMD.
+fn wrapped_args(
+    container: &Container,
+    list: &str,
+    index: usize,
+    image_commands: &ImageCommands,
+) -> Result<Vec<String>, Deny> {
+    let mut args = vec!["--".to_string()];
+    if let Some(command) = container.command.as_ref().filter(|c| !c.is_empty()) {
+        args.extend(command.iter().cloned());
+        args.extend(container.args.iter().flatten().cloned());
+        return Ok(args);
+    }
+    let Some(image) = image_commands.get(&container.name) else {
+        return Err(Deny(format!(
+            "container {:?} has references but no command: rotor must know the entrypoint to wrap it; \
+             set spec.{list}[{index}].command (and args) to the image's ENTRYPOINT and CMD",
+            container.name
+        )));
+    };
+    args.extend(image.entrypoint.iter().cloned());
+    match container.args.as_ref().filter(|a| !a.is_empty()) {
+        Some(pod_args) => args.extend(pod_args.iter().cloned()),
+        None => args.extend(image.cmd.iter().cloned()),
+    }
+    if args.len() == 1 {
+        return Err(Deny(format!(
+            "container {:?}: image {:?} has neither ENTRYPOINT nor CMD; set spec.{list}[{index}].command",
+            container.name,
+            container.image.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(args)
 }
 
-/// The `ROTOR_*` settings for rotor-init from annotations and webhook defaults.
-fn rotor_env(
+/// The settings rotor-init gets, from the pod's annotations and the webhook's defaults.
+fn init_settings(
     pod: &Pod,
     annotations: &BTreeMap<String, String>,
     config: &InjectConfig,
     from_path: Option<&str>,
-) -> Result<RotorEnv, Deny> {
+) -> Result<InitSettings, Deny> {
     let pod_name = pod_display_name(pod);
     let addr = match get(annotations, &annotations::ADDR) {
         Some((addr, name)) => {
@@ -317,67 +259,52 @@ fn rotor_env(
             ))
         })?,
     };
-    let method = get(annotations, &annotations::AUTH_METHOD)
-        .map(|(v, _)| v.to_string())
-        .unwrap_or_else(|| config.default_auth_method.clone());
-    if !["kubernetes", "jwt", "token", "approle"].contains(&method.as_str()) {
-        return Err(Deny(format!(
-            "pod {pod_name}: annotation rotor.dev/vault-auth-method={method:?}: expected kubernetes, jwt, token or approle"
-        )));
-    }
+    let method = match get(annotations, &annotations::AUTH_METHOD) {
+        Some((v, name)) => v
+            .parse()
+            .map_err(|e| Deny(format!("pod {pod_name}: annotation {name}={e}")))?,
+        None => config.default_auth_method,
+    };
+    let mut settings = InitSettings::new(&addr, method);
     let service_account = pod
         .spec
         .as_ref()
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".to_string());
-    let role = get(annotations, &annotations::ROLE)
+    settings.role = Some(
+        get(annotations, &annotations::ROLE)
+            .map(|(v, _)| v.to_string())
+            .or_else(|| config.default_role.clone())
+            .unwrap_or(service_account),
+    );
+    settings.log_format = config.init_log_format;
+    settings.auth_path = get(annotations, &annotations::AUTH_PATH)
         .map(|(v, _)| v.to_string())
-        .or_else(|| config.default_role.clone())
-        .unwrap_or(service_account);
-    let mut vars = vec![
-        ("ROTOR_ADDR".to_string(), addr),
-        ("ROTOR_AUTH_METHOD".to_string(), method.clone()),
-        ("ROTOR_ROLE".to_string(), role),
-        (
-            "ROTOR_LOG_FORMAT".to_string(),
-            config.init_log_format.clone(),
-        ),
-    ];
-    if let Some(path) = get(annotations, &annotations::AUTH_PATH)
-        .map(|(v, _)| v.to_string())
-        .or_else(|| config.default_auth_path.clone())
-    {
-        vars.push(("ROTOR_AUTH_PATH".to_string(), path));
+        .or_else(|| config.default_auth_path.clone());
+    if method.uses_service_account_token() {
+        settings.token_file = Some(PROJECTED_TOKEN.to_string());
     }
-    if matches!(method.as_str(), "kubernetes" | "jwt") {
-        vars.push(("ROTOR_TOKEN_FILE".to_string(), format!("{TOKEN_DIR}/token")));
-    }
-    if let Some((ns, _)) = get(annotations, &annotations::NAMESPACE) {
-        vars.push(("ROTOR_NAMESPACE".to_string(), ns.to_string()));
-    }
-    if let Some(pem) = &config.store_ca_pem {
-        vars.push(("ROTOR_CACERT_PEM".to_string(), pem.clone()));
-    }
-    for (key, var) in [
-        (&annotations::IGNORE_MISSING, "ROTOR_IGNORE_MISSING"),
-        (&annotations::DAEMON, "ROTOR_DAEMON"),
-    ] {
-        if let Some(v) =
-            get_bool(annotations, key).map_err(|e| Deny(format!("pod {pod_name}: {e}")))?
-        {
-            vars.push((var.to_string(), v.to_string()));
-        }
-    }
-    if let Some((v, _)) = get(annotations, &annotations::PASSTHROUGH) {
-        vars.push(("ROTOR_PASSTHROUGH".to_string(), v.to_string()));
-    }
+    settings.namespace = get(annotations, &annotations::NAMESPACE).map(|(v, _)| v.to_string());
+    settings.ca = config
+        .store_ca_pem
+        .clone()
+        .map(rotor_core::contract::CaSource::Pem);
+    let flag = |key| get_bool(annotations, key).map_err(|e| Deny(format!("pod {pod_name}: {e}")));
+    settings.ignore_missing = flag(&annotations::IGNORE_MISSING)?.unwrap_or(false);
+    settings.daemon = flag(&annotations::DAEMON)?.unwrap_or(false);
+    settings.passthrough = get(annotations, &annotations::PASSTHROUGH)
+        .map(|(v, _)| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     if let Some(list) = from_path {
-        vars.push(("ROTOR_FROM_PATH".to_string(), list.to_string()));
+        settings.from_path = parse_from_path("from-path", list)
+            .map_err(|e| Deny(format!("pod {pod_name}: annotation {e}")))?;
     }
-    Ok(RotorEnv {
-        auth_method: method,
-        vars,
-    })
+    Ok(settings)
 }
 
 /// `namespace/name`, or `namespace/generateName*` for pods not yet named.
@@ -396,7 +323,7 @@ fn copy_container(config: &InjectConfig) -> Value {
     json!({
         "name": COPY_CONTAINER,
         "image": config.init_image,
-        "imagePullPolicy": config.init_pull_policy,
+        "imagePullPolicy": config.init_pull_policy.as_str(),
         "command": ["/rotor-init", "copy", BIN_DIR],
         "volumeMounts": [{ "name": BIN_VOLUME, "mountPath": BIN_DIR }],
         "resources": {

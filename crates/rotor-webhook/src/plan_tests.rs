@@ -1,4 +1,5 @@
 use super::*;
+use crate::targets::select_targets;
 
 fn config() -> InjectConfig {
     InjectConfig {
@@ -322,7 +323,7 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
         .unwrap()
         .remove("command");
     let p = pod(input.clone());
-    let needs = containers_needing_lookup(&p, &HashSet::new());
+    let needs = select_targets(&p, &HashSet::new()).unwrap().lookup_needs();
     assert_eq!(
         needs
             .iter()
@@ -395,7 +396,20 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
         .as_object_mut()
         .unwrap()
         .remove("command");
-    assert!(containers_needing_lookup(&pod(off), &HashSet::new()).is_empty());
+    let off = pod(off);
+    assert!(
+        select_targets(&off, &HashSet::new())
+            .unwrap()
+            .lookup_needs()
+            .is_empty()
+    );
+    // A malformed opt-out is refused once, by selection, before any lookup.
+    let mut bad = app_pod();
+    bad["metadata"]["annotations"]["rotor.dev/inject"] = json!("sometimes");
+    let bad = pod(bad);
+    let Deny(msg) = select_targets(&bad, &HashSet::new()).unwrap_err();
+    assert!(msg.contains("rotor.dev/inject=\"sometimes\""), "{msg}");
+    assert_eq!(plan_mutation(&bad, &config()).unwrap_err(), Deny(msg));
 }
 
 fn lookups(commands: &ImageCommands) -> Lookups {

@@ -94,7 +94,7 @@ impl ServeArgs {
         };
         let state = AppState {
             admission: Arc::new(AdmissionContext {
-                config: inject.load_store_ca()?,
+                config: inject.validated()?,
                 metrics,
                 registry: RegistryClient::new(registry).context("building the registry client")?,
                 kube,

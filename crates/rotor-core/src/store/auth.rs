@@ -81,11 +81,9 @@ impl Auth {
         let read = |path: &PathBuf| {
             std::fs::read_to_string(path)
                 .map(|t| t.trim().to_string())
-                .map_err(|e| {
-                    StoreError::Config(format!(
-                        "reading the service-account token {}: {e}; mount a token there or set the token path",
-                        path.display()
-                    ))
+                .map_err(|e| StoreError::CredentialFile {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
                 })
         };
         Ok(match self {

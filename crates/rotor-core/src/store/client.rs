@@ -5,7 +5,7 @@
 //! vault CLI does), once per mount, and builds the right request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::auth::Auth;
 use super::error::StoreError;
 use super::retry::RetryPolicy;
+use super::transport::{Answer, HttpTransport, Method, Request, Transport};
 
 /// Connection settings.
 #[derive(Clone, Debug)]
@@ -93,27 +94,15 @@ impl MountInfo {
     }
 }
 
+/// A client of one store. Clones share the connection pool, the token and the mount cache.
+#[derive(Clone)]
 pub struct StoreClient {
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     config: StoreConfig,
     token: Option<String>,
-    mounts: Mutex<HashMap<String, MountInfo>>,
-}
-
-impl Clone for StoreClient {
-    fn clone(&self) -> Self {
-        Self {
-            http: self.http.clone(),
-            config: self.config.clone(),
-            token: self.token.clone(),
-            mounts: Mutex::new(
-                self.mounts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            ),
-        }
-    }
+    mounts: Arc<Mutex<HashMap<String, MountInfo>>>,
+    /// Held while a mount is looked up, so concurrent reads on one mount ask the store once.
+    mount_lookup: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for StoreClient {
@@ -127,46 +116,25 @@ impl std::fmt::Debug for StoreClient {
 }
 
 impl StoreClient {
+    /// A client over HTTP(S) to `config.addr`.
     pub fn new(config: StoreConfig) -> Result<Self, StoreError> {
-        crate::install_crypto_provider();
-        let builder = || {
-            reqwest::Client::builder()
-                .timeout(config.request_timeout)
-                .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
-                .pool_idle_timeout(Duration::from_secs(30))
-                .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
-        };
-        let http = if let Some(pem) = &config.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| StoreError::Config(format!("parsing the store CA bundle: {e}")))?;
-            if certs.is_empty() {
-                return Err(StoreError::Config(
-                    "the store CA bundle holds no PEM certificate".to_string(),
-                ));
-            }
-            builder().tls_certs_only(certs).build()
-        } else {
-            match builder().build() {
-                Ok(client) => Ok(client),
-                // No system CA store (a scratch or distroless root): plain HTTP needs none.
-                Err(_) if config.addr.starts_with("http://") => {
-                    builder().tls_certs_only(Vec::new()).build()
-                }
-                Err(e) => {
-                    return Err(StoreError::Config(format!(
-                        "no usable system CA certificates for {} ({e}); set ROTOR_CACERT to the store's CA bundle",
-                        config.addr
-                    )));
-                }
-            }
-        }
-        .map_err(|e| StoreError::Config(format!("building the HTTP client: {e}")))?;
-        Ok(Self {
-            http,
+        let transport = HttpTransport::new(
+            &config.addr,
+            config.ca_pem.as_deref(),
+            config.request_timeout,
+        )?;
+        Ok(Self::with_transport(config, Arc::new(transport)))
+    }
+
+    /// A client over any transport (tests use an in-memory store).
+    pub fn with_transport(config: StoreConfig, transport: Arc<dyn Transport>) -> Self {
+        Self {
+            transport,
             config,
             token: None,
-            mounts: Mutex::new(HashMap::new()),
-        })
+            mounts: Arc::new(Mutex::new(HashMap::new())),
+            mount_lookup: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -192,10 +160,11 @@ impl StoreClient {
             return Ok(());
         };
         let op = format!("logging in with {} auth at {path}", auth.method());
+        // A login only creates a token; repeating one after a lost answer is harmless.
         let answer = self
             .config
             .retry
-            .run(|| self.call(reqwest::Method::POST, &path, Some(&body), &op))
+            .run(|| self.call(Method::Post, &path, Some(&body), &op))
             .await?;
         let token = answer
             .pointer("/auth/client_token")
@@ -208,8 +177,13 @@ impl StoreClient {
         Ok(())
     }
 
-    /// The mount `path` is on, asked once per mount.
+    /// The mount `path` is on, asked once per mount: concurrent callers wait for the lookup in
+    /// flight and then find its answer in the cache.
     pub async fn mount_info(&self, path: &str) -> Result<MountInfo, StoreError> {
+        if let Some(found) = self.cached_mount(path) {
+            return Ok(found);
+        }
+        let _lookup = self.mount_lookup.lock().await;
         if let Some(found) = self.cached_mount(path) {
             return Ok(found);
         }
@@ -218,31 +192,9 @@ impl StoreClient {
         let answer = self
             .config
             .retry
-            .run(|| self.call(reqwest::Method::GET, &api_path, None, &op))
+            .run(|| self.call(Method::Get, &api_path, None, &op))
             .await?;
-        let data = answer.get("data").unwrap_or(&Value::Null);
-        let mount_path = data
-            .get("path")
-            .and_then(Value::as_str)
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| StoreError::Decode {
-                op: op.clone(),
-                message: "no data.path in the answer".to_string(),
-            })?;
-        let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
-        let kv_version = match kind {
-            "kv" | "generic" => Some(
-                match data.pointer("/options/version").and_then(Value::as_str) {
-                    Some("2") => 2,
-                    _ => 1,
-                },
-            ),
-            _ => None,
-        };
-        let info = MountInfo {
-            path: format!("{}/", mount_path.trim_end_matches('/')),
-            kv_version,
-        };
+        let info = mount_from(&answer, &op)?;
         self.mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -269,17 +221,18 @@ impl StoreClient {
         };
         if mount.kv_version != Some(2) {
             if version.is_some() {
-                return Err(StoreError::Config(format!(
-                    "{op}: {} is not a KV v2 mount, so it has no versions; drop the #VERSION pin",
-                    mount.path
-                )));
+                return Err(StoreError::NotKv2 {
+                    op,
+                    mount: mount.path,
+                    fix: "drop the #VERSION pin",
+                });
             }
             let answer = self
                 .config
                 .retry
-                .run(|| self.call(reqwest::Method::GET, path, None, &op))
+                .run(|| self.call(Method::Get, path, None, &op))
                 .await?;
-            return Ok(secret_from(&answer, None));
+            return Ok(secret_from(&answer));
         }
         let mut api_path = format!("{}data/{}", mount.path, mount.relative(path));
         if let Some(v) = version {
@@ -311,31 +264,18 @@ impl StoreClient {
         version: Option<u64>,
         op: &str,
     ) -> Result<Value, StoreError> {
+        let answer = self.send(Method::Get, api_path, None, op).await?;
         // A deleted or destroyed version answers 404 with its metadata; tell that apart.
-        let gone = |state| StoreError::VersionGone {
-            path: path.to_string(),
-            version: version.unwrap_or_default(),
-            state,
-        };
-        let (status, body) = self.raw(reqwest::Method::GET, api_path, None, op).await?;
-        if status == 404
-            && let Ok(v) = serde_json::from_str::<Value>(&body)
+        if answer.status == 404
+            && let Some(state) = gone_state(&answer.body)
         {
-            if v.pointer("/data/metadata/destroyed")
-                .and_then(Value::as_bool)
-                == Some(true)
-            {
-                return Err(gone("destroyed"));
-            }
-            let deleted = v
-                .pointer("/data/metadata/deletion_time")
-                .and_then(Value::as_str)
-                .is_some_and(|t| !t.is_empty());
-            if deleted {
-                return Err(gone("deleted"));
-            }
+            return Err(StoreError::VersionGone {
+                path: path.to_string(),
+                version: version.unwrap_or_default(),
+                state,
+            });
         }
-        decode(status, &body, op)
+        decode(&answer, op)
     }
 
     /// One spelling for every way of writing a path: `secret/db` and `secret/data/db` on a KV v2
@@ -350,16 +290,17 @@ impl StoreClient {
         let mount = self.mount_info(path).await?;
         let op = format!("reading the metadata of {path}");
         if mount.kv_version != Some(2) {
-            return Err(StoreError::Config(format!(
-                "{op}: {} is not a KV v2 mount; only KV v2 secrets have versions to watch",
-                mount.path
-            )));
+            return Err(StoreError::NotKv2 {
+                op,
+                mount: mount.path,
+                fix: "only KV v2 secrets have versions to watch",
+            });
         }
         let api_path = format!("{}metadata/{}", mount.path, mount.relative(path));
         let answer = self
             .config
             .retry
-            .run(|| self.call(reqwest::Method::GET, &api_path, None, &op))
+            .run(|| self.call(Method::Get, &api_path, None, &op))
             .await?;
         answer
             .pointer("/data/current_version")
@@ -371,55 +312,27 @@ impl StoreClient {
     }
 
     /// Writes `body` to `path` and returns the answer's data (dynamic secrets: `>>` references).
+    /// Writes are not idempotent (each one may mint a credential and a lease), so a failure is
+    /// retried only when the store cannot have acted on the request.
     pub async fn write(&self, path: &str, body: Option<&str>) -> Result<Secret, StoreError> {
         let op = format!("writing to {path}");
         let body: Value = match body {
-            Some(b) => serde_json::from_str(b)
-                .map_err(|e| StoreError::Config(format!("{op}: the body is not JSON: {e}")))?,
+            Some(b) => serde_json::from_str(b).map_err(|e| StoreError::BadBody {
+                op: op.clone(),
+                message: e.to_string(),
+            })?,
             None => Value::Object(Map::new()),
         };
-        // Writes are not idempotent: retry only when the request never reached the store.
         let answer = self
             .config
             .retry
-            .run(|| async {
-                match self
-                    .call(reqwest::Method::POST, path, Some(&body), &op)
-                    .await
-                {
-                    Err(e @ StoreError::Status { .. })
-                        if e.status() != Some(429) && e.status() != Some(503) =>
-                    {
-                        Err(StoreError::Status {
-                            op: op.clone(),
-                            status: e.status().unwrap_or_default(),
-                            message: permanent_message(&e),
-                        })
-                    }
-                    other => other,
-                }
+            .run_when(StoreError::store_did_not_act, || {
+                self.call(Method::Post, path, Some(&body), &op)
             })
             .await?;
-        let lease = answer
-            .get("lease_id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-            .map(|id| Lease {
-                id: id.to_string(),
-                duration: Duration::from_secs(
-                    answer
-                        .get("lease_duration")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0),
-                ),
-                renewable: answer
-                    .get("renewable")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            });
         Ok(Secret {
-            lease,
-            ..secret_from(&answer, None)
+            lease: lease_from(&answer),
+            ..secret_from(&answer)
         })
     }
 
@@ -434,7 +347,7 @@ impl StoreClient {
         let answer = self
             .config
             .retry
-            .run(|| self.call(reqwest::Method::PUT, "sys/leases/renew", Some(&body), &op))
+            .run(|| self.call(Method::Put, "sys/leases/renew", Some(&body), &op))
             .await?;
         Ok(Duration::from_secs(
             answer
@@ -446,87 +359,122 @@ impl StoreClient {
 
     async fn call(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&Value>,
         op: &str,
     ) -> Result<Value, StoreError> {
-        let (status, text) = self.raw(method, path, body, op).await?;
-        decode(status, &text, op)
+        let answer = self.send(method, path, body, op).await?;
+        decode(&answer, op)
     }
 
-    async fn raw(
+    async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&Value>,
         op: &str,
-    ) -> Result<(u16, String), StoreError> {
-        let url = format!("{}/v1/{}", self.config.addr, path.trim_start_matches('/'));
-        let mut request = self.http.request(method, &url);
-        if let Some(token) = &self.token {
-            request = request.header("X-Vault-Token", token);
-        }
-        if let Some(ns) = &self.config.namespace {
-            request = request.header("X-Vault-Namespace", ns);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| {
-            let message = describe_transport(&e, &self.config.addr);
-            if message.contains("certificate") {
-                // Not transient: retrying cannot make an untrusted certificate trusted.
-                StoreError::Config(format!(
-                    "{op}: TLS: {message}; trust the store's CA with ROTOR_CACERT (or the chart's store.caConfigMap)"
-                ))
-            } else {
-                StoreError::Transport { op: op.to_string(), message }
-            }
-        })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| StoreError::Transport {
+    ) -> Result<Answer, StoreError> {
+        self.transport
+            .send(Request {
+                method,
+                path,
+                body,
+                token: self.token.as_deref(),
+                namespace: self.config.namespace.as_deref(),
+                op,
+            })
+            .await
+    }
+}
+
+/// `sys/internal/ui/mounts` answer → the mount and its KV version.
+fn mount_from(answer: &Value, op: &str) -> Result<MountInfo, StoreError> {
+    let data = answer.get("data").unwrap_or(&Value::Null);
+    let mount_path = data
+        .get("path")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| StoreError::Decode {
             op: op.to_string(),
-            message: format!(
-                "reading the answer: {}",
-                describe_transport(&e, &self.config.addr)
-            ),
+            message: "no data.path in the answer".to_string(),
         })?;
-        Ok((status, text))
-    }
+    let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
+    let kv_version = match kind {
+        "kv" | "generic" => Some(
+            match data.pointer("/options/version").and_then(Value::as_str) {
+                Some("2") => 2,
+                _ => 1,
+            },
+        ),
+        _ => None,
+    };
+    Ok(MountInfo {
+        path: format!("{}/", mount_path.trim_end_matches('/')),
+        kv_version,
+    })
 }
 
-fn permanent_message(e: &StoreError) -> String {
-    match e {
-        StoreError::Status { message, .. } => message.clone(),
-        other => other.to_string(),
+/// Whether a KV v2 404 body describes a destroyed or deleted version.
+fn gone_state(body: &str) -> Option<&'static str> {
+    let v = serde_json::from_str::<Value>(body).ok()?;
+    if v.pointer("/data/metadata/destroyed")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Some("destroyed");
     }
+    v.pointer("/data/metadata/deletion_time")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+        .then_some("deleted")
 }
 
-fn secret_from(answer: &Value, version: Option<u64>) -> Secret {
+fn lease_from(answer: &Value) -> Option<Lease> {
+    let id = answer
+        .get("lease_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())?;
+    Some(Lease {
+        id: id.to_string(),
+        duration: Duration::from_secs(
+            answer
+                .get("lease_duration")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        ),
+        renewable: answer
+            .get("renewable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+fn secret_from(answer: &Value) -> Secret {
     Secret {
         data: match answer.get("data") {
             Some(Value::Object(m)) => m.clone(),
             _ => Map::new(),
         },
-        version,
+        version: None,
         lease: None,
     }
 }
 
 /// A 2xx answer as JSON; otherwise the store's `errors` list as the message. Error texts from
 /// the store describe the request, never secret data.
-fn decode(status: u16, text: &str, op: &str) -> Result<Value, StoreError> {
-    if (200..300).contains(&status) {
-        if text.trim().is_empty() {
+fn decode(answer: &Answer, op: &str) -> Result<Value, StoreError> {
+    let Answer { status, body } = answer;
+    if (200..300).contains(status) {
+        if body.trim().is_empty() {
             return Ok(Value::Null);
         }
-        return serde_json::from_str(text).map_err(|e| StoreError::Decode {
+        return serde_json::from_str(body).map_err(|e| StoreError::Decode {
             op: op.to_string(),
             message: format!("not JSON ({e})"),
         });
     }
-    let message = serde_json::from_str::<Value>(text)
+    let message = serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| {
             v.get("errors").and_then(Value::as_array).map(|errs| {
@@ -537,35 +485,23 @@ fn decode(status: u16, text: &str, op: &str) -> Result<Value, StoreError> {
             })
         })
         .unwrap_or_default();
-    let message = match (status, message.is_empty()) {
+    let message = match (*status, message.is_empty()) {
+        (300..=399, _) => {
+            "the store answered with a redirect, which rotor never follows (a token must not go \
+             to another origin); set the address to the store itself"
+                .to_string()
+        }
         (404, true) => "not found".to_string(),
         (403, true) => "permission denied".to_string(),
         (_, _) => message.chars().take(300).collect(),
     };
     Err(StoreError::Status {
         op: op.to_string(),
-        status,
+        status: *status,
         message,
     })
 }
 
-fn describe_transport(e: &reqwest::Error, addr: &str) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        format!("{kind} to {addr}")
-    } else {
-        format!("{kind} to {addr}: {detail}")
-    }
-}
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

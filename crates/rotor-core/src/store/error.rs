@@ -1,8 +1,10 @@
 //! Errors from the store. Messages name the operation and the path, never a secret value.
+//!
+//! Callers decide by variant (retry, exit code, re-login), never by message text.
 
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store answered with an error status.
     #[error("{op}: HTTP {status}{}", if message.is_empty() { String::new() } else { format!(" ({message})") })]
@@ -11,9 +13,19 @@ pub enum StoreError {
         status: u16,
         message: String,
     },
-    /// The request did not get an answer (connection refused, reset, timeout).
+    /// No answer. `sent` is false when the connection was never made, so the store cannot
+    /// have acted on the request; true when it may have (a timeout or reset after sending).
     #[error("{op}: {message}")]
-    Transport { op: String, message: String },
+    Unreachable {
+        op: String,
+        message: String,
+        sent: bool,
+    },
+    /// The TLS handshake failed: retrying cannot make an untrusted certificate trusted.
+    #[error(
+        "{op}: TLS: {message}; trust the store's CA with ROTOR_CACERT (or the chart's store.caConfigMap)"
+    )]
+    Tls { op: String, message: String },
     /// Transient failures kept happening until the overall deadline passed.
     #[error("gave up after {attempts} attempts in {elapsed:?} (deadline {deadline:?}): {last}")]
     Deadline {
@@ -41,19 +53,68 @@ pub enum StoreError {
         key: String,
         available: usize,
     },
-    /// A setting that cannot work.
+    /// The operation needs a KV v2 mount (versions, metadata) and the path is on another.
+    #[error("{op}: {mount} is not a KV v2 mount, so it has no versions; {fix}")]
+    NotKv2 {
+        op: String,
+        mount: String,
+        fix: &'static str,
+    },
+    /// The JSON body of a `>>` write does not parse.
+    #[error("{op}: the body is not JSON: {message}")]
+    BadBody { op: String, message: String },
+    /// The CA bundle given to trust the store cannot be used.
     #[error("{0}")]
-    Config(String),
+    CaBundle(String),
+    /// A credential file cannot be read.
+    #[error(
+        "reading the credential file {path}: {message}; mount a token there or set the token path"
+    )]
+    CredentialFile { path: String, message: String },
+    /// The HTTP client cannot be built (no usable CA certificates on an https store).
+    #[error("{0}")]
+    Client(String),
 }
 
 impl StoreError {
     /// Worth retrying: no answer, 5xx, 429 and 412 (a standby not yet caught up).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Unreachable { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 412,
             _ => false,
         }
+    }
+
+    /// The store cannot have acted on the request: the connection was never made, or the store
+    /// refused to process it (429 rate limit, 503 sealed or standby). Only these are safe to
+    /// repeat for a write, which is not idempotent (each `>>` write mints a credential).
+    pub fn store_did_not_act(&self) -> bool {
+        match self {
+            Self::Unreachable { sent, .. } => !sent,
+            Self::Status { status, .. } => *status == 429 || *status == 503,
+            _ => false,
+        }
+    }
+
+    /// A setting on rotor's side is wrong (TLS trust, CA bundle, a credential file, a path on
+    /// the wrong kind of mount, a malformed body): fixing the configuration is the only remedy.
+    pub fn is_setup(&self) -> bool {
+        match self {
+            Self::Tls { .. }
+            | Self::NotKv2 { .. }
+            | Self::BadBody { .. }
+            | Self::CaBundle(_)
+            | Self::CredentialFile { .. }
+            | Self::Client(_) => true,
+            Self::Deadline { last, .. } => last.is_setup(),
+            _ => false,
+        }
+    }
+
+    /// The store could not be reached in time (no answer, or transient failures until the deadline).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Deadline { .. })
     }
 
     /// The HTTP status, when the store answered.
@@ -63,6 +124,11 @@ impl StoreError {
             Self::Deadline { last, .. } => last.status(),
             _ => None,
         }
+    }
+
+    /// The token may not do this (403).
+    pub fn is_permission_denied(&self) -> bool {
+        self.status() == Some(403)
     }
 
     /// Not found: 404, a missing key, or a deleted version.

@@ -38,7 +38,20 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds, fails with a non-transient error, or the deadline passes.
-    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.run_when(StoreError::is_transient, op).await
+    }
+
+    /// Runs `op` until it succeeds, fails with an error `retryable` refuses, or the deadline passes.
+    pub async fn run_when<T, F, Fut>(
+        &self,
+        retryable: fn(&StoreError) -> bool,
+        mut op: F,
+    ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
@@ -49,7 +62,7 @@ impl RetryPolicy {
             attempt += 1;
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(err) if !err.is_transient() => return Err(err),
+                Err(err) if !retryable(&err) => return Err(err),
                 Err(err) => {
                     let wait = self.backoff(attempt);
                     if start.elapsed() + wait >= self.deadline {

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::choices::{BOOL_EXPECTED, parse_bool};
+
 pub const PREFIX: &str = "rotor.dev/";
 const BANZAI: &str = "vault.security.banzaicloud.io/";
 const BANK_VAULTS: &str = "secrets-webhook.security.bank-vaults.io/";
@@ -98,12 +100,45 @@ pub fn get<'a>(annotations: &'a BTreeMap<String, String>, key: &Key) -> Option<(
 pub fn get_bool(annotations: &BTreeMap<String, String>, key: &Key) -> Result<Option<bool>, String> {
     match get(annotations, key) {
         None => Ok(None),
-        Some((v, name)) => match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Ok(Some(true)),
-            "false" | "0" | "no" | "skip" => Ok(Some(false)),
-            _ => Err(format!(
-                "annotation {name}={v:?}: expected \"true\" or \"false\""
-            )),
-        },
+        Some((v, name)) => parse_bool(v)
+            .map(Some)
+            .ok_or_else(|| format!("annotation {name}={v:?}: expected {BOOL_EXPECTED}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotor_keys_win_over_bank_vaults_spellings_and_booleans_name_the_annotation() {
+        let a = BTreeMap::from([
+            (
+                "vault.security.banzaicloud.io/vault-addr".to_string(),
+                "https://bv:8200".to_string(),
+            ),
+            (
+                "secrets-webhook.security.bank-vaults.io/vault-role".to_string(),
+                "bv".to_string(),
+            ),
+            ("rotor.dev/vault-role".to_string(), "mine".to_string()),
+            (
+                "vault.security.banzaicloud.io/mutate".to_string(),
+                "skip".to_string(),
+            ),
+            ("rotor.dev/daemon".to_string(), "perhaps".to_string()),
+        ]);
+        assert_eq!(get(&a, &ADDR).map(|(v, _)| v), Some("https://bv:8200"));
+        assert_eq!(
+            get(&a, &ROLE),
+            Some(("mine", "rotor.dev/vault-role".to_string()))
+        );
+        assert_eq!(get_bool(&a, &MUTATE), Ok(Some(false)));
+        assert_eq!(get_bool(&a, &RELOAD), Ok(None));
+        let err = get_bool(&a, &DAEMON).unwrap_err();
+        assert!(
+            err.contains("rotor.dev/daemon=\"perhaps\"") && err.contains("true or false"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,132 @@
+//! The resolver against the in-memory store: requests made, precedence, ignore-missing.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::reference::parse_from_path;
+use crate::store::fake::{Failure, FakeStore, client_of};
+
+const CANARY: &str = "canary-7f3a9c-never-printed";
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn ten_references_over_five_paths_make_one_mount_lookup_and_five_reads() {
+    let store = Arc::new(FakeStore::new());
+    for p in 0..5 {
+        store.put(&format!("p{p}"), &[("k0", "a"), ("k1", "b")]);
+    }
+    let vars: Vec<(String, String)> = (0..10)
+        .map(|i| {
+            (
+                format!("SECRET_{i}"),
+                format!("vault:secret/data/p{}#k{}", i % 5, i / 5),
+            )
+        })
+        .collect();
+    let resolution = resolve_environment(&client_of(&store), vars, &[], ResolveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(resolution.resolved, 10);
+    assert_eq!(resolution.requests, 5);
+    assert_eq!(store.log().len(), 6, "{:?}", store.log());
+    assert_eq!(resolution.env[0], ("SECRET_0".to_string(), "a".to_string()));
+    assert_eq!(resolution.env[9], ("SECRET_9".to_string(), "b".to_string()));
+}
+
+#[tokio::test]
+async fn explicit_variables_win_over_from_path_keys_and_earlier_paths_over_later_ones() {
+    let store = Arc::new(FakeStore::new());
+    store.put("first", &[("SHARED", "from-first"), ("ONLY_FIRST", "1")]);
+    store.put(
+        "second",
+        &[("SHARED", "from-second"), ("EXPLICIT", "from-path")],
+    );
+    let from = parse_from_path("from-path", "secret/first,secret/data/second").unwrap();
+    let resolution = resolve_environment(
+        &client_of(&store),
+        env(&[("EXPLICIT", "mine"), ("PLAIN", "x")]),
+        &from,
+        ResolveOptions::default(),
+    )
+    .await
+    .unwrap();
+    let got: std::collections::BTreeMap<_, _> = resolution.env.into_iter().collect();
+    assert_eq!(got["EXPLICIT"], "mine");
+    assert_eq!(got["SHARED"], "from-first");
+    assert_eq!(got["ONLY_FIRST"], "1");
+    assert_eq!(got["PLAIN"], "x");
+    assert_eq!(got.len(), 4);
+}
+
+#[tokio::test]
+async fn ignore_missing_removes_only_not_found_variables_and_errors_never_carry_values() {
+    let store = Arc::new(FakeStore::new());
+    store.put("db", &[("password", CANARY)]);
+    let vars = env(&[
+        ("GONE", "vault:secret/data/absent#x"),
+        ("NO_KEY", "vault:secret/data/db#user"),
+        ("OK", "pre-${vault:secret/data/db#password}"),
+    ]);
+    let options = ResolveOptions {
+        ignore_missing: true,
+        ..ResolveOptions::default()
+    };
+    let resolution = resolve_environment(&client_of(&store), vars.clone(), &[], options)
+        .await
+        .unwrap();
+    assert_eq!(
+        resolution.env,
+        vec![("OK".to_string(), format!("pre-{CANARY}"))]
+    );
+    assert_eq!(resolution.removed.len(), 2);
+    assert!(resolution.removed.iter().all(|r| !r.contains(CANARY)));
+
+    let err = resolve_environment(&client_of(&store), vars, &[], ResolveOptions::default())
+        .await
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        text.contains("env GONE") || text.contains("env NO_KEY"),
+        "{text}"
+    );
+    assert!(!text.contains(CANARY), "{text}");
+
+    // A permission error is not "missing": ignore-missing does not hide it.
+    store.fail_next("secret/data/db", Failure::Status(403));
+    let err = resolve_environment(
+        &client_of(&store),
+        env(&[("OK", "vault:secret/db#password")]),
+        &[],
+        options,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.store_error()
+            .is_some_and(StoreError::is_permission_denied),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn one_write_per_distinct_request_and_its_lease_is_kept() {
+    let store = Arc::new(FakeStore::new());
+    let vars = env(&[
+        ("USER", ">>vault:database/creds/app#username"),
+        ("PASS", ">>vault:database/creds/app#password"),
+    ]);
+    let resolution = resolve_environment(&client_of(&store), vars, &[], ResolveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.count("database/creds/app"), 1);
+    assert_eq!(resolution.leases.len(), 1);
+    let got: std::collections::BTreeMap<_, _> = resolution.env.into_iter().collect();
+    assert_eq!(got["USER"], "user-1");
+    assert_eq!(got["PASS"], "pass-1", "both keys come from one lease");
+}

@@ -1,0 +1,239 @@
+//! How the store client reaches the store: one HTTP exchange at a time.
+//!
+//! The client's decisions (mounts, KV versions, retries, decoding) sit above this trait, so they
+//! are unit-tested against an in-memory store; [`HttpTransport`] is the real one, on reqwest.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use super::error::StoreError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+/// One request to the store's HTTP API.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub method: Method,
+    /// The path under `/v1/`, with its query string: `secret/data/db?version=2`.
+    pub path: &'a str,
+    pub body: Option<&'a Value>,
+    pub token: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    /// What the request is for, to name in errors.
+    pub op: &'a str,
+}
+
+/// The store's answer: status and body text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+pub trait Transport: Send + Sync {
+    /// Sends one request; an error only when there is no answer ([`StoreError::Unreachable`]
+    /// or [`StoreError::Tls`]).
+    fn send<'a>(&'a self, request: Request<'a>) -> BoxFuture<'a, Result<Answer, StoreError>>;
+}
+
+/// The store over HTTP(S).
+pub struct HttpTransport {
+    http: reqwest::Client,
+    addr: String,
+}
+
+impl HttpTransport {
+    /// A client for `addr`. The platform CA bundle is loaded only for an https store without
+    /// `ca_pem` (loading it is most of a short-lived process's work); redirects are never
+    /// followed, so a token never goes to another origin or to plain HTTP.
+    pub fn new(
+        addr: &str,
+        ca_pem: Option<&[u8]>,
+        request_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        crate::install_crypto_provider();
+        let builder = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
+        let builder = match ca_pem {
+            Some(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                    StoreError::CaBundle(format!("parsing the store CA bundle: {e}"))
+                })?;
+                if certs.is_empty() {
+                    return Err(StoreError::CaBundle(
+                        "the store CA bundle holds no PEM certificate".to_string(),
+                    ));
+                }
+                builder.tls_certs_only(certs)
+            }
+            None if addr.starts_with("http://") => builder.tls_certs_only(Vec::new()),
+            None => builder,
+        };
+        let http = builder.build().map_err(|e| {
+            StoreError::Client(format!(
+                "building the HTTP client for {addr}: {}; set ROTOR_CACERT to the store's CA bundle",
+                innermost(&e)
+            ))
+        })?;
+        Ok(Self {
+            http,
+            addr: addr.to_string(),
+        })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send<'a>(&'a self, request: Request<'a>) -> BoxFuture<'a, Result<Answer, StoreError>> {
+        Box::pin(async move {
+            let url = format!("{}/v1/{}", self.addr, request.path.trim_start_matches('/'));
+            let method = match request.method {
+                Method::Get => reqwest::Method::GET,
+                Method::Post => reqwest::Method::POST,
+                Method::Put => reqwest::Method::PUT,
+            };
+            let mut builder = self.http.request(method, &url);
+            if let Some(token) = request.token {
+                builder = builder.header("X-Vault-Token", token);
+            }
+            if let Some(ns) = request.namespace {
+                builder = builder.header("X-Vault-Namespace", ns);
+            }
+            if let Some(body) = request.body {
+                builder = builder.json(body);
+            }
+            let op = request.op;
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| failure(op, &self.addr, &e, "", !e.is_connect()))?;
+            let status = response.status().as_u16();
+            let body = response
+                .text()
+                .await
+                .map_err(|e| failure(op, &self.addr, &e, "reading the answer: ", true))?;
+            Ok(Answer { status, body })
+        })
+    }
+}
+
+/// A request without an answer, classified by the error's type (never its text).
+fn failure(op: &str, addr: &str, e: &reqwest::Error, context: &str, sent: bool) -> StoreError {
+    if let Some(tls) = tls_error_in(e) {
+        return StoreError::Tls {
+            op: op.to_string(),
+            message: format!("{context}{addr}: {tls}"),
+        };
+    }
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let detail = innermost(e);
+    StoreError::Unreachable {
+        op: op.to_string(),
+        message: if detail.is_empty() {
+            format!("{context}{kind} to {addr}")
+        } else {
+            format!("{context}{kind} to {addr}: {detail}")
+        },
+        sent,
+    }
+}
+
+/// The rustls error in `e`'s source chain. `std::io::Error` hides the error it wraps from
+/// `source()` (it returns that error's own source), so look inside each one too.
+pub(crate) fn tls_error_in<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(current) = next {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| tls_error_in(inner))
+        {
+            return Some(tls);
+        }
+        next = current.source();
+    }
+    None
+}
+
+/// The innermost cause's text (reqwest's own message is "error sending request").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = e.source();
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_rustls_error_is_found_inside_io_errors_and_nothing_else_counts_as_tls() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let chain = Outer(std::io::Error::other(tls));
+        assert!(matches!(
+            tls_error_in(&chain),
+            Some(rustls::Error::InvalidCertificate(_))
+        ));
+        let refused = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused to vault.certificates.svc",
+        ));
+        assert!(tls_error_in(&refused).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_to_a_store_named_like_certificates_is_unreachable_not_tls() {
+        // A port that was free a moment ago: the connection is refused, the store never saw it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let addr = format!("http://127.0.0.1:{port}/vault.certificates.svc");
+        let transport = HttpTransport::new(&addr, None, Duration::from_secs(2)).expect("client");
+        let err = transport
+            .send(Request {
+                method: Method::Post,
+                path: "auth/kubernetes/login",
+                body: None,
+                token: None,
+                namespace: None,
+                op: "logging in",
+            })
+            .await
+            .expect_err("nothing listens there");
+        assert!(
+            matches!(err, StoreError::Unreachable { sent: false, .. }),
+            "{err:?}"
+        );
+        assert!(err.is_transient() && err.store_did_not_act() && !err.is_setup());
+    }
+}

@@ -1,0 +1,143 @@
+//! Which containers of a pod rotor wraps, decided once per admission: the registry lookups and
+//! the planner both work from this one answer.
+
+use std::collections::{BTreeMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use rotor_core::contract::annotations::{self, get, get_bool};
+use rotor_core::contract::{COPY_CONTAINER, PullPolicy};
+use rotor_core::reference::{has_reference, parse_from_path, parse_value};
+
+use crate::plan::Deny;
+
+/// `initContainers` or `containers`.
+pub type ListName = &'static str;
+
+/// A container rotor wraps, with where it sits in the pod spec.
+#[derive(Debug)]
+pub struct Target<'a> {
+    pub list: ListName,
+    pub index: usize,
+    pub container: &'a Container,
+}
+
+/// What a pod asks of rotor.
+#[derive(Debug)]
+pub enum Selection<'a> {
+    /// Nothing to do, and why (for logs).
+    Skip(&'static str),
+    Wrap {
+        targets: Vec<Target<'a>>,
+        /// The from-path list as annotated (validated), when it names any path.
+        from_path: Option<&'a str>,
+        annotations: &'a BTreeMap<String, String>,
+    },
+}
+
+/// A container whose entrypoint must be looked up before planning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupNeed {
+    pub container: String,
+    pub image: String,
+    pub always_pull: bool,
+}
+
+static NO_ANNOTATIONS: BTreeMap<String, String> = BTreeMap::new();
+
+/// Selects the containers to wrap: every container with a reference in its env (or in a
+/// ConfigMap its env reads, `configmap_references`), or every container when from-path is set.
+/// Opt-outs, mirror pods and malformed annotations are decided here, and every reference of a
+/// selected container is validated before anything is planned.
+pub fn select_targets<'a>(
+    pod: &'a Pod,
+    configmap_references: &HashSet<String>,
+) -> Result<Selection<'a>, Deny> {
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&NO_ANNOTATIONS);
+    if annotations.contains_key("kubernetes.io/config.mirror") {
+        return Ok(Selection::Skip("mirror pod"));
+    }
+    if get_bool(annotations, &annotations::INJECT).map_err(Deny)? == Some(false)
+        || get_bool(annotations, &annotations::MUTATE).map_err(Deny)? == Some(false)
+    {
+        return Ok(Selection::Skip("opted out"));
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(Selection::Skip("no spec"));
+    };
+    let from_path = match get(annotations, &annotations::FROM_PATH) {
+        Some((list, name)) => {
+            let parsed =
+                parse_from_path(&name, list).map_err(|e| Deny(format!("annotation {e}")))?;
+            (!parsed.is_empty()).then_some(list)
+        }
+        None => None,
+    };
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    let targets: Vec<Target<'a>> = init
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.name != COPY_CONTAINER)
+        .map(|(index, container)| Target {
+            list: "initContainers",
+            index,
+            container,
+        })
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(index, container)| Target {
+                    list: "containers",
+                    index,
+                    container,
+                }),
+        )
+        .filter(|t| {
+            from_path.is_some()
+                || references_in(t.container)
+                || configmap_references.contains(&t.container.name)
+        })
+        .collect();
+    if targets.is_empty() {
+        return Ok(Selection::Skip("no references"));
+    }
+    for t in &targets {
+        for env in t.container.env.as_deref().unwrap_or_default() {
+            if let Some(value) = &env.value {
+                parse_value(&env.name, value)
+                    .map_err(|e| Deny(format!("container {:?}: {e}", t.container.name)))?;
+            }
+        }
+    }
+    Ok(Selection::Wrap {
+        targets,
+        from_path,
+        annotations,
+    })
+}
+
+impl Selection<'_> {
+    /// The wrapped containers without `command`: their image's entrypoint must be looked up.
+    pub fn lookup_needs(&self) -> Vec<LookupNeed> {
+        let Selection::Wrap { targets, .. } = self else {
+            return Vec::new();
+        };
+        targets
+            .iter()
+            .map(|t| t.container)
+            .filter(|c| c.command.as_ref().is_none_or(Vec::is_empty))
+            .map(|c| LookupNeed {
+                container: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                always_pull: c.image_pull_policy.as_deref() == Some(PullPolicy::Always.as_str()),
+            })
+            .collect()
+    }
+}
+
+fn references_in(c: &Container) -> bool {
+    c.env
+        .iter()
+        .flatten()
+        .any(|env| env.value.as_deref().is_some_and(has_reference))
+}
