@@ -13,19 +13,81 @@ use serde_json::json;
 /// The image name the webhook injects in tests that never run the pod (no node).
 pub const INIT_IMAGE: &str = "rotor-init:local";
 
-/// The directory holding rotor's binaries next to the running executable (target/debug).
+/// One of rotor's binaries (`rotor-webhook`, `rotor-reloader`, `rotor-init`), built by this
+/// call in the profile of the running test (Cargo builds it once and finds it fresh after
+/// that), so no test depends on another crate having been built first.
 pub fn binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the running executable")?;
-    for dir in exe.ancestors().skip(1).take(2) {
-        let candidate = dir.join(name);
-        if candidate.exists() {
-            return Ok(candidate);
-        }
+    // target/<profile>/deps/<test>: the binaries live in target/<profile>.
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test executable is not under target/<profile>/deps")?;
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut build = std::process::Command::new(cargo);
+    build.args([
+        "build",
+        "--locked",
+        "--quiet",
+        "--package",
+        name,
+        "--bin",
+        name,
+    ]);
+    if release {
+        build.arg("--release");
     }
-    bail!(
-        "{name} is not built next to {}: run `cargo build --workspace --bins` first",
-        exe.display()
-    )
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .with_context(|| format!("running cargo build for {name}"))?;
+    if !status.success() {
+        bail!("cargo build --package {name} --bin {name} failed ({status})");
+    }
+    let built = profile_dir.join(name);
+    if !built.exists() {
+        bail!("{} is missing after cargo built it", built.display());
+    }
+    Ok(built)
+}
+
+/// A TLS connection to `localhost:port` on loopback that trusts only `ca_pem`.
+pub async fn connect_tls(
+    port: u16,
+    ca_pem: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.context("reading the CA PEM")?)?;
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    Ok(connector.connect(name, tcp).await?)
+}
+
+/// The DER of the leaf certificate a TLS server on `port` serves now.
+pub async fn served_certificate(port: u16, ca_pem: &str) -> Result<Vec<u8>> {
+    let tls = connect_tls(port, ca_pem).await?;
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .context("the server sent no certificate")?;
+    Ok(leaf.to_vec())
+}
+
+/// The DER of the first certificate in `pem`.
+pub fn certificate_der(pem: &str) -> Result<Vec<u8>> {
+    let cert = rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .context("no certificate in the PEM")??;
+    Ok(cert.to_vec())
 }
 
 /// A rotor-webhook process on loopback.

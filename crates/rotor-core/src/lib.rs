@@ -2,9 +2,11 @@
 //! No Kubernetes and no server here; rotor-webhook, rotor-init and rotor-reloader share it.
 
 pub mod contract;
-pub mod process;
+pub mod logging;
 pub mod reference;
 pub mod resolve;
+#[cfg(feature = "shutdown-signal")]
+pub mod shutdown;
 pub mod store;
 
 /// Installs ring as the process's rustls provider (the only one in rotor's dependency graph).

@@ -95,7 +95,10 @@ pub fn parse_environment(env: &[(String, String)]) -> Result<Vec<(usize, Templat
     Ok(out)
 }
 
-/// Resolves `env` and the `from_paths` secrets against the store.
+type Answers = HashMap<Request, Result<Secret, StoreError>>;
+
+/// Resolves `env` and the `from_paths` secrets against the store: parse, make each distinct
+/// request once, then render the variables and add the from-path keys.
 pub async fn resolve_environment(
     client: &StoreClient,
     env: Vec<(String, String)>,
@@ -103,24 +106,45 @@ pub async fn resolve_environment(
     options: ResolveOptions,
 ) -> Result<Resolution, ResolveError> {
     let templates = parse_environment(&env)?;
-    // Each distinct request once, in first-use order.
-    let mut seen: HashSet<Request> = HashSet::new();
-    let mut requests: Vec<Request> = Vec::new();
-    let read_requests = from_paths.iter().map(|p| Request::Read {
+    let requests = distinct_requests(&templates, from_paths);
+    let request_count = requests.len();
+    let answers = fetch(client, requests, options.concurrency).await;
+    let mut resolution = Resolution {
+        requests: request_count,
+        resolved: templates.len(),
+        leases: answers
+            .values()
+            .flatten()
+            .filter_map(|a| a.lease.clone())
+            .collect(),
+        ..Resolution::default()
+    };
+    render_env(&mut resolution, env, &templates, &answers, options)?;
+    add_from_paths(&mut resolution, from_paths, &answers, options)?;
+    Ok(resolution)
+}
+
+fn from_path_request(p: &PathRef) -> Request {
+    Request::Read {
         path: p.path.clone(),
         version: p.version,
-    });
-    let all = templates
+    }
+}
+
+/// Each distinct request once, in first-use order.
+fn distinct_requests(templates: &[(usize, Template)], from_paths: &[PathRef]) -> Vec<Request> {
+    let mut seen: HashSet<Request> = HashSet::new();
+    templates
         .iter()
         .flat_map(|(_, t)| t.references().into_iter().map(Request::of))
-        .chain(read_requests);
-    for req in all {
-        if seen.insert(req.clone()) {
-            requests.push(req);
-        }
-    }
-    let request_count = requests.len();
-    let answers: HashMap<Request, Result<Secret, StoreError>> = futures::stream::iter(requests)
+        .chain(from_paths.iter().map(from_path_request))
+        .filter(|req| seen.insert(req.clone()))
+        .collect()
+}
+
+/// Makes every request, `concurrency` at a time.
+async fn fetch(client: &StoreClient, requests: Vec<Request>, concurrency: usize) -> Answers {
+    futures::stream::iter(requests)
         .map(|req| async move {
             let answer = match &req {
                 Request::Read { path, version } => client.read(path, *version).await,
@@ -128,22 +152,21 @@ pub async fn resolve_environment(
             };
             (req, answer)
         })
-        .buffer_unordered(options.concurrency.max(1))
+        .buffer_unordered(concurrency.max(1))
         .collect()
-        .await;
+        .await
+}
 
-    let mut resolution = Resolution {
-        requests: request_count,
-        resolved: templates.len(),
-        ..Resolution::default()
-    };
-    for answer in answers.values().flatten() {
-        if let Some(lease) = &answer.lease {
-            resolution.leases.push(lease.clone());
-        }
-    }
+/// The variables in input order, references replaced; missing ones removed under ignore-missing.
+fn render_env(
+    resolution: &mut Resolution,
+    env: Vec<(String, String)>,
+    templates: &[(usize, Template)],
+    answers: &Answers,
+    options: ResolveOptions,
+) -> Result<(), ResolveError> {
     let mut rendered: BTreeMap<usize, Option<String>> = BTreeMap::new();
-    for (i, template) in &templates {
+    for (i, template) in templates {
         let var = &env[*i].0;
         let value = template.render(|r| {
             let answer = answers
@@ -183,15 +206,20 @@ pub async fn resolve_environment(
             None => resolution.env.push((name, value)),
         }
     }
-    // An explicit variable wins over a from-path key of the same name, and an earlier from-path
-    // secret over a later one.
+    Ok(())
+}
+
+/// Adds the keys of the from-path secrets. An explicit variable wins over a from-path key of
+/// the same name, and an earlier from-path secret over a later one.
+fn add_from_paths(
+    resolution: &mut Resolution,
+    from_paths: &[PathRef],
+    answers: &Answers,
+    options: ResolveOptions,
+) -> Result<(), ResolveError> {
     let mut names: HashSet<String> = resolution.env.iter().map(|(n, _)| n.clone()).collect();
     for p in from_paths {
-        let req = Request::Read {
-            path: p.path.clone(),
-            version: p.version,
-        };
-        match answers.get(&req) {
+        match answers.get(&from_path_request(p)) {
             Some(Ok(secret)) => {
                 for (key, value) in &secret.data {
                     if !names.insert(key.clone()) {
@@ -217,7 +245,7 @@ pub async fn resolve_environment(
             None => {}
         }
     }
-    Ok(resolution)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ fn run(command: Vec<String>) -> u8 {
             return exit_code::CONFIG;
         }
     };
-    rotor_core::process::init_logging(settings.init.log_format, settings.init.log_level);
+    rotor_core::logging::init_logging(settings.init.log_format, settings.init.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -25,8 +25,8 @@ impl Args {
             log_level,
             run,
         } = self;
-        rotor_core::process::init_logging(log_format, log_level);
-        run.run(rotor_core::process::cancel_on_signal()).await
+        rotor_core::logging::init_logging(log_format, log_level);
+        run.run(rotor_core::shutdown::cancel_on_signal()).await
     }
 }
 

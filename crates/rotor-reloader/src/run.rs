@@ -130,35 +130,16 @@ impl RunArgs {
             Duration::try_from_secs_f64(v)
                 .with_context(|| format!("--{flag}={v}: expected a non-negative number of seconds"))
         };
-        let mut store = StoreConfig::new(&store_addr);
-        store.namespace = store_namespace;
-        if let Some(ca) = store_cacert {
-            store.ca_pem = Some(
-                std::fs::read(&ca)
-                    .with_context(|| format!("reading --store-cacert {}", ca.display()))?,
-            );
-        }
-        store.request_timeout = Duration::from_secs(5);
-        store.retry = RetryPolicy {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(2),
-            deadline: Duration::from_secs(5),
-        };
-        let auth =
-            match auth_method {
-                AuthMethod::Kubernetes => Auth::Kubernetes {
-                    mount: auth_path,
-                    role,
-                    token_file,
-                },
-                AuthMethod::Token => Auth::Token(token.with_context(|| {
-                    format!("--auth-method=token needs --token ({})", var::TOKEN)
-                })?),
-                other => anyhow::bail!(
-                    "--auth-method={other}: the reloader supports kubernetes or token"
-                ),
-            };
-        let store = StoreClient::new(store).context("building the store client")?;
+        let (store, auth) = store_client(StoreArgs {
+            addr: &store_addr,
+            namespace: store_namespace,
+            cacert: store_cacert,
+            auth_method,
+            auth_path,
+            role,
+            token_file,
+            token,
+        })?;
         let kube = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
@@ -167,14 +148,7 @@ impl RunArgs {
         let ready = Arc::new(AtomicBool::new(false));
         let leading = Arc::new(AtomicBool::new(false));
 
-        let admin = Router::new()
-            .route("/livez", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics_text))
-            .with_state(AdminState {
-                metrics: metrics.clone(),
-                ready: ready.clone(),
-            });
+        let admin = admin_router(metrics.clone(), ready.clone());
         let listener = tokio::net::TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("binding {admin_listen}"))?;
@@ -220,6 +194,69 @@ impl RunArgs {
         tracing::info!("rotor-reloader stopped");
         Ok(())
     }
+}
+
+/// The store settings from the flags.
+struct StoreArgs<'a> {
+    addr: &'a str,
+    namespace: Option<String>,
+    cacert: Option<PathBuf>,
+    auth_method: AuthMethod,
+    auth_path: String,
+    role: String,
+    token_file: PathBuf,
+    token: Option<String>,
+}
+
+/// The store client and how it logs in. The reloader's requests are short and retried by the
+/// next poll, so its deadline is seconds, not rotor-init's minute.
+fn store_client(args: StoreArgs<'_>) -> Result<(StoreClient, Auth)> {
+    let StoreArgs {
+        addr,
+        namespace,
+        cacert,
+        auth_method,
+        auth_path,
+        role,
+        token_file,
+        token,
+    } = args;
+    let mut store = StoreConfig::new(addr);
+    store.namespace = namespace;
+    if let Some(ca) = cacert {
+        store.ca_pem = Some(
+            std::fs::read(&ca)
+                .with_context(|| format!("reading --store-cacert {}", ca.display()))?,
+        );
+    }
+    store.request_timeout = Duration::from_secs(5);
+    store.retry = RetryPolicy {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+        deadline: Duration::from_secs(5),
+    };
+    let auth = match auth_method {
+        AuthMethod::Kubernetes => Auth::Kubernetes {
+            mount: auth_path,
+            role,
+            token_file,
+        },
+        AuthMethod::Token => Auth::Token(
+            token.with_context(|| format!("--auth-method=token needs --token ({})", var::TOKEN))?,
+        ),
+        other => anyhow::bail!("--auth-method={other}: the reloader supports kubernetes or token"),
+    };
+    let client = StoreClient::new(store).context("building the store client")?;
+    Ok((client, auth))
+}
+
+/// The admin port: `/livez`, `/readyz` (ready once the workload caches synced), `/metrics`.
+pub fn admin_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { metrics, ready })
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {

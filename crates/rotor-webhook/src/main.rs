@@ -34,9 +34,9 @@ impl Args {
             log_level,
             command,
         } = self;
-        rotor_core::process::init_logging(log_format, log_level);
+        rotor_core::logging::init_logging(log_format, log_level);
         match command {
-            Command::Serve(args) => args.run(rotor_core::process::cancel_on_signal()).await,
+            Command::Serve(args) => args.run(rotor_core::shutdown::cancel_on_signal()).await,
             Command::Inject(args) => args.run(),
         }
     }

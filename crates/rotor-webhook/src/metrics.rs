@@ -17,7 +17,7 @@ pub struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
-    /// loaded, unchanged_invalid (a new file that does not parse; the last good is kept)
+    /// loaded, invalid_kept_last_good (a new file that does not parse; the last good is kept)
     pub result: &'static str,
 }
 

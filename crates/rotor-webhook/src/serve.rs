@@ -60,10 +60,33 @@ pub struct ServeArgs {
     pub registry: RegistryConfig,
 }
 
+/// What the webhook's handlers share.
 #[derive(Clone)]
-struct AppState {
-    admission: Arc<AdmissionContext>,
-    resolver: Arc<CertResolver>,
+pub struct AppState {
+    pub admission: Arc<AdmissionContext>,
+    pub resolver: Arc<CertResolver>,
+}
+
+/// The webhook port's routes: `POST /mutate`, with bodies over `max_body_bytes` refused (413).
+pub fn webhook_router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_declared_oversize,
+        ))
+        .with_state(state)
+}
+
+/// The admin port's routes: `/livez`, `/readyz` (ready once a serving certificate is loaded),
+/// `/metrics`.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
 }
 
 impl ServeArgs {
@@ -102,19 +125,8 @@ impl ServeArgs {
             }),
             resolver: resolver.clone(),
         };
-        let app = Router::new()
-            .route("/mutate", post(mutate))
-            .layer(DefaultBodyLimit::max(max_body_bytes))
-            .layer(axum::middleware::from_fn_with_state(
-                max_body_bytes,
-                refuse_declared_oversize,
-            ))
-            .with_state(state.clone());
-        let admin = Router::new()
-            .route("/livez", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics_text))
-            .with_state(state);
+        let app = webhook_router(state.clone(), max_body_bytes);
+        let admin = admin_router(state);
 
         let listener = TcpListener::bind(listen)
             .await
@@ -253,3 +265,7 @@ pub async fn serve_https(
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;

@@ -26,6 +26,13 @@ impl ResolvesServerCert for CertResolver {
 }
 
 impl CertResolver {
+    /// A resolver serving `pair` (none: not ready).
+    pub fn new(pair: Option<CertifiedKey>) -> Self {
+        Self {
+            current: ArcSwapOption::new(pair.map(Arc::new)),
+        }
+    }
+
     pub fn is_loaded(&self) -> bool {
         self.current.load().is_some()
     }
@@ -65,9 +72,7 @@ impl CertWatcher {
         let pair = parse_pair(&cert_pem, &key_pem)
             .with_context(|| format!("loading {} and {}", cert.display(), key.display()))?;
         metrics.cert_loaded.set(1);
-        let resolver = Arc::new(CertResolver {
-            current: ArcSwapOption::from_pointee(pair),
-        });
+        let resolver = Arc::new(CertResolver::new(Some(pair)));
         let mut fingerprint = cert_pem;
         fingerprint.extend_from_slice(&key_pem);
         Ok((

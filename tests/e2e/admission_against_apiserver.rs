@@ -11,7 +11,10 @@ use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use rotor_e2e::fixtures::{INIT_IMAGE, Webhook, binary, register_webhook, start_webhook};
+use rotor_e2e::fixtures::{
+    INIT_IMAGE, Webhook, binary, certificate_der, register_webhook, served_certificate,
+    start_webhook,
+};
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
@@ -199,6 +202,22 @@ async fn deployment_pods_are_mutated(stack: &Stack, ns: &str) -> Result<()> {
     anyhow::bail!("the Deployment's pods did not appear within 30 s")
 }
 
+/// Polls `check` every 100 ms until it holds, for at most 30 s.
+async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if check().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("timed out after 30 s waiting until {what}")
+}
+
 async fn rotate_certificate_under_load(stack: &Stack, ns: &str, webhook: &Webhook) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), ns);
     let failures = Arc::new(AtomicUsize::new(0));
@@ -236,22 +255,73 @@ async fn rotate_certificate_under_load(stack: &Stack, ns: &str, webhook: &Webhoo
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // A new certificate (same CA), then garbage (the last good one is kept), then a new one.
+    let admissions = |n: usize| {
+        let done = done.clone();
+        async move {
+            wait_for(&format!("{n} admissions under load"), || async {
+                Ok(done.load(Ordering::Relaxed) >= n)
+            })
+            .await
+        }
+    };
+    admissions(5).await?;
+    let ca = stack.pki.ca_pem();
+    let reloads = |result: &'static str| async move {
+        let text = reqwest::get(format!("{}/metrics", webhook.admin))
+            .await?
+            .text()
+            .await?;
+        Ok::<_, anyhow::Error>(
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "rotor_webhook_certificate_reloads_total{{result=\"{result}\"}} "
+                    ))
+                    .map(str::to_string)
+                })
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0),
+        )
+    };
+    let first = served_certificate(webhook.port, ca).await?;
+    // A new certificate (same CA): served once the watcher has loaded it.
     let next = stack
         .pki
         .server_cert("rotor-webhook-rotated", &["localhost"])?;
+    let next_der = certificate_der(&next.cert_pem)?;
+    assert_ne!(first, next_der);
     std::fs::write(&webhook.key, &next.key_pem)?;
     std::fs::write(&webhook.cert, &next.cert_pem)?;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for("the rotated certificate served", || async {
+        Ok(served_certificate(webhook.port, ca).await? == next_der)
+    })
+    .await?;
+    let served = done.load(Ordering::Relaxed);
+    admissions(served + 5).await?;
+    // Garbage: counted as invalid, and the last good certificate is still served.
+    let invalid = reloads("invalid_kept_last_good").await?;
     std::fs::write(&webhook.cert, "not a certificate")?;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for("the garbage file counted as invalid", || async {
+        Ok(reloads("invalid_kept_last_good").await? > invalid)
+    })
+    .await?;
+    assert_eq!(served_certificate(webhook.port, ca).await?, next_der);
+    let served = done.load(Ordering::Relaxed);
+    admissions(served + 5).await?;
+    // Another good one replaces it.
     let last = stack
         .pki
         .server_cert("rotor-webhook-rotated-again", &["localhost"])?;
+    let last_der = certificate_der(&last.cert_pem)?;
     std::fs::write(&webhook.key, &last.key_pem)?;
     std::fs::write(&webhook.cert, &last.cert_pem)?;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for("the second rotated certificate served", || async {
+        Ok(served_certificate(webhook.port, ca).await? == last_der)
+    })
+    .await?;
+    let served = done.load(Ordering::Relaxed);
+    admissions(served + 5).await?;
+    assert!(reloads("loaded").await? >= 2.0);
     stop.cancel();
     for w in workers {
         w.await?;

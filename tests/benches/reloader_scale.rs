@@ -3,7 +3,6 @@
 //! detection-to-patch latency as Markdown. Run: cargo bench -p rotor-reloader --bench scale
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -67,7 +66,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, rotor_testkit::ROOT_TOKEN).unwrap();
-    let binary = Path::new(env!("CARGO_BIN_EXE_rotor-reloader"));
+    let binary = rotor_e2e::fixtures::binary("rotor-reloader").unwrap();
     // The store request rate limit (the chart's default is 100/s); ROTOR_BENCH_RPS=0 lifts it.
     let rps: u32 = std::env::var("ROTOR_BENCH_RPS")
         .ok()
@@ -83,7 +82,7 @@ async fn main() {
         "--log-level=warn".to_string(),
     ];
     let (process, admin) =
-        rotor_e2e::fixtures::start_reloader(&stack, binary, "reloader", &token_file, &ns, &extra)
+        rotor_e2e::fixtures::start_reloader(&stack, &binary, "reloader", &token_file, &ns, &extra)
             .await
             .unwrap();
     let pid = process.pid().unwrap();

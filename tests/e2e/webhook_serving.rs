@@ -2,11 +2,10 @@
 //! (never 5xx) for bad bodies, and SIGTERM that stops accepting but finishes in-flight requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rotor_e2e::fixtures::spawn_webhook;
+use rotor_e2e::fixtures::{binary, connect_tls, spawn_webhook};
 use rotor_testkit::{ManagedProcess, Pki};
 use serde_json::json;
 
@@ -26,7 +25,7 @@ async fn start() -> Server {
         "--shutdown-grace-seconds=10".to_string(),
     ];
     let webhook = spawn_webhook(
-        Path::new(env!("CARGO_BIN_EXE_rotor-webhook")),
+        &binary("rotor-webhook").unwrap(),
         &pki,
         dir.path(),
         "https://vault:8200",
@@ -72,19 +71,7 @@ fn review_body() -> String {
 /// of the answer, which must come before any body is sent.
 async fn status_for_head_alone(server: &Server, head: &str) -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut server.pki.ca_pem().as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut tls = connect_tls(server.port, server.pki.ca_pem()).await.unwrap();
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
     let mut answer = Vec::new();
@@ -174,7 +161,15 @@ async fn sigterm_finishes_in_flight_requests_and_stops_accepting() {
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Evidence that the server acted on SIGTERM, then that it still runs for the request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(server.process.log_path())
+        .unwrap_or_default()
+        .contains("stopped accepting; draining in-flight requests")
+    {
+        assert!(Instant::now() < deadline, "no drain log line within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         server.process.exited().is_none(),
         "still draining the in-flight request"

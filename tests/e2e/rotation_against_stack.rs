@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
-use rotor_e2e::fixtures::start_reloader as start_reloader_process;
+use rotor_e2e::fixtures::{binary, start_reloader as start_reloader_process};
 use rotor_testkit::{ManagedProcess, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -80,10 +80,10 @@ struct Reloader {
 async fn start_reloader(env: &Env, identity: &str, extra: &[&str]) -> Result<Reloader> {
     let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     extra.push(format!("--watch-namespace={}", env.ns));
-    let binary = Path::new(env!("CARGO_BIN_EXE_rotor-reloader"));
+    let binary = binary("rotor-reloader")?;
     let (process, admin) = start_reloader_process(
         &env.stack,
-        binary,
+        &binary,
         identity,
         &env.token_file,
         &env.ns,
@@ -168,6 +168,32 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("timed out after {timeout:?} waiting until {what}")
+}
+
+/// A counter of the reloader's metrics, summed over its labels (0 before its first increment).
+async fn counter(admin: &str, name: &str) -> Result<u64> {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum())
+}
+
+/// Waits until the reloader has completed `more` polls after this call: evidence that it looked
+/// at the store and the workloads again, so "nothing changed" afterwards means something.
+async fn wait_for_polls(admin: &str, more: u64) -> Result<()> {
+    let target = counter(admin, "rotor_reloader_polls_total").await? + more;
+    wait_until(
+        &format!("{more} more polls"),
+        Duration::from_secs(60),
+        || async { Ok(counter(admin, "rotor_reloader_polls_total").await? >= target) },
+    )
+    .await
 }
 
 async fn generations(env: &Env) -> Result<BTreeMap<&'static str, i64>> {
@@ -312,7 +338,8 @@ async fn rolls_exactly_the_workloads_that_use_a_rotated_secret_once() -> Result<
         Ok(state::<Deployment>(&env, "dep-two").await?.0 > g)
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Settle is 2 s at one poll a second: four more polls would have rolled it again.
+    wait_for_polls(&reloader.admin, 4).await?;
     assert_eq!(
         state::<Deployment>(&env, "dep-two").await?.0,
         g + 1,
@@ -342,7 +369,12 @@ async fn rolls_exactly_the_workloads_that_use_a_rotated_secret_once() -> Result<
     reloader.process.stop(Duration::from_secs(5));
     let before = generations(&env).await?;
     let reloader = start_reloader(&env, "reloader-1", &[]).await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for_polls(&reloader.admin, 3).await?;
+    assert_eq!(
+        counter(&reloader.admin, "rotor_reloader_rotations_detected_total").await?,
+        0,
+        "a restarted reloader detects no rotation"
+    );
     assert_eq!(
         generations(&env).await?,
         before,
@@ -360,7 +392,7 @@ async fn rolls_exactly_the_workloads_that_use_a_rotated_secret_once() -> Result<
         || async { Ok(state::<Deployment>(&env, "dep-other").await?.0 > before["dep-other"]) },
     )
     .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_polls(&reloader.admin, 3).await?;
     assert_eq!(
         state::<Deployment>(&env, "dep-other").await?.0,
         before["dep-other"] + 1
@@ -413,7 +445,16 @@ async fn recovers_from_a_store_outage_longer_than_the_backoff_cap() -> Result<()
     .await?;
     let g = state::<Deployment>(&env, "dep-a").await?.0;
     env.stack.bao.pause()?; // the store hangs: no answers at all
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Four failed polls: the backoff (1 s, 2 s, then capped at 2 s) has reached its cap.
+    wait_until("four failed polls", Duration::from_secs(90), || async {
+        Ok(counter(
+            &reloader.admin,
+            "rotor_reloader_polls_total{result=\"failed\"}",
+        )
+        .await?
+            >= 4)
+    })
+    .await?;
     let metrics = reqwest::get(format!("{}/metrics", reloader.admin))
         .await?
         .text()
@@ -513,8 +554,19 @@ async fn the_settle_window_and_the_rollout_cap_hold() -> Result<()> {
 
     // Two paths rotated 2 s apart, inside the 4 s settle window: one rollout, for both.
     let g = state::<Deployment>(&env, "dep-two").await?.0;
+    let detected = counter(&reloader.admin, "rotor_reloader_rotations_detected_total").await?;
     rotate(&env, "p1", "first").await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(
+        "the rotation of p1 detected",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                counter(&reloader.admin, "rotor_reloader_rotations_detected_total").await?
+                    > detected,
+            )
+        },
+    )
+    .await?;
     assert_eq!(
         state::<Deployment>(&env, "dep-two").await?.0,
         g,
@@ -525,7 +577,8 @@ async fn the_settle_window_and_the_rollout_cap_hold() -> Result<()> {
         Ok(state::<Deployment>(&env, "dep-two").await?.0 > g)
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Settle is 4 s at one poll a second: six more polls would have rolled it again.
+    wait_for_polls(&reloader.admin, 6).await?;
     let (generation, _, record) = state::<Deployment>(&env, "dep-two").await?;
     assert_eq!(generation, g + 1, "one rollout for both paths");
     assert!(
@@ -547,7 +600,7 @@ async fn the_settle_window_and_the_rollout_cap_hold() -> Result<()> {
             && state::<Deployment>(&env, "cap-3").await?.0 > before[2])
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_polls(&reloader.admin, 3).await?;
     for (i, name) in ["cap-1", "cap-2", "cap-3"].iter().enumerate() {
         assert_eq!(
             state::<Deployment>(&env, name).await?.0,

@@ -4,7 +4,6 @@
 //! Run: cargo bench -p rotor-webhook --bench https_load
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,7 +56,7 @@ async fn main() {
     let pki = Pki::new("bench-ca").unwrap();
     let extra = ["--log-level=warn".to_string()];
     let webhook = spawn_webhook(
-        Path::new(env!("CARGO_BIN_EXE_rotor-webhook")),
+        &rotor_e2e::fixtures::binary("rotor-webhook").unwrap(),
         &pki,
         dir.path(),
         "https://vault:8200",

@@ -1,23 +1,8 @@
-//! What every long-running rotor program does at start: structured logs, and one cancellation
-//! token that SIGTERM or SIGINT cancels.
-
-use crate::contract::{LogFormat, LogLevel};
+//! Graceful shutdown for rotor's servers (the webhook and the reloader): one cancellation token
+//! that SIGTERM or SIGINT cancels. Behind the `shutdown-signal` feature, so rotor-init, which
+//! handles signals itself, builds without it.
 
 use tokio_util::sync::CancellationToken;
-
-/// Logs to stderr as JSON (`json`) or plain text, at `level` and above.
-pub fn init_logging(format: LogFormat, level: LogLevel) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level.to_tracing())
-        .with_target(false)
-        .with_ansi(false);
-    if format == LogFormat::Json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
 
 /// A token cancelled on the first SIGTERM or SIGINT. Needs a running Tokio runtime.
 pub fn cancel_on_signal() -> CancellationToken {

@@ -1,0 +1,102 @@
+//! The webhook's HTTP behaviour in process (no sockets): body limits, bad bodies, readiness.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::registry::{RegistryClient, RegistryConfig};
+
+const LIMIT: usize = 4096;
+
+fn state(loaded: bool) -> AppState {
+    rotor_core::install_crypto_provider();
+    let pair = loaded.then(|| {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        crate::tls::parse_pair(
+            key.cert.pem().as_bytes(),
+            key.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+    });
+    AppState {
+        admission: Arc::new(AdmissionContext {
+            config: crate::config::InjectConfig {
+                default_addr: Some("https://vault:8200".into()),
+                ..Default::default()
+            },
+            metrics: Metrics::new(),
+            registry: RegistryClient::new(RegistryConfig::default()).unwrap(),
+            kube: None,
+            configmap_references: false,
+        }),
+        resolver: Arc::new(CertResolver::new(pair)),
+    }
+}
+
+async fn call(router: Router, request: Request<Body>) -> (StatusCode, String) {
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn mutate(body: impl Into<Body>, declared: Option<usize>) -> Request<Body> {
+    let mut request = Request::post("/mutate").header("content-type", "application/json");
+    if let Some(length) = declared {
+        request = request.header("content-length", length);
+    }
+    request.body(body.into()).unwrap()
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_from_its_declared_length_or_while_it_is_read() {
+    let router = webhook_router(state(true), LIMIT);
+    // Declared over the limit: 413 before any body byte is read (the body here is empty).
+    let (status, text) = call(router.clone(), mutate(Body::empty(), Some(LIMIT + 1))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert!(text.contains("--max-body-bytes"), "{text}");
+    // No length declared (a stream): refused while reading.
+    let chunks = futures::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; LIMIT / 4]))),
+    );
+    let (status, _) = call(router, mutate(Body::from_stream(chunks), None)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_an_invalid_answer_never_a_5xx() {
+    let router = webhook_router(state(true), LIMIT);
+    for bad in [
+        "",
+        "{",
+        "[]",
+        "{\"kind\":\"AdmissionReview\"}",
+        "\u{0}\u{1}",
+    ] {
+        let (status, text) = call(router.clone(), mutate(bad.to_string(), None)).await;
+        assert_eq!(status, StatusCode::OK, "{bad:?}: {text}");
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["response"]["allowed"], false, "{bad:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn ready_only_with_a_certificate_and_metrics_count_answers() {
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let (status, _) = call(admin_router(state(false)), get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let loaded = state(true);
+    let (status, _) = call(admin_router(loaded.clone()), get("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(admin_router(loaded.clone()), get("/livez")).await;
+    assert_eq!(status, StatusCode::OK);
+    call(webhook_router(loaded.clone(), LIMIT), mutate("{", None)).await;
+    let (status, metrics) = call(admin_router(loaded), get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("outcome=\"invalid\"} 1"),
+        "one invalid answer counted:\n{metrics}"
+    );
+}
