@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use rotor_core::contract::annotations::{self, get, get_bool};
-use rotor_core::reference::{ParseError, parse_from_path, parse_value};
+use rotor_core::contract::annotations::{self, get_bool};
+use rotor_core::contract::workload::WorkloadError;
+use rotor_core::contract::{ContainerEnv, workload_references};
 
 /// Whether a workload opted in: `rotor.dev/reload` true on the workload or its pod template
 /// (the workload's own annotation first), or every workload with references when `all` is set.
@@ -31,43 +32,36 @@ pub fn opted_in(
 }
 
 /// The store paths a pod template reads at their current version: env values (whole and
-/// inline) and the from-path annotation. Pinned versions and `>>` writes never roll.
-pub fn watched_paths(template: &PodTemplateSpec) -> Result<BTreeSet<String>, ParseError> {
-    let mut paths = BTreeSet::new();
+/// inline) and the from-path annotation, read by rotor-core's workload model as the webhook
+/// reads them. Pinned versions and `>>` writes never roll.
+pub fn watched_paths(template: &PodTemplateSpec) -> Result<BTreeSet<String>, WorkloadError> {
     let Some(spec) = template.spec.as_ref() else {
-        return Ok(paths);
+        return Ok(BTreeSet::new());
     };
-    let containers = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten());
-    for container in containers {
-        for env in container.env.iter().flatten() {
-            let Some(value) = env.value.as_deref() else {
-                continue;
-            };
-            if let Some(template) = parse_value(&env.name, value)? {
-                for r in template.references() {
-                    if !r.is_write() && r.pinned_version().is_none() {
-                        paths.insert(r.path.clone());
-                    }
-                }
-            }
-        }
-    }
     let annotations = template
         .metadata
         .as_ref()
-        .and_then(|m| m.annotations.as_ref());
-    if let Some((list, name)) = annotations.and_then(|a| get(a, &annotations::FROM_PATH)) {
-        for p in parse_from_path(&name, list)? {
-            if p.version.is_none() {
-                paths.insert(p.path);
-            }
-        }
-    }
-    Ok(paths)
+        .and_then(|m| m.annotations.as_ref())
+        .unwrap_or(&NO_ANNOTATIONS);
+    let containers: Vec<ContainerEnv<'_>> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .map(|c| {
+            ContainerEnv::new(
+                &c.name,
+                c.env
+                    .iter()
+                    .flatten()
+                    .map(|e| (e.name.as_str(), e.value.as_deref())),
+            )
+        })
+        .collect();
+    Ok(workload_references(annotations, &containers)?.watched_paths)
 }
+
+static NO_ANNOTATIONS: BTreeMap<String, String> = BTreeMap::new();
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ pub use rotor_core::contract::{
     BIN_DIR, BIN_VOLUME, COPY_CONTAINER, TOKEN_DIR, TOKEN_VOLUME, WRAPPER,
 };
 use rotor_core::contract::{InitSettings, PROJECTED_TOKEN};
-use rotor_core::reference::parse_from_path;
+use rotor_core::reference::PathRef;
 use serde_json::{Value, json};
 
 use crate::config::InjectConfig;
@@ -74,7 +74,7 @@ pub fn plan_selection(
             targets,
             from_path,
             annotations,
-        } => (targets, *from_path, *annotations),
+        } => (targets, from_path, *annotations),
     };
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Plan::Unchanged("no spec"));
@@ -239,7 +239,7 @@ fn init_settings(
     pod: &Pod,
     annotations: &BTreeMap<String, String>,
     config: &InjectConfig,
-    from_path: Option<&str>,
+    from_path: &[PathRef],
 ) -> Result<InitSettings, Deny> {
     let pod_name = pod_display_name(pod);
     let addr = match get(annotations, &annotations::ADDR) {
@@ -300,10 +300,7 @@ fn init_settings(
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(list) = from_path {
-        settings.from_path = parse_from_path("from-path", list)
-            .map_err(|e| Deny(format!("pod {pod_name}: annotation {e}")))?;
-    }
+    settings.from_path = from_path.to_vec();
     Ok(settings)
 }
 

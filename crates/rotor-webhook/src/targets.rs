@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use rotor_core::contract::annotations::{self, get, get_bool};
-use rotor_core::contract::{COPY_CONTAINER, PullPolicy};
-use rotor_core::reference::{has_reference, parse_from_path, parse_value};
+use rotor_core::contract::annotations::{self, get_bool};
+use rotor_core::contract::{COPY_CONTAINER, ContainerEnv, PullPolicy, workload_references};
+use rotor_core::reference::PathRef;
 
 use crate::plan::Deny;
 
@@ -28,8 +28,8 @@ pub enum Selection<'a> {
     Skip(&'static str),
     Wrap {
         targets: Vec<Target<'a>>,
-        /// The from-path list as annotated (validated), when it names any path.
-        from_path: Option<&'a str>,
+        /// The from-path secrets, as annotated.
+        from_path: Vec<PathRef>,
         annotations: &'a BTreeMap<String, String>,
     },
 }
@@ -45,9 +45,10 @@ pub struct LookupNeed {
 static NO_ANNOTATIONS: BTreeMap<String, String> = BTreeMap::new();
 
 /// Selects the containers to wrap: every container with a reference in its env (or in a
-/// ConfigMap its env reads, `configmap_references`), or every container when from-path is set.
-/// Opt-outs, mirror pods and malformed annotations are decided here, and every reference of a
-/// selected container is validated before anything is planned.
+/// ConfigMap its env reads, `configmap_references`), or every container when from-path is set,
+/// as rotor-core's workload model reads them (the reloader reads workloads the same way).
+/// Opt-outs, mirror pods and malformed annotations are decided here, and every env value is
+/// parsed once, so a malformed reference is refused before anything is planned.
 pub fn select_targets<'a>(
     pod: &'a Pod,
     configmap_references: &HashSet<String>,
@@ -64,16 +65,8 @@ pub fn select_targets<'a>(
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Selection::Skip("no spec"));
     };
-    let from_path = match get(annotations, &annotations::FROM_PATH) {
-        Some((list, name)) => {
-            let parsed =
-                parse_from_path(&name, list).map_err(|e| Deny(format!("annotation {e}")))?;
-            (!parsed.is_empty()).then_some(list)
-        }
-        None => None,
-    };
     let init = spec.init_containers.as_deref().unwrap_or_default();
-    let targets: Vec<Target<'a>> = init
+    let candidates: Vec<Target<'a>> = init
         .iter()
         .enumerate()
         .filter(|(_, c)| c.name != COPY_CONTAINER)
@@ -92,23 +85,26 @@ pub fn select_targets<'a>(
                     container,
                 }),
         )
-        .filter(|t| {
-            from_path.is_some()
-                || references_in(t.container)
-                || configmap_references.contains(&t.container.name)
+        .collect();
+    let envs: Vec<ContainerEnv<'_>> = candidates
+        .iter()
+        .map(|t| container_env(t.container))
+        .collect();
+    let references = workload_references(annotations, &envs).map_err(|e| Deny(e.to_string()))?;
+    let mut wrapped = references.containers.iter().copied().peekable();
+    let targets: Vec<Target<'a>> = candidates
+        .into_iter()
+        .enumerate()
+        .filter(|(i, t)| {
+            let referenced = wrapped.next_if_eq(i).is_some();
+            referenced || configmap_references.contains(&t.container.name)
         })
+        .map(|(_, t)| t)
         .collect();
     if targets.is_empty() {
         return Ok(Selection::Skip("no references"));
     }
-    for t in &targets {
-        for env in t.container.env.as_deref().unwrap_or_default() {
-            if let Some(value) = &env.value {
-                parse_value(&env.name, value)
-                    .map_err(|e| Deny(format!("container {:?}: {e}", t.container.name)))?;
-            }
-        }
-    }
+    let from_path = references.from_path;
     Ok(Selection::Wrap {
         targets,
         from_path,
@@ -135,9 +131,13 @@ impl Selection<'_> {
     }
 }
 
-fn references_in(c: &Container) -> bool {
-    c.env
-        .iter()
-        .flatten()
-        .any(|env| env.value.as_deref().is_some_and(has_reference))
+/// The literal env values of a container, for the workload model.
+fn container_env(c: &Container) -> ContainerEnv<'_> {
+    ContainerEnv::new(
+        &c.name,
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref())),
+    )
 }
