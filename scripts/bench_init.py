@@ -41,6 +41,7 @@ def start_bao(tls):
         except Exception:
             time.sleep(0.1)
     else:
+        bao.terminate(); bao.wait(timeout=10)
         sys.exit(f"bao at {addr} did not start")
     return bao, addr, ca
 
@@ -121,8 +122,10 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     binary = os.path.join(target, "x86_64-unknown-linux-gnu/release-init/rotor-init")
     size = os.path.getsize(binary)
-    stores = [start_bao(tls=False), start_bao(tls=True)]
+    stores = []
     try:
+        stores.append(start_bao(tls=False))
+        stores.append(start_bao(tls=True))
         for _, addr, ca in stores:
             for p in range(50):
                 api(addr, ca, "POST", f"secret/data/bench/p{p}", {"data": {f"k{k}": f"value-{p}-{k}" for k in range(2)}})

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
-use rotor_e2e::fixtures::{binary, start_reloader as start_reloader_process};
+use rotor_e2e::fixtures::{binary, start_reloader_via};
 use rotor_testkit::{ManagedProcess, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -78,16 +78,26 @@ struct Reloader {
 }
 
 async fn start_reloader(env: &Env, identity: &str, extra: &[&str]) -> Result<Reloader> {
+    start_reloader_with(env, identity, extra, env.stack.kubeconfig()).await
+}
+
+async fn start_reloader_with(
+    env: &Env,
+    identity: &str,
+    extra: &[&str],
+    kubeconfig: &std::path::Path,
+) -> Result<Reloader> {
     let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     extra.push(format!("--watch-namespace={}", env.ns));
     let binary = binary("rotor-reloader")?;
-    let (process, admin) = start_reloader_process(
+    let (process, admin) = start_reloader_via(
         &env.stack,
         &binary,
         identity,
         &env.token_file,
         &env.ns,
         &extra,
+        kubeconfig,
     )
     .await?;
     Ok(Reloader { process, admin })
@@ -614,5 +624,230 @@ async fn the_settle_window_and_the_rollout_cap_hold() -> Result<()> {
         "the cap held some back"
     );
     drop(reloader);
+    Ok(())
+}
+
+/// ReplicaSets of a Deployment: one per pod template it ran, so rollouts + 1 (generation also
+/// counts annotation patches, ReplicaSets do not).
+async fn replica_sets(env: &Env, name: &str) -> Result<usize> {
+    let rs: Api<ReplicaSet> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    Ok(rs
+        .list(&ListParams::default().labels(&format!("app={name}")))
+        .await?
+        .items
+        .len())
+}
+
+#[tokio::test]
+async fn a_rotation_during_an_apiserver_outage_rolls_exactly_once() -> Result<()> {
+    let env = setup().await?;
+    create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
+    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    wait_until(
+        "versions recorded and one ReplicaSet",
+        Duration::from_secs(30),
+        || async {
+            Ok(state::<Deployment>(&env, "dep-a").await?.2.is_some()
+                && replica_sets(&env, "dep-a").await? == 1)
+        },
+    )
+    .await?;
+    // The apiserver hangs for 30 s (connections held open, nothing answered): the reloader's
+    // lease renewals and watches hang with it. The secret rotates meanwhile.
+    env.stack.api.process.pause()?;
+    let resumed = scopeguard_resume(&env);
+    rotate(&env, "a", "during-the-outage").await?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    drop(resumed);
+    wait_until(
+        "dep-a rolled after the outage",
+        Duration::from_secs(60),
+        || async { Ok(replica_sets(&env, "dep-a").await? >= 2) },
+    )
+    .await?;
+    // Evidence that the reloader kept looking, with its cache re-listed: ten more polls.
+    wait_for_polls(&reloader.admin, 10).await?;
+    assert_eq!(replica_sets(&env, "dep-a").await?, 2, "exactly one rollout");
+    assert_eq!(
+        counter(&reloader.admin, "rotor_reloader_rollouts_total").await?,
+        1,
+        "one rollout started"
+    );
+    Ok(())
+}
+
+/// Resumes the apiserver when dropped, so a failing test never leaves it frozen.
+fn scopeguard_resume(env: &Env) -> impl Drop + '_ {
+    struct Resume<'a>(&'a Env);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.stack.api.process.resume();
+        }
+    }
+    Resume(env)
+}
+
+#[tokio::test]
+async fn an_unreadable_record_rolls_once_is_repaired_and_says_why() -> Result<()> {
+    let env = setup().await?;
+    create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
+    let api = Api::<Deployment>::namespaced(env.stack.kube.clone(), &env.ns);
+    let patch = json!({ "metadata": { "annotations": { "rotor.dev/observed-versions": "{\"secret/data/a\": \"tru" } } });
+    api.patch(
+        "dep-a",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    wait_until("one ReplicaSet", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-a").await? == 1)
+    })
+    .await?;
+    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    wait_until("the record repaired", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-a")
+            .await?
+            .2
+            .is_some_and(|r| r.contains("\"secret/data/a\":")))
+    })
+    .await?;
+    wait_for_polls(&reloader.admin, 5).await?;
+    wait_until(
+        "the rollout's ReplicaSet",
+        Duration::from_secs(30),
+        || async { Ok(replica_sets(&env, "dep-a").await? == 2) },
+    )
+    .await?;
+    wait_for_polls(&reloader.admin, 3).await?;
+    assert_eq!(replica_sets(&env, "dep-a").await?, 2, "rolled exactly once");
+    let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    let warnings: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("UnreadableRecord"))
+        .map(|e| format!("{:?} {}", e.type_, e.note.unwrap_or_default()))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("Warning") && warnings[0].contains("could not be read"),
+        "{warnings:?}"
+    );
+    Ok(())
+}
+
+/// How many tokens the store has issued and not yet revoked (root's view of the accessors).
+async fn live_tokens(env: &Env) -> Result<usize> {
+    let list = reqwest::Method::from_bytes(b"LIST")?;
+    let answer = env
+        .stack
+        .bao_admin()?
+        .call(list, "auth/token/accessors", None)
+        .await?;
+    Ok(answer["data"]["keys"].as_array().map_or(0, Vec::len))
+}
+
+#[tokio::test]
+async fn a_forbidden_path_does_not_make_the_reloader_log_in_again() -> Result<()> {
+    let env = setup().await?;
+    let bao = env.stack.bao_admin()?;
+    // A mount the reloader's policy does not cover.
+    bao.mount("private", "kv", json!({ "version": "2" }))
+        .await?;
+    bao.put_kv2("private", "x", json!({ "value": CANARY }))
+        .await?;
+    create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
+    create::<Deployment>(&env, "dep-private", "vault:private/data/x#value").await?;
+    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    wait_until("dep-a recorded", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-a").await?.2.is_some())
+    })
+    .await?;
+    wait_for_polls(&reloader.admin, 2).await?;
+    let tokens = live_tokens(&env).await?;
+    let errors = counter(&reloader.admin, "rotor_reloader_store_errors_total").await?;
+    wait_for_polls(&reloader.admin, 10).await?;
+    assert!(
+        counter(&reloader.admin, "rotor_reloader_store_errors_total").await? >= errors + 10,
+        "the forbidden path was polled and refused each time"
+    );
+    assert_eq!(
+        live_tokens(&env).await?,
+        tokens,
+        "ten polls with a forbidden path minted no token"
+    );
+    Ok(())
+}
+
+/// Whether the reloader at `admin` says it leads.
+async fn leads(admin: &str) -> Result<bool> {
+    Ok(counter(admin, "rotor_reloader_leader").await? == 1)
+}
+
+#[tokio::test]
+async fn a_partitioned_leader_stops_acting_and_a_late_patch_changes_nothing() -> Result<()> {
+    let env = setup().await?;
+    create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
+    // reloader-1 reaches the API through a proxy that can hold traffic; reloader-2 directly.
+    let api: std::net::SocketAddr = env.stack.api.url.trim_start_matches("https://").parse()?;
+    let proxy = rotor_testkit::partition::TcpProxy::start(api).await?;
+    let kubeconfig = env.stack.dir().join("through-the-proxy.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        rotor_testkit::apiserver::kubeconfig_yaml(
+            &format!("https://{}", proxy.addr),
+            &env.stack.api.ca_pem,
+            &env.stack.api.admin,
+        ),
+    )?;
+    let r1 = start_reloader_with(&env, "reloader-1", &[], &kubeconfig).await?;
+    wait_until("reloader-1 leads", Duration::from_secs(30), || {
+        leads(&r1.admin)
+    })
+    .await?;
+    wait_until(
+        "versions recorded and one ReplicaSet",
+        Duration::from_secs(30),
+        || async {
+            Ok(state::<Deployment>(&env, "dep-a").await?.2.is_some()
+                && replica_sets(&env, "dep-a").await? == 1)
+        },
+    )
+    .await?;
+    let r2 = start_reloader(&env, "reloader-2", &[]).await?;
+
+    // The partition: reloader-1's connections stay open and nothing passes. The store is not
+    // partitioned, so reloader-1 still sees the rotation.
+    proxy.hold();
+    rotate(&env, "a", "during-the-partition").await?;
+    wait_until(
+        "reloader-1 stops acting",
+        Duration::from_secs(30),
+        || async { Ok(!leads(&r1.admin).await?) },
+    )
+    .await?;
+    wait_until("reloader-2 leads", Duration::from_secs(30), || {
+        leads(&r2.admin)
+    })
+    .await?;
+    wait_until("dep-a rolled", Duration::from_secs(60), || async {
+        Ok(replica_sets(&env, "dep-a").await? >= 2)
+    })
+    .await?;
+
+    // Healing delivers whatever reloader-1 had sent: a late renewal, perhaps a rollout patch
+    // decided from its old cache. The resourceVersion precondition refuses it.
+    proxy.heal();
+    wait_for_polls(&r2.admin, 10).await?;
+    assert_eq!(replica_sets(&env, "dep-a").await?, 2, "exactly one rollout");
+    let rollouts = counter(&r1.admin, "rotor_reloader_rollouts_total").await?
+        + counter(&r2.admin, "rotor_reloader_rollouts_total").await?;
+    assert_eq!(rollouts, 1, "one rollout started across both replicas");
+    eprintln!(
+        "reloader-1 patch conflicts: {}",
+        counter(&r1.admin, "rotor_reloader_patch_conflicts_total").await?
+    );
+    assert!(!leads(&r1.admin).await?, "the healed replica follows");
     Ok(())
 }

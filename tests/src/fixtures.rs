@@ -244,6 +244,28 @@ pub async fn start_reloader(
     lease_namespace: &str,
     extra: &[String],
 ) -> Result<(ManagedProcess, String)> {
+    start_reloader_via(
+        stack,
+        reloader_bin,
+        name,
+        token_file,
+        lease_namespace,
+        extra,
+        stack.kubeconfig(),
+    )
+    .await
+}
+
+/// [`start_reloader`] reaching the API through `kubeconfig` (a proxy, for partitions).
+pub async fn start_reloader_via(
+    stack: &Stack,
+    reloader_bin: &Path,
+    name: &str,
+    token_file: &Path,
+    lease_namespace: &str,
+    extra: &[String],
+    kubeconfig: &Path,
+) -> Result<(ManagedProcess, String)> {
     let admin_port = free_port()?;
     let mut args: Vec<String> = vec![
         format!("--store-addr={}", stack.bao.addr),
@@ -260,7 +282,7 @@ pub async fn start_reloader(
     // A flag given in `extra` replaces the default one.
     args.retain(|a| !extra.iter().any(|e| flag_name(e) == flag_name(a)));
     args.extend(extra.iter().cloned());
-    let kubeconfig = stack.kubeconfig().display().to_string();
+    let kubeconfig = kubeconfig.display().to_string();
     let mut process = ManagedProcess::spawn(
         name,
         reloader_bin,

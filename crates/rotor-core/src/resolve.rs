@@ -44,6 +44,14 @@ pub struct Resolution {
 pub enum ResolveError {
     #[error(transparent)]
     Parse(#[from] ParseError),
+    #[error(
+        "from-path {path}: key {key:?} cannot become an environment variable: {why}; rename the key or reference the value explicitly (env NAME: vault:PATH#KEY)"
+    )]
+    FromPathKey {
+        path: String,
+        key: String,
+        why: &'static str,
+    },
     #[error("env {var}: reference {reference:?}: {source}")]
     Store {
         var: String,
@@ -58,7 +66,7 @@ impl ResolveError {
     pub fn store_error(&self) -> Option<&StoreError> {
         match self {
             Self::Store { source, .. } => Some(source),
-            Self::Parse(_) => None,
+            Self::Parse(_) | Self::FromPathKey { .. } => None,
         }
     }
 }
@@ -96,6 +104,18 @@ pub fn parse_environment(env: &[(String, String)]) -> Result<Vec<(usize, Templat
 }
 
 type Answers = HashMap<Request, Result<Secret, StoreError>>;
+
+/// Why a from-path key cannot be a variable name: a secret's author must not be able to set
+/// what changes how the app is loaded, nor smuggle a second `NAME=` into the environment.
+fn unfit_variable_name(key: &str) -> Option<&'static str> {
+    if key.is_empty() || key.contains(['=', '\0']) {
+        return Some("a variable name cannot be empty or contain '=' or a NUL byte");
+    }
+    if key.starts_with("LD_") || key.starts_with("GLIBC_TUNABLES") || key.starts_with("MALLOC_") {
+        return Some("variables that steer the dynamic loader or libc are never set from a secret");
+    }
+    None
+}
 
 /// Resolves `env` and the `from_paths` secrets against the store: parse, make each distinct
 /// request once, then render the variables and add the from-path keys.
@@ -222,6 +242,13 @@ fn add_from_paths(
         match answers.get(&from_path_request(p)) {
             Some(Ok(secret)) => {
                 for (key, value) in &secret.data {
+                    if let Some(why) = unfit_variable_name(key) {
+                        return Err(ResolveError::FromPathKey {
+                            path: p.to_string(),
+                            key: key.clone(),
+                            why,
+                        });
+                    }
                     if !names.insert(key.clone()) {
                         continue;
                     }

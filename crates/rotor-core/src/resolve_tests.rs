@@ -130,3 +130,24 @@ async fn one_write_per_distinct_request_and_its_lease_is_kept() {
     assert_eq!(got["USER"], "user-1");
     assert_eq!(got["PASS"], "pass-1", "both keys come from one lease");
 }
+
+#[tokio::test]
+async fn from_path_keys_that_would_steer_the_loader_or_forge_a_name_are_refused() {
+    for key in ["LD_PRELOAD", "PATH=/evil:/bin", "GLIBC_TUNABLES", ""] {
+        let store = Arc::new(FakeStore::new());
+        store.put("shared", &[(key, CANARY), ("FINE", "ok")]);
+        let from = parse_from_path("from-path", "secret/shared").unwrap();
+        let err = resolve_environment(&client_of(&store), vec![], &from, ResolveOptions::default())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, ResolveError::FromPathKey { .. }),
+            "{key}: {text}"
+        );
+        assert!(
+            text.contains("cannot become an environment variable") && !text.contains(CANARY),
+            "{text}"
+        );
+    }
+}

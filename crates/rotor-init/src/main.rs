@@ -9,6 +9,7 @@
 mod config;
 mod copy_self;
 mod daemon;
+mod env_limits;
 mod exit_code;
 
 use std::collections::HashMap;
@@ -91,11 +92,25 @@ fn run(command: Vec<String>) -> u8 {
         .into_iter()
         .filter(|(k, _)| !settings.init.strips(k))
         .collect();
-    let outcome = runtime.block_on(resolve(&settings, app_env));
+    // One deadline for the whole resolution (login, every read and write, retries included),
+    // not per request: many failing paths cannot add up past it.
+    let deadline = settings.init.deadline;
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(deadline, resolve(&settings, app_env))
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(deadline_s = deadline.as_secs(), "the store did not answer everything within ROTOR_DEADLINE; the app is not started");
+                Err(exit_code::STORE_UNAVAILABLE)
+            })
+    });
     let (client, resolution) = match outcome {
         Ok(v) => v,
         Err(code) => return code,
     };
+    if let Err(e) = env_limits::check(&resolution.env) {
+        tracing::error!(error = %e, "the environment cannot be passed to the app; the app is not started");
+        return exit_code::CONFIG;
+    }
     let program = &command[0];
     let mut cmd = std::process::Command::new(program);
     cmd.args(&command[1..])
@@ -157,12 +172,24 @@ async fn resolve(
         ignore_missing: settings.init.ignore_missing,
         concurrency: settings.init.concurrency,
     };
-    let resolution = resolve_environment(&client, app_env, &settings.init.from_path, options)
+    let resolution = match resolve_environment(&client, app_env, &settings.init.from_path, options)
         .await
-        .map_err(|e| {
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // A 403 with token auth may mean the token itself is refused: ask the store.
+            let refused = e
+                .store_error()
+                .is_some_and(StoreError::is_permission_denied)
+                && matches!(client.token_accepted().await, Ok(false));
+            if refused {
+                tracing::error!(error = %e, "the store refused the token; the app is not started");
+                return Err(exit_code::AUTH);
+            }
             tracing::error!(error = %e, "cannot resolve the environment; the app is not started");
-            resolve_error_code(&e)
-        })?;
+            return Err(resolve_error_code(&e));
+        }
+    };
     tracing::info!(
         variables = resolution.resolved,
         requests = resolution.requests,

@@ -10,10 +10,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use rotor_core::store::{Auth, StoreClient};
 use tokio_util::sync::CancellationToken;
 
-use crate::decision::{Decision, decide, recorded};
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
+use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, plan_cycle};
 use crate::poll::Poller;
-use crate::workloads::{Caches, Kind, Workload, patch_workload};
+use crate::workloads::{Caches, Patched, Workload, patch_workload};
 
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
@@ -65,7 +65,7 @@ impl Controller {
                 instance: Some(self.identity.clone()),
             },
         );
-        let mut pending: HashMap<(Kind, String, String), Instant> = HashMap::new();
+        let mut pending = Pending::new();
         let mut logged_in = false;
         let mut outage = 0u32;
         loop {
@@ -124,15 +124,17 @@ impl Controller {
         self.config.poll_interval + extra
     }
 
+    /// One cycle: poll the store, plan, apply the plan's steps while leading, publish.
     async fn cycle(
         &mut self,
         recorder: &Recorder,
-        pending: &mut HashMap<(Kind, String, String), Instant>,
+        pending: &mut Pending,
         logged_in: &mut bool,
     ) -> Cycle {
         if !*logged_in {
             return Cycle::StoreDown;
         }
+        let interval = self.jittered_interval();
         let workloads = self.caches.workloads(self.config.all_workloads);
         let paths: BTreeSet<String> = workloads
             .iter()
@@ -143,14 +145,45 @@ impl Controller {
             .set(i64::try_from(workloads.len()).unwrap_or(i64::MAX));
         if paths.is_empty() {
             self.metrics.paths_watched.set(0);
-            return Cycle::Done(self.jittered_interval());
+            return Cycle::Done(interval);
         }
+        let Some(versions) = self.poll_store(&paths, logged_in).await else {
+            return Cycle::StoreDown;
+        };
+        let settings = PlanSettings {
+            settle: self.config.settle,
+            max_rollouts_per_poll: self.config.max_rollouts_per_poll,
+        };
+        let plan = plan_cycle(&workloads, &versions, pending, Instant::now(), settings);
+        self.publish_plan(&workloads, &plan);
+        for step in &plan.steps {
+            if !self.leading.load(Ordering::SeqCst) {
+                tracing::warn!(
+                    "not leading any more (lease lost or not renewed in time): the rest of this cycle is left to the next leader"
+                );
+                break;
+            }
+            self.apply(recorder, &workloads, step, pending).await;
+        }
+        Cycle::Done(plan.wake_within.map_or(interval, |w| w.min(interval)))
+    }
+
+    /// Polls every distinct path once (logging in again once if the token was refused); the
+    /// versions, or `None` when the store did not answer.
+    async fn poll_store(
+        &mut self,
+        paths: &BTreeSet<String>,
+        logged_in: &mut bool,
+    ) -> Option<HashMap<String, u64>> {
         let started = Instant::now();
-        let mut result = self.poller.poll_versions(&self.store, &paths).await;
-        if result.needs_login() {
-            // The token expired or was revoked: log in again once and re-poll.
+        let mut result = self.poller.poll_versions(&self.store, paths).await;
+        // A 403 is either a path this reloader may not read or a token that is gone: log in
+        // again only for the second, so one forbidden path does not mint a token per poll.
+        let token_refused =
+            result.needs_login() && matches!(self.store.token_accepted().await, Ok(false));
+        if token_refused {
             match self.store.login(&self.auth).await {
-                Ok(()) => result = self.poller.poll_versions(&self.store, &paths).await,
+                Ok(()) => result = self.poller.poll_versions(&self.store, paths).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "store login failed");
                     *logged_in = false;
@@ -169,124 +202,151 @@ impl Controller {
         for (path, error) in result.errors.iter().take(5) {
             tracing::warn!(%path, %error, "polling a path failed");
         }
+        let outcome = if result.store_unreachable() {
+            "failed"
+        } else {
+            "ok"
+        };
+        self.metrics
+            .polls
+            .get_or_create(&ResultLabels { result: outcome })
+            .inc();
         if result.store_unreachable() {
             self.metrics.store_reachable.set(0);
-            self.metrics
-                .polls
-                .get_or_create(&ResultLabels { result: "failed" })
-                .inc();
-            return Cycle::StoreDown;
+            return None;
         }
         self.metrics.store_reachable.set(1);
         self.metrics.store_last_success.set(
-            i64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            )
-            .unwrap_or(0),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_secs()).ok())
+                .unwrap_or(0),
         );
-        self.metrics
-            .polls
-            .get_or_create(&ResultLabels { result: "ok" })
-            .inc();
         tracing::debug!(
             paths = paths.len(),
             requests = result.requests,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "poll done"
         );
+        Some(result.versions)
+    }
 
-        let mut rollouts_started = 0usize;
-        let mut next = self.jittered_interval();
-        let live: BTreeSet<_> = workloads.iter().map(Workload::key).collect();
-        pending.retain(|k, _| live.contains(k));
-        for workload in &workloads {
-            if !self.leading.load(Ordering::SeqCst) {
-                break;
+    /// Logs and counts what the plan found before anything is applied.
+    fn publish_plan(&self, workloads: &[Workload], plan: &CyclePlan) {
+        for &index in &plan.detected {
+            let w = &workloads[index];
+            self.metrics.rotations_detected.inc();
+            tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, "rotation detected");
+        }
+        for &index in &plan.deferred {
+            let w = &workloads[index];
+            tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, cap = self.config.max_rollouts_per_poll, "rollout deferred: cap on rollouts per poll reached");
+        }
+    }
+
+    /// Applies one step with a conditional patch, bounded in time.
+    async fn apply(
+        &self,
+        recorder: &Recorder,
+        workloads: &[Workload],
+        step: &Step,
+        pending: &mut Pending,
+    ) {
+        let (index, record, roll) = match step {
+            Step::Record { workload, versions } => (*workload, versions, None),
+            Step::Roll {
+                workload,
+                reason,
+                record,
+                since,
+            } => (*workload, record, Some((reason, since))),
+        };
+        let w = &workloads[index];
+        let at = k8s_openapi::jiff::Timestamp::now().to_string();
+        let patch = patch_workload(&self.kube, w, record, roll.map(|_| at.as_str()));
+        let outcome = match tokio::time::timeout(API_TIMEOUT, patch).await {
+            Ok(outcome) => outcome.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {API_TIMEOUT:?}; the outcome is unknown and the next poll decides again from a fresh read"
+            )),
+        };
+        let Some((reason, since)) = roll else {
+            match outcome {
+                Ok(Patched::Applied) => {}
+                Ok(Patched::Conflict) => {
+                    self.metrics.patch_conflicts.inc();
+                }
+                Err(e) => {
+                    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e, "recording versions failed")
+                }
             }
-            let key = workload.key();
-            match decide(
-                recorded(Some(&workload.annotations)).as_ref(),
-                &workload.paths,
-                &result.versions,
-            ) {
-                Decision::Nothing => {
-                    pending.remove(&key);
-                }
-                Decision::Record(versions) => {
-                    if let Err(e) = patch_workload(&self.kube, workload, &versions, None).await {
-                        tracing::warn!(kind = workload.kind.as_str(), namespace = %workload.namespace, name = %workload.name, error = %e, "recording versions failed");
-                    }
-                }
-                Decision::Roll { changes, record } => {
-                    let now = Instant::now();
-                    let first = *pending.entry(key.clone()).or_insert_with(|| {
-                        self.metrics.rotations_detected.inc();
-                        for c in &changes {
-                            tracing::info!(kind = workload.kind.as_str(), namespace = %workload.namespace, name = %workload.name, path = %c.path, old = c.old, new = c.new, "rotation detected");
-                        }
-                        now
-                    });
-                    let waited = now.duration_since(first);
-                    if waited < self.config.settle {
-                        next = next.min(self.config.settle - waited);
-                        continue;
-                    }
-                    if rollouts_started >= self.config.max_rollouts_per_poll {
-                        tracing::info!(kind = workload.kind.as_str(), namespace = %workload.namespace, name = %workload.name, cap = self.config.max_rollouts_per_poll, "rollout deferred: cap on rollouts per poll reached");
-                        next = next.min(Duration::from_secs(1));
-                        continue;
-                    }
-                    rollouts_started += 1;
-                    let at = k8s_openapi::jiff::Timestamp::now().to_string();
-                    match patch_workload(&self.kube, workload, &record, Some(&at)).await {
-                        Ok(()) => {
-                            pending.remove(&key);
-                            self.metrics
-                                .rollouts
-                                .get_or_create(&KindLabels {
-                                    kind: workload.kind.as_str(),
-                                })
-                                .inc();
-                            self.metrics
-                                .detection_to_patch
-                                .observe(first.elapsed().as_secs_f64());
-                            let summary: Vec<String> = changes
-                                .iter()
-                                .map(|c| format!("{} version {} -> {}", c.path, c.old, c.new))
-                                .collect();
-                            tracing::info!(kind = workload.kind.as_str(), namespace = %workload.namespace, name = %workload.name, changes = %summary.join(", "), "rollout started");
-                            let event = Event {
-                                type_: EventType::Normal,
-                                reason: "SecretRotated".to_string(),
-                                note: Some(truncate(
-                                    &format!(
-                                        "rotor rolled this {} because {}",
-                                        workload.kind.as_str(),
-                                        summary.join(", ")
-                                    ),
-                                    1000,
-                                )),
-                                action: "Rollout".to_string(),
-                                secondary: None,
-                            };
-                            if let Err(e) = recorder.publish(&event, &workload.reference).await {
-                                tracing::warn!(error = %e, "publishing the event failed");
-                            }
-                        }
-                        Err(e) => {
-                            self.metrics.rollout_failures.inc();
-                            tracing::warn!(kind = workload.kind.as_str(), namespace = %workload.namespace, name = %workload.name, error = %e, "rollout patch failed; retrying next poll");
-                        }
-                    }
-                }
+            return;
+        };
+        match outcome {
+            Ok(Patched::Applied) => {
+                pending.remove(&w.key());
+                self.metrics
+                    .rollouts
+                    .get_or_create(&KindLabels {
+                        kind: w.kind.as_str(),
+                    })
+                    .inc();
+                self.metrics
+                    .detection_to_patch
+                    .observe(since.elapsed().as_secs_f64());
+                self.publish_rollout(recorder, w, reason).await;
+            }
+            Ok(Patched::Conflict) => {
+                self.metrics.patch_conflicts.inc();
+                tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, "not rolled: the workload changed since it was read (another replica acted, or the cache was stale); deciding again next poll");
+            }
+            Err(e) => {
+                self.metrics.rollout_failures.inc();
+                tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e, "rollout patch failed; retrying next poll");
             }
         }
-        Cycle::Done(next)
+    }
+
+    /// The log line and the Event of a rollout that landed.
+    async fn publish_rollout(&self, recorder: &Recorder, w: &Workload, reason: &Reason) {
+        let (type_, event_reason, because) = match reason {
+            Reason::Rotated(changes) => {
+                let summary: Vec<String> = changes
+                    .iter()
+                    .map(|c| format!("{} version {} -> {}", c.path, c.old, c.new))
+                    .collect();
+                (EventType::Normal, "SecretRotated", summary.join(", "))
+            }
+            Reason::UnreadableRecord(why) => (
+                EventType::Warning,
+                "UnreadableRecord",
+                format!(
+                    "its record could not be read, so a rotation may have been missed ({why}); the record is rewritten"
+                ),
+            ),
+        };
+        tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, reason = event_reason, because = %because, "rollout started");
+        let event = Event {
+            type_,
+            reason: event_reason.to_string(),
+            note: Some(truncate(
+                &format!("rotor rolled this {} because {because}", w.kind.as_str()),
+                1000,
+            )),
+            action: "Rollout".to_string(),
+            secondary: None,
+        };
+        match tokio::time::timeout(API_TIMEOUT, recorder.publish(&event, &w.reference)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "publishing the event failed"),
+            Err(_) => tracing::warn!("publishing the event timed out"),
+        }
     }
 }
+
+/// The longest any one API call of the control loop may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {

@@ -28,22 +28,61 @@ pub enum Decision {
         changes: Vec<Change>,
         record: Versions,
     },
+    /// The record cannot be read, so whether a rotation was missed is unknown: roll once and
+    /// rewrite it (with a Warning Event saying why).
+    Repair { reason: String, record: Versions },
 }
 
-/// Parses the recorded annotation; a malformed one counts as absent (re-recorded, no rollout).
-pub fn recorded(annotations: Option<&BTreeMap<String, String>>) -> Option<Versions> {
-    annotations
-        .and_then(|a| a.get(OBSERVED))
-        .and_then(|v| serde_json::from_str(v).ok())
+/// What a workload's record annotation says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// No record: the workload is new to the reloader.
+    Absent,
+    /// A record that does not parse (truncated, edited by hand, a version that is not a number).
+    Unreadable(String),
+    Versions(Versions),
+}
+
+/// Reads the record annotation.
+pub fn recorded(annotations: Option<&BTreeMap<String, String>>) -> Recorded {
+    let Some(text) = annotations.and_then(|a| a.get(OBSERVED)) else {
+        return Recorded::Absent;
+    };
+    match serde_json::from_str::<Versions>(text) {
+        Ok(v) => Recorded::Versions(v),
+        Err(e) => Recorded::Unreadable(format!(
+            "annotation {OBSERVED} ({} bytes) does not parse as {{path: version}}: {e}",
+            text.len()
+        )),
+    }
 }
 
 /// Decides for a workload watching `watched`, given `current` versions (paths the store did not
 /// answer for this time are absent: their recorded version is kept and they never roll).
 pub fn decide(
-    recorded: Option<&Versions>,
+    recorded: &Recorded,
     watched: &BTreeSet<String>,
     current: &HashMap<String, u64>,
 ) -> Decision {
+    let recorded = match recorded {
+        Recorded::Absent => None,
+        Recorded::Versions(v) => Some(v),
+        Recorded::Unreadable(reason) => {
+            let record: Versions = watched
+                .iter()
+                .filter_map(|p| Some((p.clone(), *current.get(p)?)))
+                .collect();
+            // Wait until the store answers for every path, so the rewritten record is whole.
+            return if record.len() == watched.len() && !record.is_empty() {
+                Decision::Repair {
+                    reason: reason.clone(),
+                    record,
+                }
+            } else {
+                Decision::Nothing
+            };
+        }
+    };
     let mut record = Versions::new();
     let mut changes = Vec::new();
     for path in watched {
@@ -101,15 +140,26 @@ mod tests {
 
     #[test]
     fn first_sight_records_without_rolling() {
-        let d = decide(None, &set(&["a", "b"]), &map(&[("a", 1), ("b", 4)]));
+        let d = decide(
+            &Recorded::Absent,
+            &set(&["a", "b"]),
+            &map(&[("a", 1), ("b", 4)]),
+        );
         assert_eq!(d, Decision::Record(versions(&[("a", 1), ("b", 4)])));
-        assert_eq!(decide(None, &set(&["a"]), &map(&[])), Decision::Nothing);
+        assert_eq!(
+            decide(&Recorded::Absent, &set(&["a"]), &map(&[])),
+            Decision::Nothing
+        );
     }
 
     #[test]
     fn a_changed_version_rolls_once_and_the_record_makes_it_idempotent() {
         let rec = versions(&[("a", 1), ("b", 4)]);
-        let d = decide(Some(&rec), &set(&["a", "b"]), &map(&[("a", 2), ("b", 5)]));
+        let d = decide(
+            &Recorded::Versions(rec.clone()),
+            &set(&["a", "b"]),
+            &map(&[("a", 2), ("b", 5)]),
+        );
         let Decision::Roll { changes, record } = d else {
             panic!("expected a rollout")
         };
@@ -118,7 +168,7 @@ mod tests {
         // After the patch the record says 2 and 5: no second rollout (a restarted reloader too).
         assert_eq!(
             decide(
-                Some(&record),
+                &Recorded::Versions(record.clone()),
                 &set(&["a", "b"]),
                 &map(&[("a", 2), ("b", 5)])
             ),
@@ -130,12 +180,12 @@ mod tests {
     fn unanswered_paths_keep_their_record_and_new_paths_are_recorded_quietly() {
         let rec = versions(&[("a", 1)]);
         assert_eq!(
-            decide(Some(&rec), &set(&["a"]), &map(&[])),
+            decide(&Recorded::Versions(rec.clone()), &set(&["a"]), &map(&[])),
             Decision::Nothing
         );
         assert_eq!(
             decide(
-                Some(&rec),
+                &Recorded::Versions(rec.clone()),
                 &set(&["a", "new"]),
                 &map(&[("a", 1), ("new", 7)])
             ),
@@ -144,7 +194,7 @@ mod tests {
         // A path the workload no longer uses is dropped from the record, without a rollout.
         assert_eq!(
             decide(
-                Some(&versions(&[("a", 1), ("gone", 3)])),
+                &Recorded::Versions(versions(&[("a", 1), ("gone", 3)])),
                 &set(&["a"]),
                 &map(&[("a", 1)])
             ),
@@ -153,10 +203,35 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_record_counts_as_absent() {
-        let bad = BTreeMap::from([(OBSERVED.to_string(), "{not json".to_string())]);
-        assert_eq!(recorded(Some(&bad)), None);
+    fn an_unreadable_record_rolls_once_and_is_rewritten() {
+        for bad in [
+            "{not json",
+            r#"{"a":"3"}"#,
+            r#"{"a":-1}"#,
+            r#"{"a":99999999999999999999999}"#,
+            "[]",
+        ] {
+            let annotations = BTreeMap::from([(OBSERVED.to_string(), bad.to_string())]);
+            let rec = recorded(Some(&annotations));
+            let Recorded::Unreadable(reason) = &rec else {
+                panic!("{bad}: {rec:?}")
+            };
+            assert!(reason.contains(OBSERVED), "{reason}");
+            match decide(&rec, &set(&["a"]), &map(&[("a", 4)])) {
+                Decision::Repair { record, .. } => assert_eq!(record, versions(&[("a", 4)])),
+                other => panic!("{bad}: {other:?}"),
+            }
+            // Not every path answered: wait rather than write a partial record.
+            assert_eq!(
+                decide(&rec, &set(&["a", "b"]), &map(&[("a", 4)])),
+                Decision::Nothing
+            );
+        }
         let good = BTreeMap::from([(OBSERVED.to_string(), r#"{"a":3}"#.to_string())]);
-        assert_eq!(recorded(Some(&good)), Some(versions(&[("a", 3)])));
+        assert_eq!(
+            recorded(Some(&good)),
+            Recorded::Versions(versions(&[("a", 3)]))
+        );
+        assert_eq!(recorded(None), Recorded::Absent);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -16,6 +16,28 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     lease_duration: Duration,
+    /// The other holder's record as last seen, and when this replica saw it change.
+    observed: Option<Observed>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Observed {
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+    seen_at: Instant,
+}
+
+/// Another holder's lease has expired when its record has not changed for a whole lease
+/// duration of *this* replica's clock (as client-go judges it): the two clocks never need to
+/// agree.
+pub fn lease_expired(seen_at: Instant, now: Instant, lease_duration: Duration) -> bool {
+    now.saturating_duration_since(seen_at) > lease_duration
+}
+
+/// A leader keeps acting only while its last successful renewal is younger than the renew
+/// deadline, which is shorter than the lease: it stops before anyone else may take over.
+pub fn may_act(last_renewed: Option<Instant>, now: Instant, renew_deadline: Duration) -> bool {
+    last_renewed.is_some_and(|t| now.saturating_duration_since(t) < renew_deadline)
 }
 
 impl LeaderElector {
@@ -31,11 +53,17 @@ impl LeaderElector {
             name: name.to_string(),
             identity: identity.to_string(),
             lease_duration,
+            observed: None,
         }
     }
 
+    /// The renew deadline: two thirds of the lease (client-go's default ratio, 10 s of 15 s).
+    pub fn renew_deadline(&self) -> Duration {
+        self.lease_duration * 2 / 3
+    }
+
     /// Acquires or renews the lease; `Ok(true)` when this replica leads.
-    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let now = MicroTime(Timestamp::now());
         let seconds = i32::try_from(self.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let existing = self.api.get_opt(&self.name).await?;
@@ -62,14 +90,22 @@ impl LeaderElector {
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let expired = spec.renew_time.as_ref().is_none_or(|t| {
-            let held = i64::from(spec.lease_duration_seconds.unwrap_or(seconds));
-            t.0.as_second() + held < Timestamp::now().as_second()
-        });
-        if !mine && !expired {
-            return Ok(false);
-        }
         if !mine {
+            let held = spec.holder_identity.is_some() && spec.renew_time.is_some();
+            let seen = Instant::now();
+            let record = (spec.holder_identity.clone(), spec.renew_time.clone());
+            let seen_at = match &self.observed {
+                Some(o) if (o.holder.clone(), o.renew_time.clone()) == record => o.seen_at,
+                _ => seen,
+            };
+            self.observed = Some(Observed {
+                holder: record.0,
+                renew_time: record.1,
+                seen_at,
+            });
+            if held && !lease_expired(seen_at, seen, self.lease_duration) {
+                return Ok(false);
+            }
             spec.holder_identity = Some(self.identity.clone());
             spec.acquire_time = Some(now.clone());
             spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
@@ -89,36 +125,85 @@ impl LeaderElector {
         }
     }
 
-    /// Keeps `leading` up to date until cancelled, renewing every `retry`.
-    pub async fn run(self, leading: Arc<AtomicBool>, retry: Duration, cancel: CancellationToken) {
+    /// Keeps `leading` up to date until cancelled, renewing every `retry`. Each attempt is
+    /// bounded by the renew deadline; a leader whose renewals fail or hang stops acting once
+    /// its last renewal is older than the deadline, before the lease can pass to another.
+    pub async fn run(
+        mut self,
+        leading: Arc<AtomicBool>,
+        retry: Duration,
+        cancel: CancellationToken,
+    ) {
+        let deadline = self.renew_deadline();
+        let mut last_renewed: Option<Instant> = None;
         loop {
-            let now_leading = match self.try_acquire_or_renew().await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader lease: API error");
+            let attempt = tokio::time::timeout(deadline, self.try_acquire_or_renew()).await;
+            let now = Instant::now();
+            let now_leading = match attempt {
+                Ok(Ok(true)) => {
+                    last_renewed = Some(now);
+                    true
+                }
+                Ok(Ok(false)) => {
+                    last_renewed = None;
                     false
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "leader lease: API error");
+                    may_act(last_renewed, now, deadline)
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?deadline, "leader lease: no answer from the API");
+                    may_act(last_renewed, now, deadline)
                 }
             };
             if now_leading != leading.swap(now_leading, Ordering::SeqCst) {
                 tracing::info!(leading = now_leading, identity = %self.identity, "leadership changed");
             }
+            // While leading, wake in time to stop acting at the deadline if renewals keep failing.
+            let wait = match last_renewed.filter(|_| now_leading) {
+                Some(t) => retry.min((t + deadline).saturating_duration_since(now)),
+                None => retry,
+            };
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = tokio::time::sleep(retry) => {}
+                () = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
             }
         }
         // Step down: let another replica take over at once.
         leading.store(false, Ordering::SeqCst);
-        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
-            && let Some(spec) = lease.spec.as_mut()
-            && spec.holder_identity.as_deref() == Some(self.identity.as_str())
-        {
-            spec.renew_time = None;
-            spec.holder_identity = None;
-            let _ = self
-                .api
-                .replace(&self.name, &PostParams::default(), &lease)
-                .await;
-        }
+        let release = async {
+            if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
+                && let Some(spec) = lease.spec.as_mut()
+                && spec.holder_identity.as_deref() == Some(self.identity.as_str())
+            {
+                spec.renew_time = None;
+                spec.holder_identity = None;
+                let _ = self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, release).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_renew_deadline_are_judged_on_the_local_clock() {
+        let t0 = Instant::now();
+        let lease = Duration::from_secs(15);
+        assert!(!lease_expired(t0, t0 + Duration::from_secs(15), lease));
+        assert!(lease_expired(t0, t0 + Duration::from_secs(16), lease));
+        let deadline = Duration::from_secs(10);
+        assert!(may_act(Some(t0), t0 + Duration::from_secs(9), deadline));
+        assert!(!may_act(Some(t0), t0 + Duration::from_secs(10), deadline));
+        assert!(!may_act(None, t0, deadline));
+        // A leader stops acting (10 s) before a follower may take over (15 s).
+        assert!(deadline < lease);
     }
 }

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod decision;
 pub mod leader;
 pub mod metrics;
+pub mod planner;
 pub mod poll;
 pub mod references;
 pub mod run;

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub rotations_detected: Counter,
     pub rollouts: Family<KindLabels, Counter>,
     pub rollout_failures: Counter,
+    pub patch_conflicts: Counter,
     pub detection_to_patch: Histogram,
     pub poll_duration: Histogram,
     pub leader: Gauge,
@@ -52,6 +53,7 @@ impl Metrics {
             rotations_detected: Counter::default(),
             rollouts: Family::default(),
             rollout_failures: Counter::default(),
+            patch_conflicts: Counter::default(),
             detection_to_patch: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             poll_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
@@ -102,6 +104,11 @@ impl Metrics {
             "rollout_failures",
             "Rollout patches that failed (retried next poll)",
             m.rollout_failures.clone(),
+        );
+        r.register(
+            "patch_conflicts",
+            "Patches refused because the workload changed since it was read (another replica acted, or the cache was stale); decided again next poll",
+            m.patch_conflicts.clone(),
         );
         r.register(
             "detection_to_patch_seconds",

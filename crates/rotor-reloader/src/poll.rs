@@ -28,7 +28,8 @@ impl PollResult {
                 .all(|(_, e)| e.is_transient() || matches!(e, StoreError::Deadline { .. }))
     }
 
-    /// True when the store refused our token (expired or revoked): log in again.
+    /// True when the store refused a request (403): the token may be gone (expired or revoked),
+    /// or the path is forbidden; the caller asks the store which.
     pub fn needs_login(&self) -> bool {
         self.errors.iter().any(|(_, e)| e.is_permission_denied())
     }

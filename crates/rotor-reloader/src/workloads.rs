@@ -44,6 +44,17 @@ pub struct Workload {
     pub reference: ObjectReference,
     pub annotations: BTreeMap<String, String>,
     pub paths: BTreeSet<String>,
+    /// The version of the object this was read from: every patch is conditional on it.
+    pub resource_version: Option<String>,
+}
+
+/// How a conditional patch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patched {
+    Applied,
+    /// The object changed since it was read (another replica acted, or the cache was stale):
+    /// nothing was written; decide again from a fresh read.
+    Conflict,
 }
 
 impl Workload {
@@ -173,21 +184,28 @@ fn collect<K: Resource<DynamicType = ()>>(
             reference: object.object_ref(&()),
             annotations: meta.annotations.clone().unwrap_or_default(),
             paths,
+            resource_version: meta.resource_version.clone(),
         });
     }
 }
 
 /// Patches the workload: records `versions`, and when `roll_at` is set, changes the pod
 /// template annotation so the normal rolling update starts. One merge patch: the record and
-/// the rollout land together or not at all.
+/// the rollout land together or not at all. The patch carries the resourceVersion the decision
+/// was made from, so the API server applies it only to that exact object: a replica that lost
+/// its lease, or a decision from a stale cache, gets [`Patched::Conflict`] and writes nothing.
+/// Exactly once is enforced there, not by timing.
 pub async fn patch_workload(
     client: &kube::Client,
     workload: &Workload,
     versions: &Versions,
     roll_at: Option<&str>,
-) -> Result<(), kube::Error> {
+) -> Result<Patched, kube::Error> {
     let record = serde_json::to_string(versions).unwrap_or_else(|_| "{}".to_string());
-    let mut body = json!({ "metadata": { "annotations": { OBSERVED: record } } });
+    let mut body = json!({ "metadata": {
+        "resourceVersion": workload.resource_version,
+        "annotations": { OBSERVED: record },
+    } });
     if let Some(at) = roll_at {
         body["spec"] = json!({ "template": { "metadata": { "annotations": { ROTATED_AT: at } } } });
     }
@@ -197,7 +215,7 @@ pub async fn patch_workload(
     };
     let patch = Patch::Merge(&body);
     let ns = workload.namespace.as_str();
-    match workload.kind {
+    let outcome = match workload.kind {
         Kind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
             .patch(&workload.name, &params, &patch)
             .await
@@ -210,5 +228,10 @@ pub async fn patch_workload(
             .patch(&workload.name, &params, &patch)
             .await
             .map(drop),
+    };
+    match outcome {
+        Ok(()) => Ok(Patched::Applied),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Patched::Conflict),
+        Err(e) => Err(e),
     }
 }

@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod host;
 pub mod node;
 pub mod openbao;
+pub mod partition;
 pub mod pki;
 pub mod ports;
 pub mod process;

@@ -99,23 +99,11 @@ impl OpenBao {
     /// Freezes the server (SIGSTOP): connections are accepted by the kernel but never answered,
     /// the shape of a hung store. `resume` continues it with all its data.
     pub fn pause(&self) -> Result<()> {
-        self.signal("-STOP")
+        self.process.pause()
     }
 
     pub fn resume(&self) -> Result<()> {
-        self.signal("-CONT")
-    }
-
-    fn signal(&self, sig: &str) -> Result<()> {
-        let pid = self.process.pid().context("OpenBao is not running")?;
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .context("running kill")?;
-        if !status.success() {
-            bail!("kill {sig} {pid} failed");
-        }
-        Ok(())
+        self.process.resume()
     }
 }
 

@@ -54,6 +54,31 @@ impl ManagedProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Freezes the process (SIGSTOP): the kernel still accepts connections on its sockets but
+    /// nothing answers, the shape of a hung server or a partition that holds connections open.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Continues a paused process (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> Result<()> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("{} is not running", self.name))?;
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            anyhow::bail!("kill {sig} {pid} ({}) failed", self.name);
+        }
+        Ok(())
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

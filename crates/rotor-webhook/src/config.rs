@@ -3,7 +3,7 @@
 //! with the same parsers rotor-init uses, so a bad flag stops the webhook, not every pod.
 
 use rotor_core::contract::init_settings::check_addr;
-use rotor_core::contract::{AuthMethod, LogFormat, PullPolicy};
+use rotor_core::contract::{AuthMethod, LogFormat, PullPolicy, StoreAddr};
 
 /// The mutation settings (pure data, used by the planner).
 #[derive(Clone, Debug, clap::Args)]
@@ -21,7 +21,9 @@ pub struct InjectConfig {
     /// Default store address when a pod names none.
     #[arg(long, env = "ROTOR_DEFAULT_ADDR")]
     pub default_addr: Option<String>,
-    /// Store addresses a pod annotation may choose (comma-separated, exact or prefix ending in `*`).
+    /// Store addresses a pod annotation may choose (comma-separated URLs, compared by scheme,
+    /// host, port and path; a trailing `*` allows paths under the entry's, a host `*.domain`
+    /// one label in front of it).
     #[arg(long, env = "ROTOR_ADDR_ALLOWLIST", value_delimiter = ',')]
     pub addr_allowlist: Vec<String>,
     /// Default auth method: kubernetes, jwt, token, approle.
@@ -112,16 +114,16 @@ impl InjectConfig {
         Ok(self)
     }
 
-    /// Whether a pod annotation may point rotor-init at `addr`.
+    /// Whether a pod annotation may point rotor-init at `addr`: the default store, or an
+    /// allowlist entry with the same scheme, host, port (and path, or a path under it for an
+    /// entry ending in `*`). Compared parsed, never as strings.
     pub fn addr_allowed(&self, addr: &str) -> bool {
-        if self.default_addr.as_deref() == Some(addr) {
-            return true;
-        }
-        self.addr_allowlist
+        let Ok(parsed) = StoreAddr::parse(addr) else {
+            return false;
+        };
+        self.default_addr
             .iter()
-            .any(|allowed| match allowed.strip_suffix('*') {
-                Some(prefix) => addr.starts_with(prefix),
-                None => allowed == addr,
-            })
+            .chain(&self.addr_allowlist)
+            .any(|entry| parsed.allowed_by(entry))
     }
 }

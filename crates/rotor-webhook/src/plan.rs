@@ -12,7 +12,7 @@ use rotor_core::contract::annotations::{self, get, get_bool};
 pub use rotor_core::contract::{
     BIN_DIR, BIN_VOLUME, COPY_CONTAINER, TOKEN_DIR, TOKEN_VOLUME, WRAPPER,
 };
-use rotor_core::contract::{InitSettings, PROJECTED_TOKEN};
+use rotor_core::contract::{InitSettings, PROJECTED_TOKEN, var};
 use rotor_core::reference::PathRef;
 use serde_json::{Value, json};
 
@@ -156,6 +156,21 @@ fn wrap_container(
         == Some(WRAPPER)
     {
         return Ok(()); // already wrapped
+    }
+    // The store address, CA and identity come from annotations checked against the webhook's
+    // allowlist, never from the container: its own ROTOR_ADDR would bypass that check.
+    if let Some(own) =
+        container.env.iter().flatten().find(|e| {
+            e.name.starts_with(var::PREFIX) && !var::POD_TUNABLE.contains(&e.name.as_str())
+        })
+    {
+        return Err(Deny(format!(
+            "container {:?} sets {} in its env: rotor's store settings come from the pod's \
+             annotations (rotor.dev/vault-addr, …) and the webhook's flags; remove it (only {} may be set there)",
+            container.name,
+            own.name,
+            var::POD_TUNABLE.join(", ")
+        )));
     }
     let index = if *list == "initContainers" {
         index + shift

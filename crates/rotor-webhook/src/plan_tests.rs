@@ -6,7 +6,7 @@ fn config() -> InjectConfig {
         default_addr: Some("https://vault.vault:8200".to_string()),
         addr_allowlist: vec![
             "https://vault.team-a:8200".to_string(),
-            "https://bao.*".to_string(),
+            "https://*.internal:8200".to_string(),
         ],
         ..InjectConfig::default()
     }
@@ -440,4 +440,27 @@ fn containers_with_configmap_references_are_wrapped() {
     let out = apply(&input, &plan_mutation_with(&p, &config(), &found).unwrap());
     assert_eq!(out["spec"]["containers"][0]["command"], json!([WRAPPER]));
     assert_eq!(out["spec"]["containers"][1], input["spec"]["containers"][1]);
+}
+
+#[test]
+fn a_container_cannot_set_rotors_store_settings_itself() {
+    let mut input = app_pod();
+    input["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "ROTOR_ADDR", "value": "https://attacker.example" }));
+    let Deny(msg) = plan_mutation(&pod(input), &config()).unwrap_err();
+    assert!(
+        msg.contains("sets ROTOR_ADDR") && msg.contains("remove it"),
+        "{msg}"
+    );
+    // Tuning rotor-init's patience or logs is the pod's own business.
+    let mut input = app_pod();
+    input["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "ROTOR_LOG_LEVEL", "value": "debug" }));
+    let Plan::Patch(_) = plan_mutation(&pod(input), &config()).unwrap() else {
+        panic!("a tunable setting is kept")
+    };
 }

@@ -36,6 +36,18 @@ pub mod var {
     pub const DAEMON_GRACE: &str = "ROTOR_DAEMON_GRACE";
     /// The prefix every one of them shares: rotor-init removes all of them from the app's env.
     pub const PREFIX: &str = "ROTOR_";
+
+    /// The ones a pod author may set in a container's own env: they tune rotor-init (logs,
+    /// patience) but cannot change which store it trusts or who it logs in as. Every other
+    /// `ROTOR_*` comes only from the webhook, which refuses a container that sets one.
+    pub const POD_TUNABLE: &[&str] = &[
+        LOG_LEVEL,
+        LOG_FORMAT,
+        DEADLINE,
+        REQUEST_TIMEOUT,
+        CONCURRENCY,
+        DAEMON_GRACE,
+    ];
 }
 
 /// Standard variables read when the `ROTOR_*` one is not set.
@@ -323,17 +335,11 @@ impl InitSettings {
     }
 }
 
-/// A store address: an http:// or https:// URL with a host.
+/// A store address: an http:// or https:// URL with a host, no user info, query or fragment.
 pub fn check_addr(name: &str, addr: &str) -> Result<(), SettingError> {
-    let rest = addr
-        .strip_prefix("https://")
-        .or_else(|| addr.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
-        _ => Err(SettingError(format!(
-            "{name}={addr:?}: expected an http:// or https:// URL, for example https://vault.vault:8200"
-        ))),
-    }
+    super::store_addr::StoreAddr::parse(addr)
+        .map(drop)
+        .map_err(|e| SettingError(format!("{name}={e}")))
 }
 
 /// Lookups in the environment: trimmed, empty means unset.

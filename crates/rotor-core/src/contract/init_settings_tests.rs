@@ -168,11 +168,12 @@ fn bad_settings_name_the_variable_and_the_fix() {
         (vec![], "set ROTOR_ADDR"),
         (
             vec![("ROTOR_ADDR", "vault:8200")],
-            "expected an http:// or https:// URL",
+            "the scheme must be http:// or https://",
         ),
+        (vec![("ROTOR_ADDR", "https://")], "the host is missing"),
         (
-            vec![("ROTOR_ADDR", "https://")],
-            "expected an http:// or https:// URL",
+            vec![("ROTOR_ADDR", "https://vault:8200@attacker.example")],
+            "no user info",
         ),
         (vec![("ROTOR_ADDR", "http://a")], "set ROTOR_ROLE"),
     ] {

@@ -177,6 +177,23 @@ impl StoreClient {
         Ok(())
     }
 
+    /// Whether the store still accepts the client token (`auth/token/lookup-self`, which every
+    /// token may call). A 403 on a path means either that the path is forbidden or that the
+    /// token is gone; only the second needs a new login.
+    pub async fn token_accepted(&self) -> Result<bool, StoreError> {
+        let op = "looking up the client token";
+        let answer = self
+            .config
+            .retry
+            .run(|| self.send(Method::Get, "auth/token/lookup-self", None, op))
+            .await?;
+        match answer.status {
+            200..=299 => Ok(true),
+            401 | 403 => Ok(false),
+            _ => decode(&answer, op).map(|_| true),
+        }
+    }
+
     /// The mount `path` is on, asked once per mount: concurrent callers wait for the lookup in
     /// flight and then find its answer in the cache.
     pub async fn mount_info(&self, path: &str) -> Result<MountInfo, StoreError> {

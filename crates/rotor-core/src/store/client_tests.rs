@@ -207,3 +207,17 @@ async fn login_keeps_the_token_and_a_redirect_is_an_error_not_followed() {
     assert!(err.to_string().contains("never follows"), "{err}");
     assert!(!err.is_transient());
 }
+
+#[tokio::test]
+async fn a_forbidden_path_is_not_a_refused_token() {
+    let store = store();
+    let client = client_of(&store);
+    let err = client.read("forbidden/x", None).await.unwrap_err();
+    assert!(err.is_permission_denied(), "{err}");
+    assert!(
+        client.token_accepted().await.unwrap(),
+        "the token itself is fine"
+    );
+    store.revoke("root");
+    assert!(!client.token_accepted().await.unwrap());
+}

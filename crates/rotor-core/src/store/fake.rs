@@ -39,6 +39,8 @@ struct State {
     failures: VecDeque<(String, Failure)>,
     /// Every request as `METHOD path`.
     log: Vec<String>,
+    /// Tokens the store no longer accepts.
+    revoked: Vec<String>,
     minted: u32,
 }
 
@@ -107,6 +109,11 @@ impl FakeStore {
             .push_back((prefix.to_string(), failure));
     }
 
+    /// The store stops accepting `token`.
+    pub(crate) fn revoke(&self, token: &str) {
+        self.lock().revoked.push(token.to_string());
+    }
+
     /// Every request so far, as `METHOD path`.
     pub(crate) fn log(&self) -> Vec<String> {
         self.lock().log.clone()
@@ -143,15 +150,23 @@ impl FakeStore {
             };
         }
         let (path, query) = request.path.split_once('?').unwrap_or((request.path, ""));
-        if let Some(rest) = path.strip_prefix("auth/") {
+        let token_ok = request
+            .token
+            .is_some_and(|t| !s.revoked.iter().any(|r| r == t));
+        if path == "auth/token/lookup-self" {
+            return Ok(match token_ok {
+                true => reply(200, json!({ "data": { "ttl": 3600 } })),
+                false => reply(403, json!({ "errors": ["permission denied"] })),
+            });
+        }
+        if path.starts_with("auth/") && path.ends_with("/login") {
             s.minted += 1;
-            let _mount = rest.trim_end_matches("/login");
             return Ok(reply(
                 200,
                 json!({ "auth": { "client_token": format!("token-{}", s.minted) } }),
             ));
         }
-        if request.token.is_none() {
+        if !token_ok || path.starts_with("forbidden/") {
             return Ok(reply(403, json!({ "errors": ["permission denied"] })));
         }
         if let Some(target) = path.strip_prefix("sys/internal/ui/mounts/") {

@@ -118,13 +118,47 @@ impl Transport for HttpTransport {
                 .await
                 .map_err(|e| failure(op, &self.addr, &e, "", !e.is_connect()))?;
             let status = response.status().as_u16();
-            let body = response
-                .text()
-                .await
-                .map_err(|e| failure(op, &self.addr, &e, "reading the answer: ", true))?;
+            let body = read_capped(response, op, &self.addr).await?;
             Ok(Answer { status, body })
         })
     }
+}
+
+/// The most a store answer may hold. A secret is a few KiB; the cap keeps a broken or hostile
+/// store from growing a pod's memory without bound.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The answer's body, refused as soon as it passes [`MAX_ANSWER_BYTES`].
+async fn read_capped(
+    mut response: reqwest::Response,
+    op: &str,
+    addr: &str,
+) -> Result<String, StoreError> {
+    let too_big = || StoreError::Decode {
+        op: op.to_string(),
+        message: format!("the answer from {addr} is over {MAX_ANSWER_BYTES} bytes"),
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| failure(op, addr, &e, "reading the answer: ", true))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| StoreError::Decode {
+        op: op.to_string(),
+        message: "the answer is not UTF-8 text".to_string(),
+    })
 }
 
 /// A request without an answer, classified by the error's type (never its text).
@@ -208,6 +242,57 @@ mod tests {
             "connection refused to vault.certificates.svc",
         ));
         assert!(tls_error_in(&refused).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused_without_being_held() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // Read the request head first, as a server does.
+            let mut seen = Vec::new();
+            let mut byte = [0u8; 1];
+            while !seen.ends_with(b"\r\n\r\n") {
+                if tokio::io::AsyncReadExt::read(&mut s, &mut byte)
+                    .await
+                    .unwrap_or(0)
+                    == 0
+                {
+                    return;
+                }
+                seen.push(byte[0]);
+            }
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            let _ = s.write_all(head.as_bytes()).await;
+            let chunk = vec![b'x'; 64 * 1024];
+            // Endless: the client must stop reading by itself.
+            loop {
+                let size = format!("{:x}\r\n", chunk.len());
+                if s.write_all(size.as_bytes()).await.is_err()
+                    || s.write_all(&chunk).await.is_err()
+                    || s.write_all(b"\r\n").await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let addr = format!("http://127.0.0.1:{port}");
+        let transport = HttpTransport::new(&addr, None, Duration::from_secs(20)).expect("client");
+        let err = transport
+            .send(Request {
+                method: Method::Get,
+                path: "secret/data/x",
+                body: None,
+                token: None,
+                namespace: None,
+                op: "reading secret/data/x",
+            })
+            .await
+            .expect_err("over the cap");
+        assert!(err.to_string().contains("is over 4194304 bytes"), "{err}");
+        assert!(!err.is_transient());
     }
 
     #[tokio::test]

@@ -1,0 +1,126 @@
+//! One poll cycle's decisions, over plain values and an injected clock: which workloads get their
+//! versions recorded, which roll (after the settle window, within the rollout cap), which wait.
+//! The controller polls, calls [`plan_cycle`], applies the steps and publishes what happened.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::decision::{Change, Decision, Versions, decide, recorded};
+use crate::workloads::{Kind, Workload};
+
+/// A workload's identity across polls.
+pub type Key = (Kind, String, String);
+
+/// When each workload with a pending rollout first had one (the settle window starts there).
+pub type Pending = HashMap<Key, Instant>;
+
+#[derive(Clone, Copy, Debug)]
+pub struct PlanSettings {
+    pub settle: Duration,
+    pub max_rollouts_per_poll: usize,
+}
+
+/// Why a workload rolls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Rotated(Vec<Change>),
+    /// Its record could not be read (the text says why): rolled once, record rewritten.
+    UnreadableRecord(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Write the record without rolling (first sight, a path added or removed).
+    Record { workload: usize, versions: Versions },
+    /// Roll and write the record in the same conditional patch.
+    Roll {
+        workload: usize,
+        reason: Reason,
+        record: Versions,
+        /// When the rollout became pending (for the detection-to-patch metric).
+        since: Instant,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CyclePlan {
+    pub steps: Vec<Step>,
+    /// Workloads whose rotation was first seen in this cycle.
+    pub detected: Vec<usize>,
+    /// Workloads due to roll but held back by the rollout cap.
+    pub deferred: Vec<usize>,
+    /// The wait before the next cycle should not exceed this (settle windows, deferrals).
+    pub wake_within: Option<Duration>,
+}
+
+/// Plans one cycle for `workloads` given the store's `current` versions (paths that did not
+/// answer are absent). `pending` carries first-detection times between cycles; entries of
+/// workloads that no longer exist or no longer need a rollout are dropped.
+pub fn plan_cycle(
+    workloads: &[Workload],
+    current: &HashMap<String, u64>,
+    pending: &mut Pending,
+    now: Instant,
+    settings: PlanSettings,
+) -> CyclePlan {
+    let live: BTreeSet<Key> = workloads.iter().map(Workload::key).collect();
+    pending.retain(|k, _| live.contains(k));
+    let mut plan = CyclePlan::default();
+    let wake = |d: Duration, plan: &mut CyclePlan| {
+        plan.wake_within = Some(plan.wake_within.map_or(d, |w| w.min(d)));
+    };
+    let mut rollouts = 0usize;
+    for (index, workload) in workloads.iter().enumerate() {
+        let key = workload.key();
+        let (reason, record) = match decide(
+            &recorded(Some(&workload.annotations)),
+            &workload.paths,
+            current,
+        ) {
+            Decision::Nothing => {
+                pending.remove(&key);
+                continue;
+            }
+            Decision::Record(versions) => {
+                plan.steps.push(Step::Record {
+                    workload: index,
+                    versions,
+                });
+                continue;
+            }
+            Decision::Roll { changes, record } => (Reason::Rotated(changes), record),
+            Decision::Repair { reason, record } => (Reason::UnreadableRecord(reason), record),
+        };
+        let since = *pending.entry(key).or_insert_with(|| {
+            plan.detected.push(index);
+            now
+        });
+        // An unreadable record is not a rotation in progress: nothing to settle.
+        let settle = match reason {
+            Reason::Rotated(_) => settings.settle,
+            Reason::UnreadableRecord(_) => Duration::ZERO,
+        };
+        let waited = now.saturating_duration_since(since);
+        if waited < settle {
+            wake(settle - waited, &mut plan);
+            continue;
+        }
+        if rollouts >= settings.max_rollouts_per_poll.max(1) {
+            plan.deferred.push(index);
+            wake(Duration::from_secs(1), &mut plan);
+            continue;
+        }
+        rollouts += 1;
+        plan.steps.push(Step::Roll {
+            workload: index,
+            reason,
+            record,
+            since,
+        });
+    }
+    plan
+}
+
+#[cfg(test)]
+#[path = "planner_tests.rs"]
+mod tests;

@@ -1,0 +1,202 @@
+//! Table tests of the cycle planner: milliseconds, no API, no store.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::decision::OBSERVED;
+
+const SETTINGS: PlanSettings = PlanSettings {
+    settle: Duration::from_secs(5),
+    max_rollouts_per_poll: 2,
+};
+
+fn workload(name: &str, paths: &[&str], record: Option<&str>) -> Workload {
+    Workload {
+        kind: Kind::Deployment,
+        namespace: "shop".to_string(),
+        name: name.to_string(),
+        reference: Default::default(),
+        annotations: record
+            .map(|r| BTreeMap::from([(OBSERVED.to_string(), r.to_string())]))
+            .unwrap_or_default(),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        resource_version: Some("1".to_string()),
+    }
+}
+
+fn current(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+    pairs.iter().map(|(p, v)| (p.to_string(), *v)).collect()
+}
+
+fn rolled(plan: &CyclePlan) -> Vec<usize> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Roll { workload, .. } => Some(*workload),
+            Step::Record { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn first_sight_is_recorded_and_an_unchanged_workload_needs_nothing() {
+    let t0 = Instant::now();
+    let workloads = [
+        workload("new", &["a"], None),
+        workload("same", &["a"], Some(r#"{"a":1}"#)),
+    ];
+    let mut pending = Pending::new();
+    let plan = plan_cycle(
+        &workloads,
+        &current(&[("a", 1)]),
+        &mut pending,
+        t0,
+        SETTINGS,
+    );
+    assert_eq!(
+        plan.steps,
+        vec![Step::Record {
+            workload: 0,
+            versions: [("a".to_string(), 1)].into()
+        }]
+    );
+    assert!(plan.detected.is_empty() && pending.is_empty() && plan.wake_within.is_none());
+}
+
+#[test]
+fn a_rotation_waits_out_the_settle_window_then_rolls_once_for_all_its_paths() {
+    let t0 = Instant::now();
+    let workloads = [workload("web", &["a", "b"], Some(r#"{"a":1,"b":1}"#))];
+    let mut pending = Pending::new();
+    let plan = plan_cycle(
+        &workloads,
+        &current(&[("a", 2), ("b", 1)]),
+        &mut pending,
+        t0,
+        SETTINGS,
+    );
+    assert_eq!(plan.detected, vec![0]);
+    assert!(rolled(&plan).is_empty(), "inside the window");
+    assert_eq!(plan.wake_within, Some(Duration::from_secs(5)));
+    // Two seconds later b rotates too: still waiting, not detected again.
+    let t2 = t0 + Duration::from_secs(2);
+    let plan = plan_cycle(
+        &workloads,
+        &current(&[("a", 2), ("b", 2)]),
+        &mut pending,
+        t2,
+        SETTINGS,
+    );
+    assert!(plan.detected.is_empty() && rolled(&plan).is_empty());
+    assert_eq!(plan.wake_within, Some(Duration::from_secs(3)));
+    // The window has passed: one rollout carrying both changes, timed from the first detection.
+    let t5 = t0 + Duration::from_secs(5);
+    let plan = plan_cycle(
+        &workloads,
+        &current(&[("a", 2), ("b", 2)]),
+        &mut pending,
+        t5,
+        SETTINGS,
+    );
+    let [
+        Step::Roll {
+            reason: Reason::Rotated(changes),
+            record,
+            since,
+            ..
+        },
+    ] = &plan.steps[..]
+    else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(changes.len(), 2);
+    assert_eq!(
+        record,
+        &Versions::from([("a".to_string(), 2), ("b".to_string(), 2)])
+    );
+    assert_eq!(*since, t0);
+}
+
+#[test]
+fn the_cap_defers_rollouts_to_the_next_cycle() {
+    let t0 = Instant::now();
+    let workloads: Vec<Workload> = (0..3)
+        .map(|i| workload(&format!("w{i}"), &["a"], Some(r#"{"a":1}"#)))
+        .collect();
+    let settings = PlanSettings {
+        settle: Duration::ZERO,
+        max_rollouts_per_poll: 1,
+    };
+    let mut pending = Pending::new();
+    let plan = plan_cycle(
+        &workloads,
+        &current(&[("a", 2)]),
+        &mut pending,
+        t0,
+        settings,
+    );
+    assert_eq!(rolled(&plan), vec![0]);
+    assert_eq!(plan.deferred, vec![1, 2]);
+    assert_eq!(plan.detected, vec![0, 1, 2]);
+    assert_eq!(plan.wake_within, Some(Duration::from_secs(1)));
+}
+
+#[test]
+fn an_unreadable_record_rolls_at_once_and_says_why() {
+    let t0 = Instant::now();
+    let workloads = [workload("web", &["a"], Some("{truncated"))];
+    let mut pending = Pending::new();
+    let plan = plan_cycle(
+        &workloads,
+        &current(&[("a", 7)]),
+        &mut pending,
+        t0,
+        SETTINGS,
+    );
+    let [
+        Step::Roll {
+            reason: Reason::UnreadableRecord(why),
+            record,
+            ..
+        },
+    ] = &plan.steps[..]
+    else {
+        panic!("{plan:?}")
+    };
+    assert!(why.contains(OBSERVED), "{why}");
+    assert_eq!(record, &Versions::from([("a".to_string(), 7)]));
+}
+
+#[test]
+fn pending_entries_go_with_their_workload_or_their_rotation() {
+    let t0 = Instant::now();
+    let web = workload("web", &["a"], Some(r#"{"a":1}"#));
+    let mut pending = Pending::new();
+    plan_cycle(
+        std::slice::from_ref(&web),
+        &current(&[("a", 2)]),
+        &mut pending,
+        t0,
+        SETTINGS,
+    );
+    assert_eq!(pending.len(), 1);
+    // Deleted: forgotten.
+    plan_cycle(&[], &current(&[("a", 2)]), &mut pending, t0, SETTINGS);
+    assert!(pending.is_empty());
+    // Rolled back to the recorded version (or rolled by another replica): forgotten too.
+    plan_cycle(
+        std::slice::from_ref(&web),
+        &current(&[("a", 2)]),
+        &mut pending,
+        t0,
+        SETTINGS,
+    );
+    plan_cycle(
+        std::slice::from_ref(&web),
+        &current(&[("a", 1)]),
+        &mut pending,
+        t0,
+        SETTINGS,
+    );
+    assert!(pending.is_empty());
+}
