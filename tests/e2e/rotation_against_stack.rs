@@ -668,10 +668,15 @@ async fn a_rotation_during_an_apiserver_outage_rolls_exactly_once() -> Result<()
     // Evidence that the reloader kept looking, with its cache re-listed: ten more polls.
     wait_for_polls(&reloader.admin, 10).await?;
     assert_eq!(replica_sets(&env, "dep-a").await?, 2, "exactly one rollout");
-    assert_eq!(
-        counter(&reloader.admin, "rotor_reloader_rollouts_total").await?,
-        1,
-        "one rollout started"
+    // A patch sent just before the freeze may have had no answer in time: its outcome was
+    // unknown to the reloader (counted as a failure) and the API applied it once. Either way
+    // at most one rollout is counted as started.
+    let started = counter(&reloader.admin, "rotor_reloader_rollouts_total").await?;
+    let unknown = counter(&reloader.admin, "rotor_reloader_rollout_failures_total").await?;
+    eprintln!("rollouts counted {started}, patches without an answer {unknown}");
+    assert!(
+        started <= 1 && started + unknown >= 1,
+        "{started} {unknown}"
     );
     Ok(())
 }

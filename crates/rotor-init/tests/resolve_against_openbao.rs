@@ -406,6 +406,70 @@ async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
     assert_eq!(seen.get("ROTOR_ROLE").map(String::as_str), Some("app"));
     assert!(!seen.contains_key("ROTOR_ADDR"));
 
+    // A token the store does not know (token auth): the read is refused, the store says the
+    // token itself is bad: 77, not "missing".
+    let out = run(
+        &with(
+            &base,
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                ("ROTOR_AUTH_METHOD", "token"),
+                ("ROTOR_TOKEN", "s.not-a-token-the-store-issued"),
+            ],
+        ),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the token"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A value the kernel would refuse (over 128 KiB): 78, naming the variable, not the value.
+    f.stack
+        .bao_admin()?
+        .put_kv2("secret", "big", json!({ "v": "B".repeat(200 * 1024) }))
+        .await?;
+    let out = run(
+        &with(&base, &[("BIG", "vault:secret/data/big#v")]),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("env BIG: its value is 204800 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("BBBB"));
+
+    // One deadline for everything: 200 paths on a store that never answers, deadline 2 s.
+    // Per request (8 at a time) this took 50 s; the whole resolution now stops at 2 s.
+    let closed = rotor_testkit::ports::free_port()?;
+    let many: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("S{i}"), format!("vault:secret/data/p{i}#k")))
+        .collect();
+    let mut env = with(
+        &base,
+        &[
+            ("ROTOR_ADDR", &format!("http://127.0.0.1:{closed}")),
+            ("ROTOR_AUTH_METHOD", "token"),
+            ("ROTOR_TOKEN", "t"),
+            ("ROTOR_DEADLINE", "2"),
+        ],
+    );
+    env.extend(many);
+    let started = Instant::now();
+    let out = run(&env, "echo", &[marker]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+
     // Store down past the deadline: 69, within about the deadline.
     let closed = rotor_testkit::ports::free_port()?;
     let started = Instant::now();
