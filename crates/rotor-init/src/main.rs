@@ -111,6 +111,22 @@ fn run(command: Vec<String>) -> u8 {
         tracing::error!(error = %e, "the environment cannot be passed to the app; the app is not started");
         return exit_code::CONFIG;
     }
+    let mut client = client;
+    // The token rotor-init logged in with is of no use to the app: revoke it before exec,
+    // unless daemon mode keeps renewing with it or a dynamic secret's lease hangs from it
+    // (revoking the token would revoke those credentials too). A token the pod was given
+    // (token auth) is not rotor-init's to revoke.
+    let minted = !matches!(settings.auth, rotor_core::store::Auth::Token(_));
+    if minted && !settings.init.daemon && resolution.leases.is_empty() && client.token().is_some() {
+        let revoke = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(2), client.revoke_self()).await
+        });
+        match revoke {
+            Ok(Ok(())) => tracing::debug!("login token revoked"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not revoke the login token; it expires with its TTL"),
+            Err(_) => tracing::warn!("revoking the login token timed out; it expires with its TTL"),
+        }
+    }
     let program = &command[0];
     let mut cmd = std::process::Command::new(program);
     cmd.args(&command[1..])

@@ -691,3 +691,46 @@ async fn verifies_tls_with_the_injected_ca() -> Result<()> {
     );
     Ok(())
 }
+
+/// Tokens the store has issued and not revoked (root's view of the accessors).
+async fn live_tokens(f: &Fixture) -> Result<usize> {
+    Ok(f.stack.bao_admin()?.list("auth/token/accessors").await?.len())
+}
+
+#[tokio::test]
+async fn the_login_token_is_revoked_before_exec_unless_a_lease_hangs_from_it() -> Result<()> {
+    let f = Fixture::new().await?;
+    let before = live_tokens(&f).await?;
+    let out = run(
+        &with(&f.base_env(), &[("KEY", "vault:secret/data/api#key")]),
+        "env",
+        &["-0"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(app_env(&out)["KEY"], "api-key-1");
+    assert_eq!(
+        live_tokens(&f).await?,
+        before,
+        "the kubernetes login's token was revoked before exec"
+    );
+    // A dynamic secret's lease belongs to the token: revoking it would revoke the credentials.
+    let out = run(
+        &with(
+            &f.base_env(),
+            &[(
+                "CERT",
+                r#">>vault:pki/issue/short#certificate#{"common_name":"b.rotor.test"}"#,
+            )],
+        ),
+        "env",
+        &["-0"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The token the lease hangs from is kept (it expires with its own TTL).
+    assert_eq!(
+        live_tokens(&f).await?,
+        before + 1,
+        "a token with a lease is kept"
+    );
+    Ok(())
+}

@@ -213,6 +213,24 @@ impl BaoAdmin {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// The keys a LIST of `path` returns (none when the path is empty).
+    pub async fn list(&self, path: &str) -> Result<Vec<String>> {
+        let method = reqwest::Method::from_bytes(b"LIST").context("the LIST method")?;
+        let answer = match self.call(method, path, None).await {
+            Ok(a) => a,
+            Err(e) if e.to_string().contains("HTTP 404") => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(answer["data"]["keys"]
+            .as_array()
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Writes a KV v2 secret at `<mount>/data/<name>`; returns the new version.
     pub async fn put_kv2(&self, mount: &str, name: &str, data: Value) -> Result<u64> {
         let answer = self

@@ -177,6 +177,18 @@ impl StoreClient {
         Ok(())
     }
 
+    /// Revokes the client token (`auth/token/revoke-self`) and forgets it. One attempt: a
+    /// token that cannot be revoked still expires with its TTL.
+    pub async fn revoke_self(&mut self) -> Result<(), StoreError> {
+        let op = "revoking the client token";
+        let answer = self
+            .send(Method::Post, "auth/token/revoke-self", None, op)
+            .await?;
+        decode(&answer, op)?;
+        self.token = None;
+        Ok(())
+    }
+
     /// Whether the store still accepts the client token (`auth/token/lookup-self`, which every
     /// token may call). A 403 on a path means either that the path is forbidden or that the
     /// token is gone; only the second needs a new login.

@@ -221,3 +221,14 @@ async fn a_forbidden_path_is_not_a_refused_token() {
     store.revoke("root");
     assert!(!client.token_accepted().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_revoked_token_is_forgotten_and_refused() {
+    let store = store();
+    let mut client = client_of(&store);
+    client.revoke_self().await.unwrap();
+    assert_eq!(client.token(), None);
+    let mut other = client_of(&store); // the same token, "root", now revoked
+    assert!(!other.token_accepted().await.unwrap());
+    assert!(other.revoke_self().await.unwrap_err().is_permission_denied());
+}

@@ -153,6 +153,13 @@ impl FakeStore {
         let token_ok = request
             .token
             .is_some_and(|t| !s.revoked.iter().any(|r| r == t));
+        if path == "auth/token/revoke-self" {
+            if let (true, Some(t)) = (token_ok, request.token) {
+                s.revoked.push(t.to_string());
+                return Ok(reply(204, Value::Null));
+            }
+            return Ok(reply(403, json!({ "errors": ["permission denied"] })));
+        }
         if path == "auth/token/lookup-self" {
             return Ok(match token_ok {
                 true => reply(200, json!({ "data": { "ttl": 3600 } })),
