@@ -643,15 +643,7 @@ async fn a_rotation_during_an_apiserver_outage_rolls_exactly_once() -> Result<()
     let env = setup().await?;
     create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
     let reloader = start_reloader(&env, "reloader-1", &[]).await?;
-    wait_until(
-        "versions recorded and one ReplicaSet",
-        Duration::from_secs(30),
-        || async {
-            Ok(state::<Deployment>(&env, "dep-a").await?.2.is_some()
-                && replica_sets(&env, "dep-a").await? == 1)
-        },
-    )
-    .await?;
+    recorded_with_one_replica_set(&env, "dep-a").await?;
     // The apiserver hangs for 30 s (connections held open, nothing answered): the reloader's
     // lease renewals and watches hang with it. The secret rotates meanwhile.
     env.stack.api.process.pause()?;
@@ -679,6 +671,19 @@ async fn a_rotation_during_an_apiserver_outage_rolls_exactly_once() -> Result<()
         "{started} {unknown}"
     );
     Ok(())
+}
+
+/// Waits until the reloader recorded `name`'s versions and the Deployment has one ReplicaSet.
+async fn recorded_with_one_replica_set(env: &Env, name: &str) -> Result<()> {
+    wait_until(
+        &format!("{name} recorded, with one ReplicaSet"),
+        Duration::from_secs(30),
+        || async {
+            Ok(state::<Deployment>(env, name).await?.2.is_some()
+                && replica_sets(env, name).await? == 1)
+        },
+    )
+    .await
 }
 
 /// Resumes the apiserver when dropped, so a failing test never leaves it frozen.
@@ -744,7 +749,12 @@ async fn an_unreadable_record_rolls_once_is_repaired_and_says_why() -> Result<()
 
 /// How many tokens the store has issued and not yet revoked (root's view of the accessors).
 async fn live_tokens(env: &Env) -> Result<usize> {
-    Ok(env.stack.bao_admin()?.list("auth/token/accessors").await?.len())
+    Ok(env
+        .stack
+        .bao_admin()?
+        .list("auth/token/accessors")
+        .await?
+        .len())
 }
 
 #[tokio::test]
@@ -805,15 +815,7 @@ async fn a_partitioned_leader_stops_acting_and_a_late_patch_changes_nothing() ->
         leads(&r1.admin)
     })
     .await?;
-    wait_until(
-        "versions recorded and one ReplicaSet",
-        Duration::from_secs(30),
-        || async {
-            Ok(state::<Deployment>(&env, "dep-a").await?.2.is_some()
-                && replica_sets(&env, "dep-a").await? == 1)
-        },
-    )
-    .await?;
+    recorded_with_one_replica_set(&env, "dep-a").await?;
     let r2 = start_reloader(&env, "reloader-2", &[]).await?;
 
     // The partition: reloader-1's connections stay open and nothing passes. The store is not

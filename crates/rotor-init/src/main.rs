@@ -123,7 +123,9 @@ fn run(command: Vec<String>) -> u8 {
         });
         match revoke {
             Ok(Ok(())) => tracing::debug!("login token revoked"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not revoke the login token; it expires with its TTL"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not revoke the login token; it expires with its TTL")
+            }
             Err(_) => tracing::warn!("revoking the login token timed out; it expires with its TTL"),
         }
     }

@@ -694,7 +694,11 @@ async fn verifies_tls_with_the_injected_ca() -> Result<()> {
 
 /// Tokens the store has issued and not revoked (root's view of the accessors).
 async fn live_tokens(f: &Fixture) -> Result<usize> {
-    Ok(f.stack.bao_admin()?.list("auth/token/accessors").await?.len())
+    Ok(f.stack
+        .bao_admin()?
+        .list("auth/token/accessors")
+        .await?
+        .len())
 }
 
 #[tokio::test]

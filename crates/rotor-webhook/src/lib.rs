@@ -7,6 +7,7 @@ pub mod image_ref;
 pub mod inject_command;
 pub mod metrics;
 pub mod plan;
+pub mod pod_checks;
 pub mod pull_secrets;
 pub mod registry;
 pub mod serve;

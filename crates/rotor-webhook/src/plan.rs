@@ -79,6 +79,7 @@ pub fn plan_selection(
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Plan::Unchanged("no spec"));
     };
+    crate::pod_checks::check_pod(spec)?;
     let settings = init_settings(pod, annotations, config, from_path)?;
     let needs_token = settings.auth_method.uses_service_account_token();
     let vars = settings.to_env();
@@ -157,6 +158,7 @@ fn wrap_container(
     {
         return Ok(()); // already wrapped
     }
+    crate::pod_checks::check_container(container, list, *index)?;
     // The store address, CA and identity come from annotations checked against the webhook's
     // allowlist, never from the container: its own ROTOR_ADDR would bypass that check.
     if let Some(own) =

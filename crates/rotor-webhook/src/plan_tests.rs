@@ -464,3 +464,59 @@ fn a_container_cannot_set_rotors_store_settings_itself() {
         panic!("a tunable setting is kept")
     };
 }
+
+#[test]
+fn what_would_fail_later_is_refused_now_with_the_field_and_the_fix() {
+    type Change = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "windows",
+            Box::new(|p: &mut Value| p["spec"]["os"] = json!({ "name": "windows" })),
+            "spec.os.name is windows",
+        ),
+        (
+            "a user volume named like rotor's",
+            Box::new(|p: &mut Value| {
+                p["spec"]["volumes"] =
+                    json!([{ "name": "rotor-bin", "configMap": { "name": "x" } }])
+            }),
+            "spec.volumes has \"rotor-bin\"",
+        ),
+        (
+            "a user init container named like rotor's",
+            Box::new(|p: &mut Value| {
+                p["spec"]["initContainers"] =
+                    json!([{ "name": "rotor-init-copy", "image": "busybox", "command": ["true"] }])
+            }),
+            "spec.initContainers has \"rotor-init-copy\"",
+        ),
+        (
+            "a mount at rotor's path",
+            Box::new(|p: &mut Value| {
+                p["spec"]["containers"][0]["volumeMounts"] =
+                    json!([{ "name": "data", "mountPath": "/rotor/bin/" }])
+            }),
+            "mounts \"data\" at /rotor/bin",
+        ),
+        (
+            "$(VAR) of a referenced variable",
+            Box::new(|p: &mut Value| {
+                p["spec"]["containers"][0]["args"] = json!(["--password=$(DB)"])
+            }),
+            "uses $(DB) in command or args",
+        ),
+    ];
+    for (what, change, needle) in cases {
+        let mut input = app_pod();
+        change(&mut input);
+        let Deny(msg) = plan_mutation(&pod(input), &config()).unwrap_err();
+        assert!(msg.contains(needle), "{what}: {msg}");
+    }
+    // An escaped $$(VAR) is the app's own business.
+    let mut input = app_pod();
+    input["spec"]["containers"][0]["args"] = json!(["--password=$$(DB)", "$(PLAIN)"]);
+    assert!(matches!(
+        plan_mutation(&pod(input), &config()),
+        Ok(Plan::Patch(_))
+    ));
+}

@@ -230,5 +230,11 @@ async fn a_revoked_token_is_forgotten_and_refused() {
     assert_eq!(client.token(), None);
     let mut other = client_of(&store); // the same token, "root", now revoked
     assert!(!other.token_accepted().await.unwrap());
-    assert!(other.revoke_self().await.unwrap_err().is_permission_denied());
+    assert!(
+        other
+            .revoke_self()
+            .await
+            .unwrap_err()
+            .is_permission_denied()
+    );
 }
