@@ -7,6 +7,9 @@ pub const CONFIG: u8 = 78;
 pub const AUTH: u8 = 77;
 /// A referenced secret, key or version does not exist or may not be read.
 pub const MISSING_SECRET: u8 = 66;
+/// The store's answer was not what Vault or OpenBao sends (not JSON, the wrong shape, over the
+/// size cap): the address probably points at something else.
+pub const PROTOCOL: u8 = 76;
 /// The store did not answer within the deadline.
 pub const STORE_UNAVAILABLE: u8 = 69;
 /// The app could not be executed (not found: 127, not executable: 126).

@@ -221,6 +221,8 @@ async fn resolve(
 fn login_error_code(e: &StoreError) -> u8 {
     if e.is_setup() {
         exit_code::CONFIG
+    } else if matches!(e, StoreError::Decode { .. }) {
+        exit_code::PROTOCOL
     } else if e.is_unavailable() {
         exit_code::STORE_UNAVAILABLE
     } else {
@@ -232,6 +234,7 @@ fn resolve_error_code(e: &ResolveError) -> u8 {
     match e.store_error() {
         None => exit_code::CONFIG,
         Some(e) if e.is_setup() => exit_code::CONFIG,
+        Some(StoreError::Decode { .. }) => exit_code::PROTOCOL,
         Some(e) if e.is_unavailable() => exit_code::STORE_UNAVAILABLE,
         Some(_) => exit_code::MISSING_SECRET,
     }

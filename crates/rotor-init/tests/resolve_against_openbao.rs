@@ -445,6 +445,35 @@ async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
     );
     assert!(!stderr(&out).contains("BBBB"));
 
+    // Something that is not a store answers 200 with text: 76, not "missing".
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let garbage_port = garbage.local_addr()?.port();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut s in garbage.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    let out = run(
+        &with(
+            &base,
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                ("ROTOR_ADDR", &format!("http://127.0.0.1:{garbage_port}")),
+                ("ROTOR_AUTH_METHOD", "token"),
+                ("ROTOR_TOKEN", "t"),
+            ],
+        ),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(76), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not JSON"), "{}", stderr(&out));
+
     // One deadline for everything: 200 paths on a store that never answers, deadline 2 s.
     // Per request (8 at a time) this took 50 s; the whole resolution now stops at 2 s.
     let closed = rotor_testkit::ports::free_port()?;

@@ -296,6 +296,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_to_a_plain_http_store_is_a_tls_error_not_retried() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let addr = format!("https://127.0.0.1:{port}");
+        let transport = HttpTransport::new(&addr, None, Duration::from_secs(5)).expect("client");
+        let err = transport
+            .send(Request {
+                method: Method::Get,
+                path: "sys/health",
+                body: None,
+                token: None,
+                namespace: None,
+                op: "reading",
+            })
+            .await
+            .expect_err("no TLS there");
+        assert!(matches!(err, StoreError::Tls { .. }), "{err:?}");
+        assert!(!err.is_transient() && err.is_setup());
+    }
+
+    #[tokio::test]
     async fn a_refused_connection_to_a_store_named_like_certificates_is_unreachable_not_tls() {
         // A port that was free a moment ago: the connection is refused, the store never saw it.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
