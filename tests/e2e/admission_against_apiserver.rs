@@ -135,6 +135,10 @@ async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()
         "{msg}"
     );
 
+    // One table of reference shapes: the chart's CEL prefilter (evaluated by the API server)
+    // and the webhook agree with rotor-core's parser on every case.
+    shapes_agree_with_the_chart_and_the_webhook(&pods, &webhook).await?;
+
     // That the mutated pod really runs (and the app sees the secret) is shown on the real node:
     // tests/e2e/node_pods.rs.
     assert_eq!(
@@ -164,6 +168,57 @@ async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()
         err.to_string().contains("pods.rotor.dev"),
         "the refusal names the webhook: {err}"
     );
+    Ok(())
+}
+
+async fn shapes_agree_with_the_chart_and_the_webhook(
+    pods: &Api<Pod>,
+    webhook: &Webhook,
+) -> Result<()> {
+    use rotor_core::reference::{Shape, shape_cases};
+    for (i, (value, shape)) in shape_cases().into_iter().enumerate() {
+        let before = webhook_requests(&webhook.admin).await;
+        let created = pods
+            .create(
+                &PostParams::default(),
+                &app_pod(&format!("shape-{i}"), value),
+            )
+            .await;
+        let called = webhook_requests(&webhook.admin).await - before;
+        match shape {
+            Shape::Whole | Shape::Inline => {
+                let pod = created.map_err(|e| anyhow::anyhow!("{value:?}: {e}"))?;
+                assert!(
+                    pod.spec.unwrap().init_containers.is_some(),
+                    "{value:?} is injected"
+                );
+            }
+            Shape::Plain => {
+                let pod = created.map_err(|e| anyhow::anyhow!("{value:?}: {e}"))?;
+                let spec = pod.spec.unwrap();
+                assert!(spec.init_containers.is_none(), "{value:?} is left alone");
+                let env = spec.containers[0].env.as_ref().unwrap();
+                assert_eq!(env[0].value.as_deref(), Some(value), "byte for byte");
+                assert_eq!(
+                    called, 0.0,
+                    "{value:?}: the chart's CEL kept the webhook out"
+                );
+            }
+            Shape::Refused => {
+                let err = created.expect_err(value).to_string();
+                assert!(
+                    err.contains("env DB_PASSWORD") && err.contains("expected"),
+                    "{value:?}: {err}"
+                );
+            }
+        }
+        if shape != Shape::Plain {
+            assert_eq!(
+                called, 1.0,
+                "{value:?}: the chart's CEL sent it to the webhook"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -58,9 +58,11 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* CEL: the pod carries a reference (env value or from-path annotation). Only such pods reach the webhook. */}}
+{{/* CEL: the pod carries a reference (env value or from-path annotation). Only such pods reach the webhook.
+     The shape of a whole reference is rotor-core's (reference::has_reference), checked against one table of
+     cases (crates/rotor-core/testdata/reference_shapes.tsv) through the real API server. */}}
 {{- define "rotor.hasReference" -}}
-(has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations)) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.startsWith('vault:') || e.value.startsWith('bao:') || e.value.startsWith('>>vault:') || e.value.startsWith('>>bao:') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>')))))
+(has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations)) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.matches('^(>>)?(vault|bao):([^[:space:]#]+#|[^[:space:]#]*/)') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>vault:') || e.value.contains('${>>bao:')))))
 {{- end -}}
 
 {{/* CEL: a container takes env from ConfigMaps (which may hold references). Added with webhook.configMapReferences. */}}

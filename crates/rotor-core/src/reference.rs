@@ -158,12 +158,38 @@ pub struct ParseError {
 const EXPECTED_REFERENCE: &str =
     "vault:PATH#KEY, vault:PATH#KEY#VERSION or >>vault:PATH#KEY[#{json body}] (bao: works alike)";
 
-/// Whether `value` contains anything rotor would treat as a reference (cheap, no allocation).
+/// At most this many bytes in a value that holds references (the kernel's limit on one
+/// environment string is 128 KiB; a longer value could never reach the app).
+pub const MAX_VALUE_BYTES: usize = 128 * 1024;
+/// At most this many references in one value.
+pub const MAX_REFERENCES_PER_VALUE: usize = 64;
+/// At most this many characters of a reference are quoted back in an error.
+const QUOTE_CHARS: usize = 120;
+
+const INLINE_PREFIXES: [&str; 4] = ["vault:", "bao:", ">>vault:", ">>bao:"];
+
+/// Whether `value` is something rotor treats as a reference (whole or inline); cheap, linear,
+/// no allocation. A value is a *whole* reference attempt only when it has the shape of one: it
+/// starts with `vault:`, `bao:` (or `>>` and one of them), and the path up to the first `#` is
+/// non-empty, has no whitespace, and holds a `/` or is followed by `#KEY`. So
+/// `vault:1.13.3` (an image tag) and `vault: a word` are plain text. Inline references are
+/// `${vault:...}` (and the other three prefixes) anywhere in the value.
+///
+/// The same rule is the chart's CEL prefilter (`rotor.hasReference`); the table of cases in
+/// `testdata/reference_shapes.tsv` is checked against both.
 pub fn has_reference(value: &str) -> bool {
-    starts_with_reference(value).is_some()
-        || ["${vault:", "${bao:", "${>>vault:", "${>>bao:"]
-            .iter()
-            .any(|p| value.contains(p))
+    whole_attempt(value).is_some() || next_inline_start(value, 0).is_some()
+}
+
+/// The scheme, write flag and text after the prefix when `value` is a whole reference attempt.
+fn whole_attempt(value: &str) -> Option<(Scheme, bool, &str)> {
+    let found @ (_, _, rest) = starts_with_reference(value)?;
+    let head_end = rest.find('#').unwrap_or(rest.len());
+    let head = &rest[..head_end];
+    let shaped = !head.is_empty()
+        && !head.chars().any(|c| c.is_whitespace() || c.is_control())
+        && (head.contains('/') || head_end < rest.len());
+    shaped.then_some(found)
 }
 
 fn starts_with_reference(value: &str) -> Option<(Scheme, bool, &str)> {
@@ -179,47 +205,83 @@ fn starts_with_reference(value: &str) -> Option<(Scheme, bool, &str)> {
     }
 }
 
-/// Parses the value of env var `var`. `Ok(None)`: no references, leave the value alone.
-pub fn parse_value(var: &str, value: &str) -> Result<Option<Template>, ParseError> {
-    if starts_with_reference(value).is_some() {
-        return parse_reference(var, value).map(|r| Some(Template::Whole(r)));
+/// The byte index of the next `${` at or after `from` that opens an inline reference.
+/// Each `${` is looked at once, so scanning a whole value is linear in its length.
+fn next_inline_start(value: &str, from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(offset) = value.get(at..)?.find("${") {
+        let start = at + offset;
+        let after = &value[start + 2..];
+        if INLINE_PREFIXES.iter().any(|p| after.starts_with(p)) {
+            return Some(start);
+        }
+        at = start + 2;
     }
+    None
+}
+
+/// `text` cut to a length an error message can carry.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Parses the value of env var `var`. `Ok(None)`: no references, leave the value alone.
+/// Linear in the length of `value`; values over [`MAX_VALUE_BYTES`] or with more than
+/// [`MAX_REFERENCES_PER_VALUE`] references are refused.
+pub fn parse_value(var: &str, value: &str) -> Result<Option<Template>, ParseError> {
     if !has_reference(value) {
         return Ok(None);
     }
+    let too_much = |problem: String| ParseError {
+        var: var.to_string(),
+        reference: quoted(value),
+        problem,
+        expected: "a value of at most 128 KiB with at most 64 references; split it over several variables",
+    };
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(too_much(format!(
+            "the value is {} bytes, over the limit of {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    if whole_attempt(value).is_some() {
+        return parse_reference(var, value).map(|r| Some(Template::Whole(r)));
+    }
     let mut segments = Vec::new();
-    let mut rest = value;
-    while let Some(start) = find_inline_start(rest) {
-        if start > 0 {
-            segments.push(Segment::Text(rest[..start].to_string()));
+    let mut references = 0usize;
+    let mut done = 0usize;
+    while let Some(start) = next_inline_start(value, done) {
+        references += 1;
+        if references > MAX_REFERENCES_PER_VALUE {
+            return Err(too_much(format!(
+                "it holds more than {MAX_REFERENCES_PER_VALUE} references"
+            )));
+        }
+        if start > done {
+            segments.push(Segment::Text(value[done..start].to_string()));
         }
         let inner_start = start + 2;
-        let Some(len) = rest[inner_start..].find('}').map(|len| {
-            // A write body is JSON and may contain braces: take the closing brace that balances.
-            balanced_end(&rest[inner_start..]).unwrap_or(len)
-        }) else {
+        // A write body is JSON and may contain braces: take the closing brace that balances.
+        // Without one the value is refused at once, so no byte is scanned twice.
+        let Some(len) = balanced_end(&value[inner_start..]) else {
             return Err(ParseError {
                 var: var.to_string(),
-                reference: rest[start..].to_string(),
+                reference: quoted(&value[start..]),
                 problem: "an inline reference is not closed with '}'".to_string(),
                 expected: "${vault:PATH#KEY} inside the value",
             });
         };
-        let inner = &rest[inner_start..inner_start + len];
+        let inner = &value[inner_start..inner_start + len];
         segments.push(Segment::Reference(parse_reference(var, inner)?));
-        rest = &rest[inner_start + len + 1..];
+        done = inner_start + len + 1;
     }
-    if !rest.is_empty() {
-        segments.push(Segment::Text(rest.to_string()));
+    if done < value.len() {
+        segments.push(Segment::Text(value[done..].to_string()));
     }
     Ok(Some(Template::Inline(segments)))
-}
-
-fn find_inline_start(s: &str) -> Option<usize> {
-    ["${vault:", "${bao:", "${>>vault:", "${>>bao:"]
-        .iter()
-        .filter_map(|p| s.find(p))
-        .min()
 }
 
 /// The index of the `}` that closes an inline reference whose body may hold a JSON object.
@@ -252,7 +314,7 @@ fn balanced_end(s: &str) -> Option<usize> {
 pub fn parse_reference(var: &str, text: &str) -> Result<Reference, ParseError> {
     let fail = |problem: String| ParseError {
         var: var.to_string(),
-        reference: text.to_string(),
+        reference: quoted(text),
         problem,
         expected: EXPECTED_REFERENCE,
     };
@@ -375,6 +437,35 @@ pub fn parse_from_path(source: &str, list: &str) -> Result<Vec<PathRef>, ParseEr
         });
     }
     Ok(out)
+}
+
+/// What rotor does with a value, as the table of shapes states it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Whole,
+    Inline,
+    Plain,
+    Refused,
+}
+
+/// The table of reference shapes (`testdata/reference_shapes.tsv`) that every program is tested
+/// against: `(value, shape)`.
+pub fn shape_cases() -> Vec<(&'static str, Shape)> {
+    include_str!("../testdata/reference_shapes.tsv")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (value, shape) = l.rsplit_once('\t')?;
+            let shape = match shape {
+                "whole" => Shape::Whole,
+                "inline" => Shape::Inline,
+                "plain" => Shape::Plain,
+                "refused" => Shape::Refused,
+                _ => return None,
+            };
+            Some((value, shape))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -102,13 +102,13 @@ fn errors_name_the_var_quote_the_reference_and_say_what_is_expected() {
     assert!(msg.contains("expected vault:PATH#KEY"), "{msg}");
 
     for (value, problem) in [
-        ("vault:#key", "path is empty"),
+        ("vault:/#key", "path is empty"),
         ("vault:secret/db#", "key after '#' is empty"),
         ("vault:secret/db#k#latest", "not a positive integer"),
         ("vault:secret/db#k#0", "not a positive integer"),
         ("vault:secret//db#k", "empty, '.' or '..' segment"),
         ("vault:secret/../sys#k", "empty, '.' or '..' segment"),
-        ("vault:sec ret#k", "whitespace"),
+        ("x${vault:sec ret#k}", "whitespace"),
         (">>vault:pki/issue/x#k#not json", "not a JSON object"),
         (">>vault:pki/issue/x#k#[1]", "not a JSON object"),
         ("a ${vault:secret/db#k", "not closed"),
@@ -226,4 +226,57 @@ proptest! {
         let _ = parse_value("V", &s);
         let _ = parse_value("V", &format!("{t}${{{s}}}{t}"));
     }
+}
+
+#[test]
+fn the_table_of_shapes_is_what_the_parser_does() {
+    let cases = shape_cases();
+    assert!(cases.len() >= 25, "the table was read: {}", cases.len());
+    for (value, shape) in cases {
+        let parsed = parse_value("V", value);
+        let got = match &parsed {
+            Ok(Some(Template::Whole(_))) => Shape::Whole,
+            Ok(Some(Template::Inline(_))) => Shape::Inline,
+            Ok(None) => Shape::Plain,
+            Err(_) => Shape::Refused,
+        };
+        assert_eq!(got, shape, "{value:?}: {parsed:?}");
+        assert_eq!(has_reference(value), shape != Shape::Plain, "{value:?}");
+    }
+}
+
+#[test]
+fn scanning_is_linear_and_capped() {
+    // 64 references at the cap parse; one more is refused with the limit named.
+    let at_cap: String = (0..MAX_REFERENCES_PER_VALUE)
+        .map(|i| format!("${{vault:s/p#k{i}}},"))
+        .collect();
+    assert_eq!(
+        parse_value("V", &at_cap)
+            .unwrap()
+            .unwrap()
+            .references()
+            .len(),
+        MAX_REFERENCES_PER_VALUE
+    );
+    let over = format!("{at_cap}${{vault:s/p#last}}");
+    let msg = parse_value("V", &over).unwrap_err().to_string();
+    assert!(msg.contains("more than 64 references"), "{msg}");
+    // A value over the byte cap is refused at once, quoted short.
+    let big = format!("${{vault:s/p#k}}{}", "x".repeat(MAX_VALUE_BYTES));
+    let msg = parse_value("V", &big).unwrap_err().to_string();
+    assert!(msg.contains("over the limit") && msg.len() < 600, "{msg}");
+    // What made the old scanner quadratic: many '${' that open nothing, an unclosed brace after
+    // a reference, a prefix that never appears. A generous bound that catches O(n^2).
+    let started = std::time::Instant::now();
+    for hostile in [
+        "${x".repeat(40_000),
+        format!("${{vault:a/b#c{}", "{".repeat(120_000)),
+        format!("${{>>vault:a/b#c#{{\"{}", "\"".repeat(120_000)),
+        "vault:".repeat(20_000),
+    ] {
+        let _ = parse_value("V", &hostile);
+        let _ = has_reference(&hostile);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }

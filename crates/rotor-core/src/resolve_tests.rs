@@ -151,3 +151,33 @@ async fn from_path_keys_that_would_steer_the_loader_or_forge_a_name_are_refused(
         );
     }
 }
+
+#[tokio::test]
+async fn rotor_init_treats_the_table_of_shapes_as_the_webhook_does() {
+    use crate::reference::{Shape, shape_cases};
+    for (value, shape) in shape_cases() {
+        let store = Arc::new(FakeStore::new());
+        let vars = env(&[("V", value)]);
+        let result =
+            resolve_environment(&client_of(&store), vars, &[], ResolveOptions::default()).await;
+        match shape {
+            Shape::Plain => {
+                let resolution = result.unwrap();
+                assert_eq!(resolution.env, env(&[("V", value)]), "byte for byte");
+                assert_eq!(store.log().len(), 0, "{value:?}: no request");
+            }
+            Shape::Refused => {
+                assert!(matches!(result, Err(ResolveError::Parse(_))), "{value:?}");
+                assert_eq!(
+                    store.log().len(),
+                    0,
+                    "{value:?}: refused before any request"
+                );
+            }
+            // The empty store answers "missing": what matters is that the store was asked.
+            Shape::Whole | Shape::Inline => {
+                assert!(!store.log().is_empty(), "{value:?}: {result:?}")
+            }
+        }
+    }
+}

@@ -96,6 +96,38 @@ mod tests {
     }
 
     #[test]
+    fn the_table_of_shapes_decides_what_is_watched() {
+        use rotor_core::reference::{Shape, shape_cases};
+        for (value, shape) in shape_cases() {
+            let t = template(
+                serde_json::json!({ "spec": { "containers": [{ "name": "a", "env": [
+                { "name": "V", "value": value },
+            ]}] } }),
+            );
+            let watched = watched_paths(&t);
+            // Reads at the current version are watched; pinned reads and writes never roll.
+            let unpinned_reads = |value: &str| -> BTreeSet<String> {
+                let template = rotor_core::reference::parse_value("V", value)
+                    .unwrap()
+                    .unwrap();
+                let references = template.references();
+                references
+                    .into_iter()
+                    .filter(|r| !r.is_write() && r.pinned_version().is_none())
+                    .map(|r| r.path.clone())
+                    .collect()
+            };
+            match shape {
+                Shape::Whole | Shape::Inline => {
+                    assert_eq!(watched.unwrap(), unpinned_reads(value), "{value:?}")
+                }
+                Shape::Plain => assert!(watched.unwrap().is_empty(), "{value:?}"),
+                Shape::Refused => assert!(watched.is_err(), "{value:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn opt_in_on_the_workload_or_the_template_and_opt_out_wins() {
         let reload = |v: &str| BTreeMap::from([("rotor.dev/reload".to_string(), v.to_string())]);
         let plain = template(serde_json::json!({ "spec": { "containers": [] } }));

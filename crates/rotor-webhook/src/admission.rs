@@ -289,6 +289,35 @@ mod tests {
         assert_eq!(out["response"]["patchType"], "JSONPatch");
     }
 
+    #[tokio::test]
+    async fn the_table_of_shapes_is_what_the_webhook_does() {
+        use rotor_core::reference::{Shape, shape_cases};
+        rotor_core::install_crypto_provider();
+        let ctx = context();
+        for (value, shape) in shape_cases() {
+            let pod = serde_json::json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"], "env": [{ "name": "A", "value": value }] }] } });
+            let out = review_json(&review(pod, "Pod", "CREATE"), &ctx).await;
+            let response = &out["response"];
+            match shape {
+                Shape::Whole | Shape::Inline => {
+                    assert_eq!(response["patchType"], "JSONPatch", "{value:?}: {out}")
+                }
+                Shape::Plain => {
+                    assert_eq!(response["allowed"], true, "{value:?}");
+                    assert!(response.get("patch").is_none(), "{value:?}: {out}");
+                }
+                Shape::Refused => {
+                    assert_eq!(response["allowed"], false, "{value:?}");
+                    let message = response["status"]["message"].as_str().unwrap();
+                    assert!(
+                        message.contains("env A") && message.contains("expected"),
+                        "{message}"
+                    );
+                }
+            }
+        }
+    }
+
     async fn review_json(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
         super::review(body, ctx).await
     }

@@ -8,6 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::annotations::{self, get};
 use crate::reference::{ParseError, PathRef, parse_from_path, parse_value};
 
+/// At most this many references (inline ones counted singly) in one pod or pod template.
+pub const MAX_REFERENCES_PER_WORKLOAD: usize = 1024;
+/// At most this many entries in a from-path list.
+pub const MAX_FROM_PATHS: usize = 64;
+
 /// One container's env as the pod spec writes it: `(name, value)` for each variable with a
 /// literal value (variables from Secrets, ConfigMaps or fields have none).
 #[derive(Clone, Debug, Default)]
@@ -57,6 +62,10 @@ pub enum WorkloadError {
         container: String,
         error: ParseError,
     },
+    #[error(
+        "the pod holds more than {limit} {what}; split the secrets over fewer, larger ones (a from-path secret gives every key) or over several workloads"
+    )]
+    TooMany { what: &'static str, limit: usize },
 }
 
 /// Reads what a workload references. Every env value is parsed once; a value that looks like a
@@ -74,6 +83,12 @@ pub fn workload_references(
     };
     if let Some((list, name)) = get(annotations, &annotations::FROM_PATH) {
         out.from_path = parse_from_path(&name, list).map_err(WorkloadError::FromPath)?;
+        if out.from_path.len() > MAX_FROM_PATHS {
+            return Err(WorkloadError::TooMany {
+                what: "from-path entries",
+                limit: MAX_FROM_PATHS,
+            });
+        }
         out.watched_paths.extend(
             out.from_path
                 .iter()
@@ -81,6 +96,7 @@ pub fn workload_references(
                 .map(|p| p.path.clone()),
         );
     }
+    let mut count = 0usize;
     for (index, container) in containers.iter().enumerate() {
         let mut referenced = false;
         for (var, value) in &container.env {
@@ -90,6 +106,13 @@ pub fn workload_references(
             })?;
             for r in template.iter().flat_map(|t| t.references()) {
                 referenced = true;
+                count += 1;
+                if count > MAX_REFERENCES_PER_WORKLOAD {
+                    return Err(WorkloadError::TooMany {
+                        what: "references",
+                        limit: MAX_REFERENCES_PER_WORKLOAD,
+                    });
+                }
                 if !r.is_write() && r.pinned_version().is_none() {
                     out.watched_paths.insert(r.path.clone());
                 }
