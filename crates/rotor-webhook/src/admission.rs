@@ -2,7 +2,10 @@
 //! response; a parseable one always gets HTTP 200 with the request's uid.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
@@ -17,7 +20,13 @@ use crate::targets::{LookupNeed, select_targets};
 
 /// What answering a review needs.
 pub struct AdmissionContext {
-    pub config: InjectConfig,
+    pub config: Arc<InjectConfig>,
+    /// How long one review may take, lookups and planning together; past it the pod is refused
+    /// (the API server would have given up anyway).
+    pub review_timeout: Duration,
+    /// Planning is CPU work: it runs on blocking threads, this many at once, so a costly pod
+    /// never holds the async workers that serve every other review.
+    pub planners: Arc<tokio::sync::Semaphore>,
     pub metrics: std::sync::Arc<Metrics>,
     pub registry: RegistryClient,
     /// Set when imagePullSecrets or ConfigMaps are read through the API.
@@ -26,10 +35,21 @@ pub struct AdmissionContext {
     pub configmap_references: bool,
 }
 
-/// Answers one admission review body; returns the JSON to send.
+/// The planning concurrency of a webhook: two per core.
+pub fn default_planners() -> Arc<tokio::sync::Semaphore> {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    Arc::new(tokio::sync::Semaphore::new(cores * 2))
+}
+
+/// Answers one admission review body; returns the JSON to send. A patch is sent base64-encoded,
+/// as the API server's own types write `[]byte` (kube-core's `Vec<u8>` would write an array of
+/// numbers, 2–3 times the size).
 pub async fn review(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
     let started = Instant::now();
-    let (response, outcome) = decide(body, ctx).await;
+    let (response, outcome, patch) = match decide(body, ctx).await {
+        Decided::Answer(response, outcome) => (response, outcome, None),
+        Decided::Patch(response, patch) => (response, "patched", Some(patch)),
+    };
     ctx.metrics
         .requests
         .get_or_create(&OutcomeLabels { outcome })
@@ -38,7 +58,16 @@ pub async fn review(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
         .duration
         .observe(started.elapsed().as_secs_f64());
     let uid = response.uid.clone();
-    serde_json::to_value(response.into_review()).unwrap_or_else(|e| {
+    let answer = serde_json::to_value(response.into_review()).map(|mut answer| {
+        if let Some(patch) = patch {
+            answer["response"]["patch"] = base64::engine::general_purpose::STANDARD
+                .encode(patch)
+                .into();
+            answer["response"]["patchType"] = "JSONPatch".into();
+        }
+        answer
+    });
+    answer.unwrap_or_else(|e| {
         // Never an empty answer: the API server needs the uid and a decision.
         tracing::error!(error = %e, "cannot serialise the admission response; refusing the object");
         serde_json::json!({
@@ -49,7 +78,20 @@ pub async fn review(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
     })
 }
 
-async fn decide(body: &[u8], ctx: &AdmissionContext) -> (AdmissionResponse, &'static str) {
+/// The answer to a review: a response with its outcome label, or an allowed response and the
+/// serialised JSON patch to add to it.
+enum Decided {
+    Answer(AdmissionResponse, &'static str),
+    Patch(AdmissionResponse, Vec<u8>),
+}
+
+impl From<(AdmissionResponse, &'static str)> for Decided {
+    fn from((response, outcome): (AdmissionResponse, &'static str)) -> Self {
+        Self::Answer(response, outcome)
+    }
+}
+
+async fn decide(body: &[u8], ctx: &AdmissionContext) -> Decided {
     // The common case, parsed once: a review of a Pod.
     let pod_error = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
@@ -58,7 +100,8 @@ async fn decide(body: &[u8], ctx: &AdmissionContext) -> (AdmissionResponse, &'st
                 return (
                     AdmissionResponse::invalid(format!("the AdmissionReview has no request: {e}")),
                     "invalid",
-                );
+                )
+                    .into();
             }
         },
         Err(e) => e,
@@ -71,7 +114,8 @@ async fn decide(body: &[u8], ctx: &AdmissionContext) -> (AdmissionResponse, &'st
             return (
                 AdmissionResponse::invalid(format!("the body is not an AdmissionReview: {e}")),
                 "invalid",
-            );
+            )
+                .into();
         }
     };
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
@@ -80,7 +124,8 @@ async fn decide(body: &[u8], ctx: &AdmissionContext) -> (AdmissionResponse, &'st
             return (
                 AdmissionResponse::invalid(format!("the AdmissionReview has no request: {e}")),
                 "invalid",
-            );
+            )
+                .into();
         }
     };
     let response = AdmissionResponse::from(&request);
@@ -90,19 +135,16 @@ async fn decide(body: &[u8], ctx: &AdmissionContext) -> (AdmissionResponse, &'st
         request.sub_resource.as_deref(),
     ) {
         let message = format!("rotor: the pod object does not parse as a v1 Pod: {pod_error}");
-        return (response.deny(message), "denied");
+        return (response.deny(message), "denied").into();
     }
-    (response, "unchanged")
+    (response, "unchanged").into()
 }
 
 fn is_pod_create(operation: &Operation, kind: &str, sub_resource: Option<&str>) -> bool {
     *operation == Operation::Create && kind == "Pod" && sub_resource.is_none()
 }
 
-async fn decide_pod(
-    request: &AdmissionRequest<Pod>,
-    ctx: &AdmissionContext,
-) -> (AdmissionResponse, &'static str) {
+async fn decide_pod(request: &AdmissionRequest<Pod>, ctx: &AdmissionContext) -> Decided {
     let started = Instant::now();
     let response = AdmissionResponse::from(request);
     if !is_pod_create(
@@ -110,13 +152,14 @@ async fn decide_pod(
         &request.kind.kind,
         request.sub_resource.as_deref(),
     ) {
-        return (response, "unchanged");
+        return (response, "unchanged").into();
     }
     let Some(pod) = request.object.as_ref() else {
         return (
             response.deny("rotor: the admission request carries no pod object"),
             "denied",
-        );
+        )
+            .into();
     };
     let namespace = request.namespace.clone().unwrap_or_default();
     let mut pod = pod.clone();
@@ -124,19 +167,32 @@ async fn decide_pod(
         pod.metadata.namespace = Some(namespace.clone());
     }
     let name = pod_display_name(&pod);
-    let (response, outcome) = match plan_with_lookups(&pod, ctx).await {
+    let planned = tokio::time::timeout(ctx.review_timeout, plan_with_lookups(Arc::new(pod), ctx))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Deny(format!(
+                "reviewing the pod took longer than {} ms (--review-timeout-ms); \
+                 look for image lookups that hang or references far beyond the usual",
+                ctx.review_timeout.as_millis()
+            )))
+        });
+    let decided = match planned {
         Ok(Plan::Unchanged(reason)) => {
             tracing::debug!(%reason, "unchanged");
-            (response, "unchanged")
+            Decided::Answer(response, "unchanged")
         }
-        Ok(Plan::Patch(patch)) => match response.clone().with_patch(patch) {
-            Ok(r) => (r, "patched"),
-            Err(e) => (
+        Ok(Plan::Patch(patch)) => match serde_json::to_vec(&patch) {
+            Ok(bytes) => Decided::Patch(response, bytes),
+            Err(e) => Decided::Answer(
                 response.deny(format!("rotor: cannot encode the patch: {e}")),
                 "denied",
             ),
         },
-        Err(deny) => (response.deny(format!("rotor: {deny}")), "denied"),
+        Err(deny) => Decided::Answer(response.deny(format!("rotor: {deny}")), "denied"),
+    };
+    let outcome = match &decided {
+        Decided::Answer(_, outcome) => *outcome,
+        Decided::Patch(..) => "patched",
     };
     tracing::info!(
         %namespace,
@@ -147,26 +203,74 @@ async fn decide_pod(
         duration_us = started.elapsed().as_micros() as u64,
         "admission"
     );
-    (response, outcome)
+    decided
 }
 
-/// Selects the containers to wrap (once), reads what planning needs from outside (containers
-/// with references in ConfigMaps, when the API is available; the ENTRYPOINT and CMD of wrapped
-/// containers without `command`), then plans.
-async fn plan_with_lookups(pod: &Pod, ctx: &AdmissionContext) -> Result<Plan, Deny> {
+/// What the first planning pass found: the final plan, or the containers whose image
+/// entrypoint must be looked up first.
+enum FirstPass {
+    Done(Plan),
+    LookUp(Vec<LookupNeed>),
+}
+
+/// Runs `work` on a blocking thread once one of the planning permits is free.
+async fn plan_off_the_workers<T: Send + 'static>(
+    ctx: &AdmissionContext,
+    work: impl FnOnce() -> Result<T, Deny> + Send + 'static,
+) -> Result<T, Deny> {
+    let _permit = ctx
+        .planners
+        .acquire()
+        .await
+        .map_err(|_| Deny("the webhook is shutting down".to_string()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Deny(format!("planning failed: {e}")))?
+}
+
+/// Selects the containers to wrap, reads what planning needs from outside (containers with
+/// references in ConfigMaps, when the API is available; the ENTRYPOINT and CMD of wrapped
+/// containers without `command`), then plans. Selection and planning run off the async
+/// workers; when no lookup is needed (the usual case) both happen in one pass.
+async fn plan_with_lookups(pod: Arc<Pod>, ctx: &AdmissionContext) -> Result<Plan, Deny> {
     let configmap_references = match (&ctx.kube, ctx.configmap_references) {
         (Some(kube), true) => {
-            crate::configmap_references::containers_with_configmap_references(kube, pod)
+            crate::configmap_references::containers_with_configmap_references(kube, &pod)
                 .await
                 .map_err(Deny)?
         }
         _ => HashSet::new(),
     };
-    let selection = select_targets(pod, &configmap_references)?;
-    let image_commands = look_up_entrypoints(pod, &selection.lookup_needs(), ctx)
-        .await
-        .map_err(Deny)?;
-    plan_selection(pod, &ctx.config, &selection, &image_commands)
+    let configmap_references = Arc::new(configmap_references);
+    let first = {
+        let (pod, config, cms) = (
+            pod.clone(),
+            ctx.config.clone(),
+            configmap_references.clone(),
+        );
+        plan_off_the_workers(ctx, move || {
+            let selection = select_targets(&pod, &cms)?;
+            let needs = selection.lookup_needs();
+            if needs.is_empty() {
+                plan_selection(&pod, &config, &selection, &ImageCommands::new())
+                    .map(FirstPass::Done)
+            } else {
+                Ok(FirstPass::LookUp(needs))
+            }
+        })
+        .await?
+    };
+    let needs = match first {
+        FirstPass::Done(plan) => return Ok(plan),
+        FirstPass::LookUp(needs) => needs,
+    };
+    let image_commands = look_up_entrypoints(&pod, &needs, ctx).await.map_err(Deny)?;
+    let config = ctx.config.clone();
+    plan_off_the_workers(ctx, move || {
+        let selection = select_targets(&pod, &configmap_references)?;
+        plan_selection(&pod, &config, &selection, &image_commands)
+    })
+    .await
 }
 
 /// ENTRYPOINT and CMD of every wrapped container without `command`, looked up concurrently.
@@ -222,10 +326,12 @@ mod tests {
 
     fn context() -> AdmissionContext {
         AdmissionContext {
-            config: InjectConfig {
+            config: Arc::new(InjectConfig {
                 default_addr: Some("https://vault:8200".into()),
                 ..InjectConfig::default()
-            },
+            }),
+            review_timeout: Duration::from_secs(4),
+            planners: default_planners(),
             metrics: Metrics::new(),
             registry: RegistryClient::new(crate::registry::RegistryConfig::default()).unwrap(),
             kube: None,
@@ -284,9 +390,21 @@ mod tests {
         assert!(out["response"].get("patch").is_none());
         // A dry-run pod with references: patched like any other (the planner has no side effects).
         let pod = serde_json::json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"], "env": [{ "name": "A", "value": "vault:s/d#k" }] }] } });
-        let out = review_json(&review(pod, "Pod", "CREATE"), &ctx).await;
+        let out = review_json(&review(pod.clone(), "Pod", "CREATE"), &ctx).await;
         assert_eq!(out["response"]["allowed"], true);
         assert_eq!(out["response"]["patchType"], "JSONPatch");
+        // The patch is a base64 string, as the API server decodes `[]byte`, and applies.
+        let encoded = out["response"]["patch"].as_str().expect("a base64 string");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        let mut applied = pod;
+        json_patch::patch(&mut applied, &patch).unwrap();
+        assert_eq!(
+            applied["spec"]["initContainers"][0]["name"],
+            rotor_core::contract::COPY_CONTAINER
+        );
     }
 
     #[tokio::test]

@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn errors_name_the_document() {
         let config = InjectConfig::default();
-        let text = "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: a, env: [{name: A, value: 'vault:x'}]}]}\n";
+        let text = "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: a, env: [{name: A, value: 'vault:x/y'}]}]}\n";
         let err = format!("{:#}", inject_manifests(text, &config).unwrap_err());
         assert!(
             err.contains("document 1 (Pod p)") && err.contains("env A"),

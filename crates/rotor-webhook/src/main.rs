@@ -22,9 +22,9 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the admission webhook over HTTPS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print manifests with rotor injected (Pods and workload pod templates).
-    Inject(InjectArgs),
+    Inject(Box<InjectArgs>),
 }
 
 impl Args {

@@ -27,6 +27,12 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// body_too_large, body_timeout, connection_limit
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<OutcomeLabels, Counter>,
@@ -35,9 +41,15 @@ pub struct Metrics {
     pub cert_loaded: Gauge,
     pub registry_lookups: Family<ResultLabels, Counter>,
     pub registry_cache_hits: Counter,
+    pub refused: Family<RefusedLabels, Counter>,
 }
 
 impl Metrics {
+    /// Counts one refusal of the HTTPS port.
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("rotor_webhook");
         let requests = Family::<OutcomeLabels, Counter>::default();
@@ -76,6 +88,12 @@ impl Metrics {
             "Image entrypoint lookups answered from the cache",
             registry_cache_hits.clone(),
         );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "refused",
+            "Requests and connections the HTTPS port refused before review, by reason",
+            refused.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -84,6 +102,7 @@ impl Metrics {
             cert_loaded,
             registry_lookups,
             registry_cache_hits,
+            refused,
         })
     }
 

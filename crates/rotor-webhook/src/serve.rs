@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -20,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmissionContext;
 use crate::config::InjectConfig;
+use crate::https_limits::{BodyLimits, ConnectionLimits, read_body};
 use crate::metrics::Metrics;
 use crate::registry::{RegistryClient, RegistryConfig};
 use crate::tls::{CertResolver, CertWatcher, server_config};
@@ -41,12 +41,29 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for changes, in milliseconds.
     #[arg(long, env = "ROTOR_CERT_POLL_MS", default_value_t = 10_000)]
     pub cert_poll_ms: u64,
-    /// Largest admission request body accepted, in bytes.
-    #[arg(long, env = "ROTOR_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// Largest admission request body accepted, in bytes (the API server's own limit on a
+    /// request is 3 MiB).
+    #[arg(long, env = "ROTOR_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Time allowed to receive a whole request body once its headers are in, in milliseconds.
+    #[arg(long, env = "ROTOR_BODY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub body_timeout_ms: u64,
+    /// Bytes of all request bodies being read or reviewed at once; more wait for room.
+    #[arg(long, env = "ROTOR_MAX_INFLIGHT_BODY_BYTES", default_value_t = 48 * 1024 * 1024)]
+    pub max_inflight_body_bytes: usize,
     /// Time allowed for a TLS handshake and for request headers, in milliseconds.
     #[arg(long, env = "ROTOR_HEADER_TIMEOUT_MS", default_value_t = 5_000)]
     pub header_timeout_ms: u64,
+    /// Connections served at once on the HTTPS port; more are closed at accept.
+    #[arg(long, env = "ROTOR_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "ROTOR_MAX_STREAMS", default_value_t = 64)]
+    pub max_streams: u32,
+    /// Time one review may take, registry lookups and planning together, in milliseconds; keep
+    /// it under the webhook configuration's timeoutSeconds.
+    #[arg(long, env = "ROTOR_REVIEW_TIMEOUT_MS", default_value_t = 4_000)]
+    pub review_timeout_ms: u64,
     /// On SIGTERM, time allowed for in-flight requests to finish, in seconds.
     #[arg(long, env = "ROTOR_SHUTDOWN_GRACE", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -67,16 +84,17 @@ pub struct AppState {
     pub resolver: Arc<CertResolver>,
 }
 
-/// The webhook port's routes: `POST /mutate`, with bodies over `max_body_bytes` refused (413).
-pub fn webhook_router(state: AppState, max_body_bytes: usize) -> Router {
+/// The webhook port's routes: `POST /mutate`, with bodies read within `limits`.
+pub fn webhook_router(state: AppState, limits: BodyLimits) -> Router {
+    let max = limits.max_bytes;
     Router::new()
         .route("/mutate", post(mutate))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state((state, limits))
+        .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
-            max_body_bytes,
+            max,
             refuse_declared_oversize,
         ))
-        .with_state(state)
 }
 
 /// The admin port's routes: `/livez`, `/readyz` (ready once a serving certificate is loaded),
@@ -98,12 +116,22 @@ impl ServeArgs {
             tls_key_file,
             cert_poll_ms,
             max_body_bytes,
+            body_timeout_ms,
+            max_inflight_body_bytes,
             header_timeout_ms,
+            max_connections,
+            max_streams,
+            review_timeout_ms,
             shutdown_grace_seconds,
             configmap_references,
             inject,
             registry,
         } = self;
+        if max_inflight_body_bytes < max_body_bytes {
+            anyhow::bail!(
+                "--max-inflight-body-bytes={max_inflight_body_bytes} must be at least --max-body-bytes={max_body_bytes}"
+            );
+        }
         let metrics = Metrics::new();
         let (watcher, seen) = CertWatcher::load(&tls_cert_file, &tls_key_file, metrics.clone())?;
         let resolver = watcher.resolver.clone();
@@ -117,15 +145,22 @@ impl ServeArgs {
         };
         let state = AppState {
             admission: Arc::new(AdmissionContext {
-                config: inject.validated()?,
-                metrics,
+                config: Arc::new(inject.validated()?),
+                review_timeout: Duration::from_millis(review_timeout_ms),
+                planners: crate::admission::default_planners(),
+                metrics: metrics.clone(),
                 registry: RegistryClient::new(registry).context("building the registry client")?,
                 kube,
                 configmap_references,
             }),
             resolver: resolver.clone(),
         };
-        let app = webhook_router(state.clone(), max_body_bytes);
+        let body_limits = BodyLimits::new(
+            max_body_bytes,
+            Duration::from_millis(body_timeout_ms),
+            max_inflight_body_bytes,
+        );
+        let app = webhook_router(state.clone(), body_limits);
         let admin = admin_router(state);
 
         let listener = TcpListener::bind(listen)
@@ -146,7 +181,12 @@ impl ServeArgs {
             server_config(resolver)?,
             app,
             cancel,
-            Duration::from_millis(header_timeout_ms),
+            ConnectionLimits {
+                header_timeout: Duration::from_millis(header_timeout_ms),
+                max_connections,
+                max_streams,
+            },
+            metrics,
             Duration::from_secs(shutdown_grace_seconds),
         )
         .await;
@@ -180,9 +220,18 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
-async fn mutate(State(state): State<AppState>, body: Bytes) -> impl IntoResponse {
-    let answer = crate::admission::review(&body, &state.admission).await;
-    axum::Json(answer)
+async fn mutate(
+    State((state, limits)): State<(AppState, BodyLimits)>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let metrics = &state.admission.metrics;
+    match read_body(request.into_body(), &limits, metrics).await {
+        Ok(received) => {
+            let answer = crate::admission::review(&received.bytes, &state.admission).await;
+            axum::Json(answer).into_response()
+        }
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -204,16 +253,21 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Accepts TLS connections until `cancel`, then drains in-flight requests for up to `grace`.
+/// At most `limits.max_connections` are served at once: one more is closed at accept.
 pub async fn serve_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     cancel: CancellationToken,
-    header_timeout: Duration,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     grace: Duration,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let header_timeout = limits.header_timeout;
+    let mut warned_full = false;
     loop {
         let (stream, peer) = tokio::select! {
             () = cancel.cancelled() => break,
@@ -226,10 +280,25 @@ pub async fn serve_https(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.refuse("connection_limit");
+            if !std::mem::replace(&mut warned_full, true) {
+                tracing::warn!(
+                    max = limits.max_connections,
+                    %peer,
+                    "connection limit reached; closing new connections (--max-connections)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        warned_full = false;
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
+        let max_streams = limits.max_streams;
         tokio::spawn(async move {
+            let _slot = slot;
             let tls_stream =
                 match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
@@ -247,7 +316,10 @@ pub async fn serve_https(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
-            builder.http2().timer(TokioTimer::new());
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(max_streams);
             let conn = builder
                 .serve_connection(TokioIo::new(tls_stream), service)
                 .into_owned();

@@ -2,6 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
@@ -22,10 +23,12 @@ fn state(loaded: bool) -> AppState {
     });
     AppState {
         admission: Arc::new(AdmissionContext {
-            config: crate::config::InjectConfig {
+            config: Arc::new(crate::config::InjectConfig {
                 default_addr: Some("https://vault:8200".into()),
                 ..Default::default()
-            },
+            }),
+            review_timeout: Duration::from_secs(4),
+            planners: crate::admission::default_planners(),
             metrics: Metrics::new(),
             registry: RegistryClient::new(RegistryConfig::default()).unwrap(),
             kube: None,
@@ -33,6 +36,10 @@ fn state(loaded: bool) -> AppState {
         }),
         resolver: Arc::new(CertResolver::new(pair)),
     }
+}
+
+fn limits() -> BodyLimits {
+    BodyLimits::new(LIMIT, Duration::from_secs(5), 4 * LIMIT)
 }
 
 async fn call(router: Router, request: Request<Body>) -> (StatusCode, String) {
@@ -52,7 +59,7 @@ fn mutate(body: impl Into<Body>, declared: Option<usize>) -> Request<Body> {
 
 #[tokio::test]
 async fn an_oversized_body_is_refused_from_its_declared_length_or_while_it_is_read() {
-    let router = webhook_router(state(true), LIMIT);
+    let router = webhook_router(state(true), limits());
     // Declared over the limit: 413 before any body byte is read (the body here is empty).
     let (status, text) = call(router.clone(), mutate(Body::empty(), Some(LIMIT + 1))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
@@ -67,7 +74,7 @@ async fn an_oversized_body_is_refused_from_its_declared_length_or_while_it_is_re
 
 #[tokio::test]
 async fn bad_bodies_get_an_invalid_answer_never_a_5xx() {
-    let router = webhook_router(state(true), LIMIT);
+    let router = webhook_router(state(true), limits());
     for bad in [
         "",
         "{",
@@ -92,11 +99,33 @@ async fn ready_only_with_a_certificate_and_metrics_count_answers() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = call(admin_router(loaded.clone()), get("/livez")).await;
     assert_eq!(status, StatusCode::OK);
-    call(webhook_router(loaded.clone(), LIMIT), mutate("{", None)).await;
+    call(webhook_router(loaded.clone(), limits()), mutate("{", None)).await;
     let (status, metrics) = call(admin_router(loaded), get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         metrics.contains("outcome=\"invalid\"} 1"),
         "one invalid answer counted:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_refused_at_the_body_timeout() {
+    let state = state(true);
+    let metrics = state.admission.metrics.clone();
+    let router = webhook_router(
+        state,
+        BodyLimits::new(LIMIT, Duration::from_millis(300), 4 * LIMIT),
+    );
+    let first = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{"))]);
+    let stalled = first.chain(futures::stream::pending());
+    let started = std::time::Instant::now();
+    let (status, text) = call(router, mutate(Body::from_stream(stalled), Some(100))).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{text}");
+    assert!(text.contains("--body-timeout-ms"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        metrics.encode().contains("reason=\"body_timeout\"} 1"),
+        "{}",
+        metrics.encode()
     );
 }
