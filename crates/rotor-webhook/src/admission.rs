@@ -1,7 +1,7 @@
 //! AdmissionReview v1 in, AdmissionReview v1 out. An unparseable body gets an `invalid`
 //! response; a parseable one always gets HTTP 200 with the request's uid.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -273,38 +273,67 @@ async fn plan_with_lookups(pod: Arc<Pod>, ctx: &AdmissionContext) -> Result<Plan
     .await
 }
 
-/// ENTRYPOINT and CMD of every wrapped container without `command`, looked up concurrently.
+/// Lookups of one review in flight at once.
+const LOOKUPS_PER_REVIEW: usize = 4;
+
+/// ENTRYPOINT and CMD of every wrapped container without `command`: each distinct image once,
+/// [`LOOKUPS_PER_REVIEW`] at a time.
 async fn look_up_entrypoints(
     pod: &Pod,
     needs: &[LookupNeed],
     ctx: &AdmissionContext,
 ) -> Result<ImageCommands, String> {
+    use futures::StreamExt as _;
     if needs.is_empty() {
         return Ok(ImageCommands::new());
     }
-    let lookups = needs.iter().map(|need| async move {
+    let mut distinct: Vec<(String, bool)> = needs
+        .iter()
+        .map(|n| (n.image.clone(), n.always_pull))
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let lookups = distinct.into_iter().map(|(image_text, always_pull)| async move {
+        let image_text = image_text.as_str();
         let fail = |why: String| {
+            let containers: Vec<&str> = needs
+                .iter()
+                .filter(|n| n.image == image_text)
+                .map(|n| n.container.as_str())
+                .collect();
             format!(
-                "container {:?} has no command, so rotor looked up the ENTRYPOINT of image {:?}: {why}; \
+                "container {:?} has no command, so rotor looked up the ENTRYPOINT of image {image_text:?}: {why}; \
                  set command (and args) in the pod spec to skip the lookup",
-                need.container, need.image
+                containers.join(", ")
             )
         };
-        let image = ImageRef::parse(&need.image).map_err(fail)?;
+        let image = ImageRef::parse(image_text).map_err(fail)?;
         let credential = match &ctx.kube {
-            Some(kube) => crate::pull_secrets::credential_for(kube, pod, &image.registry).await.map_err(fail)?,
+            Some(kube) => crate::pull_secrets::credential_for(kube, pod, &image.registry)
+                .await
+                .map_err(fail)?,
             None => None,
         };
-        let LookupNeed { container, always_pull, .. } = need;
         ctx.registry
-            .image_command(&image, credential.as_ref(), *always_pull, &ctx.metrics)
+            .image_command(&image, credential.as_ref(), always_pull, &ctx.metrics)
             .await
-            .map(|command| (container.clone(), command))
+            .map(|command| ((image_text.to_string(), always_pull), command))
             .map_err(fail)
     });
-    futures::future::try_join_all(lookups)
+    let lookups: Vec<_> = lookups.collect();
+    let found: HashMap<(String, bool), _> = futures::stream::iter(lookups)
+        .buffer_unordered(LOOKUPS_PER_REVIEW)
+        .collect::<Vec<_>>()
         .await
-        .map(|found| found.into_iter().collect())
+        .into_iter()
+        .collect::<Result<_, String>>()?;
+    Ok(needs
+        .iter()
+        .filter_map(|n| {
+            let command = found.get(&(n.image.clone(), n.always_pull))?;
+            Some((n.container.clone(), command.clone()))
+        })
+        .collect())
 }
 
 #[cfg(test)]

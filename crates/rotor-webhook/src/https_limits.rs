@@ -43,13 +43,16 @@ pub struct Received {
 /// Why a body was refused: the status and the message to answer with.
 pub type Refusal = (StatusCode, String);
 
-/// Reads `body` within the limits. The refusal names the flag to change.
+/// Reads `body` within the limits. The refusal names the flag to change. With a `declared`
+/// length (already checked against the maximum) the budget is taken once, up front, and the
+/// buffer sized exactly; without one it is taken chunk by chunk.
 pub async fn read_body(
     body: Body,
+    declared: Option<usize>,
     limits: &BodyLimits,
     metrics: &Metrics,
 ) -> Result<Received, Refusal> {
-    let read = read_within_size(body, limits);
+    let read = read_within_size(body, declared, limits);
     match tokio::time::timeout(limits.read_timeout, read).await {
         Ok(Ok(received)) => Ok(received),
         Ok(Err((reason, refusal))) => {
@@ -71,6 +74,7 @@ pub async fn read_body(
 
 async fn read_within_size(
     mut body: Body,
+    declared: Option<usize>,
     limits: &BodyLimits,
 ) -> Result<Received, (&'static str, Refusal)> {
     let too_large = || {
@@ -85,8 +89,31 @@ async fn read_within_size(
             ),
         )
     };
-    let mut received = Vec::new();
+    let shutting_down = || {
+        (
+            "shutting_down",
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the webhook is shutting down".to_string(),
+            ),
+        )
+    };
+    let declared = declared.filter(|n| *n <= limits.max_bytes);
     let mut budget: Option<OwnedSemaphorePermit> = None;
+    let mut reserved = 0usize;
+    if let Some(length) = declared {
+        let share = u32::try_from(length).map_err(|_| too_large())?;
+        budget = Some(
+            limits
+                .in_flight
+                .clone()
+                .acquire_many_owned(share)
+                .await
+                .map_err(|_| shutting_down())?,
+        );
+        reserved = length;
+    }
+    let mut received = Vec::with_capacity(reserved);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             (
@@ -100,24 +127,20 @@ async fn read_within_size(
         if received.len() + data.len() > limits.max_bytes {
             return Err(too_large());
         }
-        let share = u32::try_from(data.len()).map_err(|_| too_large())?;
-        let permit = limits
-            .in_flight
-            .clone()
-            .acquire_many_owned(share)
-            .await
-            .map_err(|_| {
-                (
-                    "shutting_down",
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the webhook is shutting down".to_string(),
-                    ),
-                )
-            })?;
-        match &mut budget {
-            Some(held) => held.merge(permit),
-            None => budget = Some(permit),
+        let beyond = (received.len() + data.len()).saturating_sub(reserved);
+        if beyond > 0 {
+            let share = u32::try_from(beyond).map_err(|_| too_large())?;
+            let permit = limits
+                .in_flight
+                .clone()
+                .acquire_many_owned(share)
+                .await
+                .map_err(|_| shutting_down())?;
+            match &mut budget {
+                Some(held) => held.merge(permit),
+                None => budget = Some(permit),
+            }
+            reserved += beyond;
         }
         received.extend_from_slice(&data);
     }

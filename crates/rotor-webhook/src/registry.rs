@@ -7,10 +7,26 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use rotor_core::store::transport::{Limited, read_limited};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::image_ref::ImageRef;
 use crate::metrics::{Metrics, ResultLabels};
+
+/// The largest manifest or index read (registries must accept manifests up to 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// The largest image config blob read.
+pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+/// The largest token answer read from a registry's token service.
+const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
+/// The most bytes ENTRYPOINT and CMD may hold together: they end up in the pod spec.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Lookups in flight at once, over every review.
+const MAX_CONCURRENT_LOOKUPS: usize = 8;
+/// Redirects followed (registries send blob downloads to storage), never from https to http.
+const MAX_REDIRECTS: usize = 5;
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -88,6 +104,61 @@ pub struct RegistryClient {
     http: reqwest::Client,
     config: RegistryConfig,
     cache: Mutex<HashMap<String, (ImageCommand, Instant)>>,
+    in_flight: tokio::sync::Semaphore,
+}
+
+/// A manifest or an index: only the fields rotor reads (serde skips the rest unallocated).
+#[derive(Debug, Deserialize)]
+pub struct ManifestDoc {
+    pub manifests: Option<Vec<IndexEntry>>,
+    pub config: Option<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IndexEntry {
+    pub digest: String,
+    pub platform: Option<Platform>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Descriptor {
+    pub digest: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageConfigDoc {
+    config: Option<ImageConfigSection>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageConfigSection {
+    #[serde(rename = "Entrypoint")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd")]
+    cmd: Option<Vec<String>>,
+}
+
+/// Follows up to [`MAX_REDIRECTS`] redirects, never from https to plain http (reqwest drops
+/// the Authorization header itself when a redirect leaves the origin).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            attempt.error("the registry redirected from https to plain http; refused")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 impl RegistryClient {
@@ -95,11 +166,13 @@ impl RegistryClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(concat!("rotor-webhook/", env!("CARGO_PKG_VERSION")))
+            .redirect(redirect_policy())
             .build()?;
         Ok(Self {
             http,
             config,
             cache: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
         })
     }
 
@@ -126,7 +199,15 @@ impl RegistryClient {
                 return Ok(command.clone());
             }
         }
-        let result = tokio::time::timeout(self.timeout(), self.fetch(image, credential))
+        let lookup = async {
+            let _permit = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| "the webhook is shutting down".to_string())?;
+            self.fetch(image, credential).await
+        };
+        let result = tokio::time::timeout(self.timeout(), lookup)
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -162,67 +243,72 @@ impl RegistryClient {
         };
         let base = format!("{scheme}://{}/v2/{}", image.api_host(), image.repository);
         let mut auth: Option<String> = None;
-        let manifest = self
-            .get_json(
-                &format!("{base}/manifests/{}", image.reference()),
+        let manifest_url = format!("{base}/manifests/{}", image.reference());
+        let manifest: ManifestDoc = self
+            .get_capped(
+                &manifest_url,
                 MANIFEST_TYPES,
+                MAX_MANIFEST_BYTES,
                 image,
                 credential,
                 &mut auth,
             )
             .await?;
-        let manifest = if manifest.get("manifests").is_some() {
-            let digest = pick_platform(&manifest, &self.config.platform)?;
-            self.get_json(
-                &format!("{base}/manifests/{digest}"),
-                MANIFEST_TYPES,
-                image,
-                credential,
-                &mut auth,
-            )
-            .await?
-        } else {
-            manifest
+        let manifest = match &manifest.manifests {
+            Some(entries) => {
+                let digest = pick_platform(entries, &self.config.platform)?;
+                let url = format!("{base}/manifests/{digest}");
+                self.get_capped(
+                    &url,
+                    MANIFEST_TYPES,
+                    MAX_MANIFEST_BYTES,
+                    image,
+                    credential,
+                    &mut auth,
+                )
+                .await?
+            }
+            None => manifest,
         };
         let config_digest = manifest
-            .pointer("/config/digest")
-            .and_then(Value::as_str)
+            .config
+            .map(|c| c.digest)
             .ok_or("the manifest has no config digest")?;
-        let config = self
-            .get_json(
-                &format!("{base}/blobs/{config_digest}"),
+        let blob_url = format!("{base}/blobs/{config_digest}");
+        let config: ImageConfigDoc = self
+            .get_capped(
+                &blob_url,
                 "*/*",
+                MAX_CONFIG_BYTES,
                 image,
                 credential,
                 &mut auth,
             )
             .await?;
-        let strings = |v: Option<&Value>| -> Vec<String> {
-            v.and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        Ok(ImageCommand {
-            entrypoint: strings(config.pointer("/config/Entrypoint")),
-            cmd: strings(config.pointer("/config/Cmd")),
-        })
+        let section = config.config;
+        let (entrypoint, cmd) = section
+            .map(|c| (c.entrypoint.unwrap_or_default(), c.cmd.unwrap_or_default()))
+            .unwrap_or_default();
+        let bytes: usize = entrypoint.iter().chain(&cmd).map(String::len).sum();
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(format!(
+                "the image's ENTRYPOINT and CMD hold {bytes} bytes, over the limit of {MAX_COMMAND_BYTES}"
+            ));
+        }
+        Ok(ImageCommand { entrypoint, cmd })
     }
 
     /// GET with the registry's auth dance: anonymous, then Bearer (token service) or Basic as
     /// the challenge asks. `auth` keeps the header for the next requests.
-    async fn get_json(
+    async fn get_capped<T: DeserializeOwned>(
         &self,
         url: &str,
         accept: &str,
+        cap: usize,
         image: &ImageRef,
         credential: Option<&Credential>,
         auth: &mut Option<String>,
-    ) -> Result<Value, String> {
+    ) -> Result<T, String> {
         for attempt in 0..2 {
             let mut request = self.http.get(url).header(ACCEPT, accept);
             if let Some(header) = auth.as_deref() {
@@ -251,10 +337,9 @@ impl RegistryClient {
                 };
                 return Err(format!("GET {url}: HTTP {status}{hint}"));
             }
-            return response
-                .json::<Value>()
+            return json_within(response, cap)
                 .await
-                .map_err(|e| format!("GET {url}: the answer is not JSON: {e}"));
+                .map_err(|e| format!("GET {url}: {e}"));
         }
         Err(format!(
             "GET {url}: still unauthorized after authenticating"
@@ -291,6 +376,14 @@ impl RegistryClient {
                 .map(|(_, v)| v.trim_matches('"').to_string())
         };
         let realm = param("realm").ok_or("the registry's Bearer challenge has no realm")?;
+        let insecure = self.config.insecure.iter().any(|h| h == &image.registry);
+        if basic.is_some() && realm.starts_with("http://") && !insecure {
+            return Err(format!(
+                "{} sends credentials to a plain-http token service ({realm}); refused \
+                 (list the registry in --registry-insecure only if that is intended)",
+                image.registry
+            ));
+        }
         let mut request = self
             .http
             .get(&realm)
@@ -311,8 +404,7 @@ impl RegistryClient {
                 response.status()
             ));
         }
-        let body: Value = response
-            .json()
+        let body: Value = json_within(response, MAX_TOKEN_ANSWER_BYTES)
             .await
             .map_err(|e| format!("registry token answer: {e}"))?;
         let token = body
@@ -322,6 +414,18 @@ impl RegistryClient {
             .ok_or("the registry token answer has no token")?;
         Ok(format!("Bearer {token}"))
     }
+}
+
+/// The answer's JSON, read no further than `cap` bytes.
+async fn json_within<T: DeserializeOwned>(
+    response: reqwest::Response,
+    cap: usize,
+) -> Result<T, String> {
+    let body = read_limited(response, cap).await.map_err(|e| match e {
+        Limited::TooBig => format!("the answer is over the limit of {cap} bytes"),
+        Limited::Read(e) => format!("reading the answer: {}", transport(&e)),
+    })?;
+    serde_json::from_slice(&body).map_err(|e| format!("the answer does not parse: {e}"))
 }
 
 fn transport(e: &reqwest::Error) -> String {
@@ -335,40 +439,30 @@ fn transport(e: &reqwest::Error) -> String {
 }
 
 /// The digest of the manifest for `platform` (`os/arch[/variant]`) in an index.
-pub fn pick_platform(index: &Value, platform: &str) -> Result<String, String> {
+pub fn pick_platform(manifests: &[IndexEntry], platform: &str) -> Result<String, String> {
     let mut parts = platform.split('/');
     let (os, arch, variant) = (
         parts.next().unwrap_or("linux"),
         parts.next().unwrap_or("amd64"),
         parts.next(),
     );
-    let manifests = index
-        .get("manifests")
-        .and_then(Value::as_array)
-        .ok_or("the index has no manifests")?;
-    let available: Vec<String> = manifests
-        .iter()
-        .filter_map(|m| {
-            let p = m.get("platform")?;
-            Some(format!(
-                "{}/{}",
-                p.get("os")?.as_str()?,
-                p.get("architecture")?.as_str()?
-            ))
-        })
-        .collect();
     manifests
         .iter()
         .find(|m| {
-            let p = m.get("platform");
-            let field = |k: &str| p.and_then(|p| p.get(k)).and_then(Value::as_str);
-            field("os") == Some(os)
-                && field("architecture") == Some(arch)
-                && (variant.is_none() || field("variant") == variant)
+            m.platform.as_ref().is_some_and(|p| {
+                p.os == os
+                    && p.architecture == arch
+                    && (variant.is_none() || p.variant.as_deref() == variant)
+            })
         })
-        .and_then(|m| m.get("digest").and_then(Value::as_str))
-        .map(str::to_string)
+        .map(|m| m.digest.clone())
         .ok_or_else(|| {
+            let available: Vec<String> = manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref())
+                .take(20)
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .collect();
             format!(
                 "the image has no {platform} variant (it has: {})",
                 available.join(", ")
@@ -419,10 +513,12 @@ mod tests {
 
     #[test]
     fn picks_the_configured_platform_and_says_what_exists() {
-        let index = json!({ "manifests": [
+        let index: ManifestDoc = serde_json::from_value(json!({ "manifests": [
             { "digest": "sha256:arm", "platform": { "os": "linux", "architecture": "arm64", "variant": "v8" } },
             { "digest": "sha256:amd", "platform": { "os": "linux", "architecture": "amd64" } },
-        ]});
+        ]}))
+        .unwrap();
+        let index = index.manifests.unwrap();
         assert_eq!(pick_platform(&index, "linux/amd64").unwrap(), "sha256:amd");
         assert_eq!(
             pick_platform(&index, "linux/arm64/v8").unwrap(),

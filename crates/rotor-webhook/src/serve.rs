@@ -49,7 +49,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROTOR_BODY_TIMEOUT_MS", default_value_t = 5_000)]
     pub body_timeout_ms: u64,
     /// Bytes of all request bodies being read or reviewed at once; more wait for room.
-    #[arg(long, env = "ROTOR_MAX_INFLIGHT_BODY_BYTES", default_value_t = 48 * 1024 * 1024)]
+    #[arg(long, env = "ROTOR_MAX_INFLIGHT_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_inflight_body_bytes: usize,
     /// Time allowed for a TLS handshake and for request headers, in milliseconds.
     #[arg(long, env = "ROTOR_HEADER_TIMEOUT_MS", default_value_t = 5_000)]
@@ -203,11 +203,7 @@ async fn refuse_declared_oversize(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(&request);
     if let Some(length) = declared.filter(|n| *n > max as u64) {
         return (
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -220,12 +216,22 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
+/// The request's Content-Length, when it declares one.
+fn declared_length(request: &axum::extract::Request) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 async fn mutate(
     State((state, limits)): State<(AppState, BodyLimits)>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
     let metrics = &state.admission.metrics;
-    match read_body(request.into_body(), &limits, metrics).await {
+    let declared = declared_length(&request).and_then(|n| usize::try_from(n).ok());
+    match read_body(request.into_body(), declared, &limits, metrics).await {
         Ok(received) => {
             let answer = crate::admission::review(&received.bytes, &state.admission).await;
             axum::Json(answer).into_response()

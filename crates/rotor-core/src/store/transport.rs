@@ -128,33 +128,46 @@ impl Transport for HttpTransport {
 /// store from growing a pod's memory without bound.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
-/// The answer's body, refused as soon as it passes [`MAX_ANSWER_BYTES`].
-async fn read_capped(
-    mut response: reqwest::Response,
-    op: &str,
-    addr: &str,
-) -> Result<String, StoreError> {
-    let too_big = || StoreError::Decode {
-        op: op.to_string(),
-        message: format!("the answer from {addr} is over {MAX_ANSWER_BYTES} bytes"),
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return Err(too_big());
+/// Why a body could not be read within its cap.
+#[derive(Debug)]
+pub enum Limited {
+    /// The body (or its declared length) passed the cap.
+    TooBig,
+    Read(reqwest::Error),
+}
+
+/// Reads `response`'s body, stopping as soon as it passes `cap` bytes (a declared
+/// Content-Length over the cap is refused before any byte is read). The webhook's registry
+/// client uses it too.
+pub async fn read_limited(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, Limited> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(Limited::TooBig);
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| failure(op, addr, &e, "reading the answer: ", true))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(too_big());
+    while let Some(chunk) = response.chunk().await.map_err(Limited::Read)? {
+        if body.len() + chunk.len() > cap {
+            return Err(Limited::TooBig);
         }
         body.extend_from_slice(&chunk);
     }
+    Ok(body)
+}
+
+/// The answer's body, refused as soon as it passes [`MAX_ANSWER_BYTES`].
+async fn read_capped(
+    response: reqwest::Response,
+    op: &str,
+    addr: &str,
+) -> Result<String, StoreError> {
+    let body = read_limited(response, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| match e {
+            Limited::TooBig => StoreError::Decode {
+                op: op.to_string(),
+                message: format!("the answer from {addr} is over {MAX_ANSWER_BYTES} bytes"),
+            },
+            Limited::Read(e) => failure(op, addr, &e, "reading the answer: ", true),
+        })?;
     String::from_utf8(body).map_err(|_| StoreError::Decode {
         op: op.to_string(),
         message: "the answer is not UTF-8 text".to_string(),

@@ -1,0 +1,339 @@
+//! A pod author or anyone who reaches the HTTPS port, against the real webhook process: slow
+//! bodies, megabytes of reference look-alikes, a registry that answers without end. Each gets
+//! its own request refused; time and memory stay bounded (generous bounds the old code failed:
+//! 449 MiB under slow bodies, 157 s for a 1 MB value, 3.8 GiB for a huge ENTRYPOINT).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+use std::time::{Duration, Instant};
+
+use rotor_e2e::fixtures::{binary, connect_tls, spawn_webhook};
+use rotor_testkit::Pki;
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The chart's memory limit for the webhook.
+const CHART_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Samples the process's RSS every 50 ms while `work` runs; returns the work's output and the peak.
+async fn peak_rss_during<T>(pid: u32, work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let mut peak = 0;
+    let mut work = std::pin::pin!(work);
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            () = tokio::time::sleep(Duration::from_millis(50)) => peak = peak.max(rss_bytes(pid)),
+        }
+    };
+    (out, peak.max(rss_bytes(pid)))
+}
+
+fn review(pod: serde_json::Value) -> String {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "hostile", "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "namespace": "n", "operation": "CREATE", "userInfo": {}, "object": pod,
+        }
+    })
+    .to_string()
+}
+
+struct Server {
+    webhook: rotor_e2e::fixtures::Webhook,
+    pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(extra: &[String]) -> Server {
+    rotor_testkit::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("hostile-ca").unwrap();
+    let webhook = spawn_webhook(
+        &binary("rotor-webhook").unwrap(),
+        &pki,
+        dir.path(),
+        "https://vault:8200",
+        &[],
+        extra,
+    )
+    .await
+    .unwrap();
+    Server {
+        webhook,
+        pki,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.webhook.process.pid().unwrap()
+    }
+
+    async fn post(&self, body: String) -> (u16, serde_json::Value) {
+        let ca = reqwest::Certificate::from_pem(self.pki.ca_pem().as_bytes()).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .resolve("localhost", ([127, 0, 0, 1], self.webhook.port).into())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let answer = client
+            .post(format!("https://localhost:{}/mutate", self.webhook.port))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.json().await.unwrap_or_default())
+    }
+
+    async fn metric(&self, line_start: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.webhook.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(line_start))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// One connection that declares a body of `length` bytes, sends all but the last byte and
+/// stops. Returns the status the server answers with, or 0 when it closes without one.
+async fn slow_body(port: u16, ca: &str, length: usize) -> u16 {
+    let tls = connect_tls(port, ca).await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 64 * 1024];
+        let mut left = length - 1;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        writer.flush().await?;
+        // Hold the connection open without sending the last byte.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    sender.abort();
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn slow_bodies_are_cut_at_the_body_timeout_and_memory_stays_under_the_chart_limit() {
+    let server = start(&["--body-timeout-ms=3000".to_string()]).await;
+    let (port, ca) = (server.webhook.port, server.pki.ca_pem().to_string());
+    let before = rss_bytes(server.pid());
+    let started = Instant::now();
+    // 100 connections, each holding a body of 3 MiB - 1 byte one byte short of complete.
+    let attack =
+        futures::future::join_all((0..100).map(|_| slow_body(port, &ca, 3 * 1024 * 1024 - 1)));
+    let (statuses, peak) = peak_rss_during(server.pid(), attack).await;
+    let took = started.elapsed();
+    eprintln!(
+        "slow bodies: rss before {} MiB, peak {} MiB, all answered in {took:?}",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 408),
+        "every slow body is answered 408: {statuses:?}"
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert!(
+        peak < CHART_LIMIT_BYTES,
+        "peak RSS {} MiB under the chart's 128 MiB",
+        peak >> 20
+    );
+    assert_eq!(
+        server
+            .metric("rotor_webhook_refused_total{reason=\"body_timeout\"}")
+            .await,
+        100.0
+    );
+    // The port serves the next review at once.
+    let pod = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"],
+        "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } });
+    let (status, answer) = server.post(review(pod)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+}
+
+#[tokio::test]
+async fn megabytes_of_reference_look_alikes_are_reviewed_in_linear_time() {
+    let server = start(&[]).await;
+    // Near the API server's 3 MiB limit, in the shapes that made the old scanner quadratic.
+    let per_value = 120 * 1024;
+    let values = [
+        "${x".repeat(per_value / 3),
+        format!("${{vault:a/b#c}}{}", "{".repeat(per_value)),
+        format!("{}${{vault:a/b#c", "${bao".repeat(per_value / 6)),
+        "vault:".repeat(per_value / 6),
+    ];
+    let env: Vec<serde_json::Value> = (0..20)
+        .map(|i| json!({ "name": format!("V{i}"), "value": values[i % values.len()] }))
+        .collect();
+    let pod = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"], "env": env }] } });
+    let body = review(pod);
+    assert!(body.len() > 2 * 1024 * 1024, "{}", body.len());
+    let started = Instant::now();
+    let (status, answer) = server.post(body).await;
+    let took = started.elapsed();
+    eprintln!("2.4 MB of look-alikes reviewed in {took:?}");
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("env V2") && message.contains("not closed"),
+        "{message}"
+    );
+    assert!(
+        message.len() < 1000,
+        "the refusal quotes the value short: {}",
+        message.len()
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // More references than a pod may hold: refused, naming the limit.
+    let many: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            let value: String = (0..64).map(|k| format!("${{vault:s/p{i}#k{k}}}")).collect();
+            json!({ "name": format!("M{i}"), "value": value })
+        })
+        .collect();
+    let pod = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"], "env": many }] } });
+    let (_, answer) = server.post(review(pod)).await;
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("more than 1024 references"), "{message}");
+}
+
+/// A registry stand-in that answers without end: a manifest of `manifest_bytes` (no declared
+/// length), or a config whose ENTRYPOINT is `entrypoint_bytes` long.
+async fn hostile_registry() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let path = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                match path.as_str() {
+                    "/v2/big/manifests/1" => {
+                        endless(&mut stream, "{\"schemaVersion\":2,\"x\":\"", b'a').await
+                    }
+                    "/v2/huge/manifests/1" => {
+                        let body = r#"{"schemaVersion":2,"config":{"digest":"sha256:c"}}"#;
+                        let _ = stream
+                            .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                            .await;
+                    }
+                    "/v2/huge/blobs/sha256:c" => {
+                        endless(&mut stream, "{\"config\":{\"Entrypoint\":[\"", b'e').await
+                    }
+                    _ => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Answers 200 with `prefix` and then 100 MB of `filler`, without a declared length: the old
+/// webhook read it all.
+async fn endless(stream: &mut tokio::net::TcpStream, prefix: &str, filler: u8) {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+    if stream.write_all(head).await.is_err() || stream.write_all(prefix.as_bytes()).await.is_err() {
+        return;
+    }
+    let chunk = vec![filler; 64 * 1024];
+    for _ in 0..(100 * 1024 / 64) {
+        if stream.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_registry_that_answers_without_end_gets_only_that_pod_refused() {
+    let registry = hostile_registry().await;
+    let server = start(&[
+        format!("--registry-insecure=127.0.0.1:{registry}"),
+        "--registry-timeout-ms=20000".to_string(),
+        "--review-timeout-ms=25000".to_string(),
+    ])
+    .await;
+    let pod = |image: &str| {
+        json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": format!("127.0.0.1:{registry}/{image}:1"),
+            "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } })
+    };
+    for (image, limit) in [("big", "4194304"), ("huge", "4194304")] {
+        let started = Instant::now();
+        let ((status, answer), peak) =
+            peak_rss_during(server.pid(), server.post(review(pod(image)))).await;
+        eprintln!(
+            "registry {image}: answered in {:?}, peak RSS {} MiB",
+            started.elapsed(),
+            peak >> 20
+        );
+        assert_eq!(status, 200);
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("over the limit of {limit} bytes"))
+                && message.contains("set command"),
+            "{message}"
+        );
+        assert!(peak < CHART_LIMIT_BYTES, "{} MiB", peak >> 20);
+    }
+}
