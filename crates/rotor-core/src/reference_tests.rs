@@ -226,6 +226,16 @@ proptest! {
         let _ = parse_value("V", &s);
         let _ = parse_value("V", &format!("{t}${{{s}}}{t}"));
     }
+
+    /// The cheap check (the webhook's prefilter) and the parser agree on every value: a value
+    /// is left alone exactly when has_reference says no.
+    #[test]
+    fn has_reference_is_exactly_what_the_parser_takes(
+        s in prop_oneof!["(>>)?(vault|bao):[ -~]{0,30}", "[ -~]{0,8}\\$\\{(>>)?(vault|bao):[ -~]{0,20}", any::<String>()],
+    ) {
+        let left_alone = matches!(parse_value("V", &s), Ok(None));
+        prop_assert_eq!(has_reference(&s), !left_alone, "{:?}", s);
+    }
 }
 
 #[test]

@@ -520,3 +520,118 @@ fn what_would_fail_later_is_refused_now_with_the_field_and_the_fix() {
         Ok(Plan::Patch(_))
     ));
 }
+
+mod fuzz {
+    //! A bounded fuzz of the planner (runs in CI with a fixed number of cases): pods built from
+    //! the table of reference shapes, reference-like noise and arbitrary text, with rotor's
+    //! annotations in valid and invalid forms. Planning never panics; a patch always applies and
+    //! yields a valid Pod; planning that Pod again changes nothing.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn value() -> impl Strategy<Value = String> {
+        let shapes: Vec<String> = rotor_core::reference::shape_cases()
+            .into_iter()
+            .map(|(v, _)| v.to_string())
+            .collect();
+        prop_oneof![
+            prop::sample::select(shapes),
+            "(>>)?(vault|bao):[a-z/#{}\" .:0-9]{0,24}",
+            "[a-z ]{0,6}\\$\\{(vault|bao|>>vault):[a-z/#{}.0-9]{0,20}\\}?[a-z ]{0,6}",
+            any::<String>(),
+        ]
+    }
+
+    fn annotations() -> impl Strategy<Value = Vec<(String, String)>> {
+        let keys = prop::sample::select(vec![
+            "rotor.dev/inject",
+            "rotor.dev/from-path",
+            "rotor.dev/vault-addr",
+            "rotor.dev/vault-role",
+            "rotor.dev/auth-method",
+            "vault.security.banzaicloud.io/vault-env-daemon",
+            "vault.security.banzaicloud.io/vault-skip-verify",
+        ]);
+        let values = prop_oneof![
+            prop::sample::select(vec![
+                "true",
+                "false",
+                "yes",
+                "0",
+                "maybe",
+                "secret/data/a,secret/data/b#2",
+                "https://vault.team-a:8200",
+                "http://evil:8200",
+                "kubernetes",
+                "jwt",
+                "",
+            ])
+            .prop_map(str::to_string),
+            "[ -~]{0,16}",
+        ];
+        prop::collection::vec((keys.prop_map(str::to_string), values), 0..4)
+    }
+
+    fn pod_json() -> impl Strategy<Value = Value> {
+        let container = (prop::collection::vec(value(), 0..4), any::<bool>());
+        (annotations(), prop::collection::vec(container, 1..4)).prop_map(
+            |(annotations, containers)| {
+                let annotations: serde_json::Map<String, Value> = annotations
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
+                let containers: Vec<Value> = containers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (env, has_command))| {
+                        let env: Vec<Value> = env
+                            .into_iter()
+                            .enumerate()
+                            .map(|(k, v)| json!({ "name": format!("V{k}"), "value": v }))
+                            .collect();
+                        let mut c =
+                            json!({ "name": format!("c{i}"), "image": "app:1", "env": env });
+                        if has_command {
+                            c["command"] = json!(["/app"]);
+                        }
+                        c
+                    })
+                    .collect();
+                json!({ "metadata": { "name": "p", "namespace": "n", "annotations": annotations },
+                    "spec": { "containers": containers } })
+            },
+        )
+    }
+
+    /// How many generated pods were patched: the property must see patches, not only refusals.
+    static PATCHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[test]
+    fn the_generated_pods_include_patched_ones() {
+        planning_never_panics_and_patches_apply_once();
+        let patched = PATCHED.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            patched >= 20,
+            "only {patched} of the generated pods were patched"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn planning_never_panics_and_patches_apply_once(input in pod_json()) {
+            let plan = plan_mutation(&pod(input.clone()), &config());
+            if let Ok(plan @ Plan::Patch(_)) = plan {
+                PATCHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let once = apply(&input, &plan);
+                let mutated: Pod = serde_json::from_value(once.clone()).expect("a valid Pod");
+                prop_assert_eq!(
+                    plan_mutation(&mutated, &config()).unwrap(),
+                    Plan::Unchanged("already injected")
+                );
+            }
+        }
+    }
+}
