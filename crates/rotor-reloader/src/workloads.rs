@@ -1,8 +1,8 @@
 //! The workloads the reloader watches (Deployments, StatefulSets, DaemonSets), cached by
 //! reflectors, and the patch that rolls one.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -68,7 +68,13 @@ pub struct Caches {
     deployments: Store<Deployment>,
     statefulsets: Store<StatefulSet>,
     daemonsets: Store<DaemonSet>,
+    parsed: Mutex<ParsedTemplates>,
 }
+
+/// The watched paths of each pod template (or why they cannot be read), parsed once per object
+/// uid and generation: a template changes only with a new generation, so a poll parses only what
+/// changed, and a template that does not parse is warned about once, not on every poll.
+type ParsedTemplates = HashMap<(String, i64), Arc<Result<BTreeSet<String>, String>>>;
 
 fn cache<K>(api: Api<K>) -> Store<K>
 where
@@ -107,6 +113,7 @@ impl Caches {
             deployments: cache(api(client, namespace)),
             statefulsets: cache(api(client, namespace)),
             daemonsets: cache(api(client, namespace)),
+            parsed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -119,8 +126,15 @@ impl Caches {
     /// Every opted-in workload with at least one watched path.
     pub fn workloads(&self, all: bool) -> Vec<Workload> {
         let mut out = Vec::new();
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        // Entries of objects gone or changed are dropped: the cache holds this poll's only.
+        let mut templates = Templates {
+            previous: std::mem::take(&mut *parsed),
+            current: HashMap::new(),
+        };
         collect(
             &mut out,
+            &mut templates,
             Kind::Deployment,
             &self.deployments.state(),
             |d| d.spec.as_ref().map(|s| &s.template),
@@ -128,6 +142,7 @@ impl Caches {
         );
         collect(
             &mut out,
+            &mut templates,
             Kind::StatefulSet,
             &self.statefulsets.state(),
             |d| d.spec.as_ref().map(|s| &s.template),
@@ -135,17 +150,47 @@ impl Caches {
         );
         collect(
             &mut out,
+            &mut templates,
             Kind::DaemonSet,
             &self.daemonsets.state(),
             |d| d.spec.as_ref().map(|s| &s.template),
             all,
         );
+        *parsed = templates.current;
         out
+    }
+}
+
+struct Templates {
+    previous: ParsedTemplates,
+    current: ParsedTemplates,
+}
+
+impl Templates {
+    /// The watched paths of `template`, parsed only when its object's generation is new.
+    /// `fresh` is true when it was parsed now.
+    fn paths(
+        &mut self,
+        meta: &kube::api::ObjectMeta,
+        template: &PodTemplateSpec,
+    ) -> (Arc<Result<BTreeSet<String>, String>>, bool) {
+        let parse = || Arc::new(watched_paths(template).map_err(|e| e.to_string()));
+        let Some(uid) = meta.uid.clone() else {
+            return (parse(), true);
+        };
+        let key = (uid, meta.generation.unwrap_or_default());
+        let (paths, fresh) = match self.previous.remove(&key) {
+            Some(paths) => (paths, false),
+            None => (parse(), true),
+        };
+        self.current.insert(key, paths.clone());
+        (paths, fresh)
     }
 }
 
 fn collect<K: Resource<DynamicType = ()>>(
     out: &mut Vec<Workload>,
+    templates: &mut Templates,
     kind: Kind,
     objects: &[Arc<K>],
     template: impl Fn(&K) -> Option<&PodTemplateSpec>,
@@ -167,10 +212,13 @@ fn collect<K: Resource<DynamicType = ()>>(
                 continue;
             }
         }
-        let paths = match watched_paths(template) {
-            Ok(p) => p,
+        let (parsed, fresh) = templates.paths(meta, template);
+        let paths = match parsed.as_ref() {
+            Ok(p) => p.clone(),
             Err(e) => {
-                tracing::warn!(kind = kind.as_str(), namespace = %object.namespace().unwrap_or_default(), name = %object.name_any(), error = %e, "a reference does not parse; workload skipped");
+                if fresh {
+                    tracing::warn!(kind = kind.as_str(), namespace = %object.namespace().unwrap_or_default(), name = %object.name_any(), error = %e, "a reference does not parse; workload skipped");
+                }
                 continue;
             }
         };
@@ -233,5 +281,41 @@ pub async fn patch_workload(
         Ok(()) => Ok(Patched::Applied),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(Patched::Conflict),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_is_parsed_once_per_generation_and_forgotten_when_gone() {
+        let template: PodTemplateSpec = serde_json::from_value(json!({ "spec": { "containers": [
+            { "name": "a", "env": [{ "name": "A", "value": "vault:secret/data/db#password" }] },
+        ] } }))
+        .unwrap();
+        let meta = |generation| kube::api::ObjectMeta {
+            uid: Some("u-1".to_string()),
+            generation: Some(generation),
+            ..Default::default()
+        };
+        let mut templates = Templates {
+            previous: HashMap::new(),
+            current: HashMap::new(),
+        };
+        let poll = |templates: &mut Templates, generation| {
+            let (paths, fresh) = templates.paths(&meta(generation), &template);
+            assert_eq!(paths.as_ref().as_ref().unwrap().len(), 1);
+            templates.previous = std::mem::take(&mut templates.current);
+            fresh
+        };
+        assert!(poll(&mut templates, 1), "parsed when first seen");
+        assert!(!poll(&mut templates, 1), "the next poll reuses it");
+        assert!(poll(&mut templates, 2), "a new generation is parsed again");
+        templates.previous.clear();
+        assert!(
+            poll(&mut templates, 2),
+            "an object gone from a poll is forgotten"
+        );
     }
 }
