@@ -127,6 +127,74 @@ fn lint_templates_and_schema() {
     );
 }
 
+/// The rendered NetworkPolicy named `name`, as JSON.
+fn network_policy(sets: &[&str], name: &str) -> serde_json::Value {
+    let mut args = vec!["template", "r", "charts/rotor", "-n", "rotor-system"];
+    args.extend(["--set", "networkPolicy.enabled=true"]);
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let out = ok(&helm(&args, None));
+    serde_yaml::Deserializer::from_str(&out)
+        .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
+        .map(|v: serde_yaml::Value| serde_json::to_value(v).unwrap())
+        .find(|v| v["kind"] == "NetworkPolicy" && v["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no NetworkPolicy {name}"))
+}
+
+/// Every TCP/UDP port an egress (or ingress) rule list allows, with the peers of its rule.
+fn ports(rules: &serde_json::Value) -> Vec<(u64, serde_json::Value)> {
+    rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| {
+            let peers = rule.get("to").or(rule.get("from")).cloned().unwrap_or_default();
+            rule["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |p| (p["port"].as_u64().unwrap(), peers.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn network_policies_allow_what_the_enabled_features_need_and_no_more() {
+    let webhook = network_policy(&[], "r-rotor-webhook");
+    let egress = ports(&webhook["spec"]["egress"]);
+    let allowed: Vec<u64> = egress.iter().map(|(p, _)| *p).collect();
+    assert!(allowed.contains(&53), "DNS: {allowed:?}");
+    assert!(allowed.contains(&443), "registries: {allowed:?}");
+    assert!(!allowed.contains(&6443), "no API access without pull secrets or ConfigMaps: {allowed:?}");
+
+    let webhook = network_policy(
+        &[
+            "webhook.registry.pullSecrets=true",
+            "webhook.registry.insecure={registry.local:5000}",
+            "networkPolicy.apiServerCIDRs={10.0.0.1/32}",
+        ],
+        "r-rotor-webhook",
+    );
+    let egress = ports(&webhook["spec"]["egress"]);
+    assert!(egress.iter().any(|(p, _)| *p == 5000), "the insecure registry's port: {egress:?}");
+    let api: Vec<_> = egress.iter().filter(|(p, _)| *p == 6443).collect();
+    assert_eq!(api.len(), 1, "{egress:?}");
+    assert_eq!(api[0].1[0]["ipBlock"]["cidr"], "10.0.0.1/32");
+    let ingress = ports(&webhook["spec"]["ingress"]);
+    let admission: Vec<_> = ingress.iter().filter(|(p, _)| *p == 8443).collect();
+    assert_eq!(
+        admission[0].1[0]["ipBlock"]["cidr"], "10.0.0.1/32",
+        "only the API server calls the webhook: {ingress:?}"
+    );
+
+    let reloader = network_policy(&["networkPolicy.storeCIDRs={10.1.0.0/16}"], "r-rotor-reloader");
+    let egress = ports(&reloader["spec"]["egress"]);
+    let store: Vec<_> = egress.iter().filter(|(p, _)| *p == 8200).collect();
+    assert_eq!(store[0].1[0]["ipBlock"]["cidr"], "10.1.0.0/16", "{egress:?}");
+    assert!(egress.iter().any(|(p, _)| *p == 6443), "{egress:?}");
+}
+
 #[test]
 fn deploy_manifests_are_rendered_from_the_chart() {
     let rendered = ok(&helm(
