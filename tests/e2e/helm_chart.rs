@@ -149,7 +149,11 @@ fn ports(rules: &serde_json::Value) -> Vec<(u64, serde_json::Value)> {
         .unwrap()
         .iter()
         .flat_map(|rule| {
-            let peers = rule.get("to").or(rule.get("from")).cloned().unwrap_or_default();
+            let peers = rule
+                .get("to")
+                .or(rule.get("from"))
+                .cloned()
+                .unwrap_or_default();
             rule["ports"]
                 .as_array()
                 .unwrap()
@@ -166,7 +170,10 @@ fn network_policies_allow_what_the_enabled_features_need_and_no_more() {
     let allowed: Vec<u64> = egress.iter().map(|(p, _)| *p).collect();
     assert!(allowed.contains(&53), "DNS: {allowed:?}");
     assert!(allowed.contains(&443), "registries: {allowed:?}");
-    assert!(!allowed.contains(&6443), "no API access without pull secrets or ConfigMaps: {allowed:?}");
+    assert!(
+        !allowed.contains(&6443),
+        "no API access without pull secrets or ConfigMaps: {allowed:?}"
+    );
 
     let webhook = network_policy(
         &[
@@ -177,7 +184,10 @@ fn network_policies_allow_what_the_enabled_features_need_and_no_more() {
         "r-rotor-webhook",
     );
     let egress = ports(&webhook["spec"]["egress"]);
-    assert!(egress.iter().any(|(p, _)| *p == 5000), "the insecure registry's port: {egress:?}");
+    assert!(
+        egress.iter().any(|(p, _)| *p == 5000),
+        "the insecure registry's port: {egress:?}"
+    );
     let api: Vec<_> = egress.iter().filter(|(p, _)| *p == 6443).collect();
     assert_eq!(api.len(), 1, "{egress:?}");
     assert_eq!(api[0].1[0]["ipBlock"]["cidr"], "10.0.0.1/32");
@@ -188,10 +198,16 @@ fn network_policies_allow_what_the_enabled_features_need_and_no_more() {
         "only the API server calls the webhook: {ingress:?}"
     );
 
-    let reloader = network_policy(&["networkPolicy.storeCIDRs={10.1.0.0/16}"], "r-rotor-reloader");
+    let reloader = network_policy(
+        &["networkPolicy.storeCIDRs={10.1.0.0/16}"],
+        "r-rotor-reloader",
+    );
     let egress = ports(&reloader["spec"]["egress"]);
     let store: Vec<_> = egress.iter().filter(|(p, _)| *p == 8200).collect();
-    assert_eq!(store[0].1[0]["ipBlock"]["cidr"], "10.1.0.0/16", "{egress:?}");
+    assert_eq!(
+        store[0].1[0]["ipBlock"]["cidr"], "10.1.0.0/16",
+        "{egress:?}"
+    );
     assert!(egress.iter().any(|(p, _)| *p == 6443), "{egress:?}");
 }
 

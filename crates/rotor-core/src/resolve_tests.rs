@@ -181,3 +181,30 @@ async fn rotor_init_treats_the_table_of_shapes_as_the_webhook_does() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_from_path_secret_with_100000_keys_resolves_in_linear_time() {
+    let store = Arc::new(FakeStore::new());
+    let keys: Vec<(String, String)> = (0..100_000)
+        .map(|i| (format!("KEY_{i:06}"), "v".to_string()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    store.put("many", &pairs);
+    let from = parse_from_path("from-path", "secret/data/many").unwrap();
+    let started = std::time::Instant::now();
+    let resolution = resolve_environment(
+        &client_of(&store),
+        env(&[("KEY_000001", "explicit")]),
+        &from,
+        ResolveOptions::default(),
+    )
+    .await
+    .unwrap();
+    // A generous bound: the quadratic check it replaces never finished.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(resolution.env.len(), 100_000);
+    assert_eq!(
+        resolution.env[0],
+        ("KEY_000001".to_string(), "explicit".to_string())
+    );
+}

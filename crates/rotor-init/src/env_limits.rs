@@ -18,11 +18,34 @@ pub enum EnvError {
     Nul { name: String },
     #[error("env {name:?}: a variable name cannot be empty or contain '=' or a NUL byte")]
     BadName { name: String },
+    #[error(
+        "the environment holds {count} variables, {bytes} bytes with the arguments; the kernel passes at most {max} (ARG_MAX) to a program; a from-path secret with many keys is the usual cause: reference only the keys the app needs"
+    )]
+    TooMuch {
+        count: usize,
+        bytes: usize,
+        max: usize,
+    },
 }
 
-/// Every variable fits the kernel's rules. Names only in errors, never values.
-pub fn check(env: &[(String, String)]) -> Result<(), EnvError> {
+/// The kernel's limit on arguments and environment together (a quarter of the stack limit),
+/// or 2 MiB when it cannot be read.
+pub fn arg_max() -> usize {
+    use nix::unistd::{SysconfVar, sysconf};
+    sysconf(SysconfVar::ARG_MAX)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(2 * 1024 * 1024)
+}
+
+/// Every variable fits the kernel's rules, and all of them with `args` fit in `max` bytes
+/// (strings and their pointers, as execve counts them). Names only in errors, never values.
+pub fn check(env: &[(String, String)], args: &[String], max: usize) -> Result<(), EnvError> {
+    let pointer = std::mem::size_of::<usize>();
+    let mut bytes: usize = args.iter().map(|a| a.len() + 1 + pointer).sum();
     for (name, value) in env {
+        bytes += name.len() + value.len() + 2 + pointer;
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(EnvError::BadName { name: name.clone() });
         }
@@ -37,6 +60,13 @@ pub fn check(env: &[(String, String)]) -> Result<(), EnvError> {
             });
         }
     }
+    if bytes > max {
+        return Err(EnvError::TooMuch {
+            count: env.len(),
+            bytes,
+            max,
+        });
+    }
     Ok(())
 }
 
@@ -45,7 +75,7 @@ mod tests {
     use super::*;
 
     fn one(name: &str, value: &str) -> Result<(), EnvError> {
-        check(&[(name.to_string(), value.to_string())])
+        check(&[(name.to_string(), value.to_string())], &[], arg_max())
     }
 
     #[test]
@@ -64,5 +94,22 @@ mod tests {
             Err(EnvError::BadName { .. })
         ));
         assert!(matches!(one("", "x"), Err(EnvError::BadName { .. })));
+    }
+
+    #[test]
+    fn too_many_variables_together_are_named_as_such() {
+        let env: Vec<(String, String)> = (0..1000)
+            .map(|i| (format!("KEY_{i}"), "v".repeat(100)))
+            .collect();
+        assert_eq!(check(&env, &["/app".to_string()], 1 << 20), Ok(()));
+        let err = check(&env, &["/app".to_string()], 64 * 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1000 variables") && err.contains("ARG_MAX"),
+            "{err}"
+        );
+        assert!(!err.contains("vvvv"), "never a value: {err}");
+        assert!(arg_max() >= 128 * 1024);
     }
 }

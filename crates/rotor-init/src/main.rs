@@ -107,7 +107,7 @@ fn run(command: Vec<String>) -> u8 {
         Ok(v) => v,
         Err(code) => return code,
     };
-    if let Err(e) = env_limits::check(&resolution.env) {
+    if let Err(e) = env_limits::check(&resolution.env, &command, env_limits::arg_max()) {
         tracing::error!(error = %e, "the environment cannot be passed to the app; the app is not started");
         return exit_code::CONFIG;
     }

@@ -445,6 +445,36 @@ async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
     );
     assert!(!stderr(&out).contains("BBBB"));
 
+    // A from-path secret whose keys together pass the kernel's ARG_MAX (400 keys of 6 KiB;
+    // OpenBao itself refuses JSON with more than 1,000 strings): refused before exec with the
+    // count and the cause, not "Argument list too long" (the 100,000-key case is a resolver
+    // test in rotor-core).
+    let many: serde_json::Map<String, serde_json::Value> = (0..400)
+        .map(|i| (format!("KEY_{i:03}"), json!("k".repeat(6 * 1024))))
+        .collect();
+    f.stack
+        .bao_admin()?
+        .put_kv2("secret", "many-keys", serde_json::Value::Object(many))
+        .await?;
+    let started = std::time::Instant::now();
+    let out = run(
+        &with(&base, &[("ROTOR_FROM_PATH", "secret/data/many-keys")]),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("variables") && stderr(&out).contains("ARG_MAX"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("kkkk"), "never a value");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
     // Something that is not a store answers 200 with text: 76, not "missing".
     let garbage = std::net::TcpListener::bind("127.0.0.1:0")?;
     let garbage_port = garbage.local_addr()?.port();

@@ -52,16 +52,23 @@ fn templated_value(bytes: usize) -> String {
 fn print_response_sizes(config: &InjectConfig) {
     use base64::Engine as _;
     let containers: Vec<_> = (0..1000)
-        .map(|i| json!({ "name": format!("c{i}"), "image": "app:1", "command": ["/app"],
-            "env": [{ "name": "DB_PASSWORD", "value": "vault:secret/data/db#password" }] }))
+        .map(|i| {
+            json!({ "name": format!("c{i}"), "image": "app:1", "command": ["/app"],
+            "env": [{ "name": "DB_PASSWORD", "value": "vault:secret/data/db#password" }] })
+        })
         .collect();
     let p: Pod = serde_json::from_value(json!({ "metadata": { "name": "p", "namespace": "n" },
         "spec": { "containers": containers } }))
     .unwrap_or_default();
     if let Ok(rotor_webhook::plan::Plan::Patch(patch)) = plan_mutation(&p, config) {
         let bytes = serde_json::to_vec(&patch).unwrap_or_default();
-        let base64 = base64::engine::general_purpose::STANDARD.encode(&bytes).len() + 2;
-        let array = serde_json::to_vec(&bytes).map(|a| a.len()).unwrap_or_default();
+        let base64 = base64::engine::general_purpose::STANDARD
+            .encode(&bytes)
+            .len()
+            + 2;
+        let array = serde_json::to_vec(&bytes)
+            .map(|a| a.len())
+            .unwrap_or_default();
         println!(
             "response patch of a 1,000-container pod: {} bytes of JSON patch; as base64 {base64} bytes, as an array of numbers {array} bytes ({:.2}x)",
             bytes.len(),
