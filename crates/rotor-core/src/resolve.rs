@@ -8,12 +8,15 @@ use futures::StreamExt as _;
 use crate::reference::{Action, ParseError, PathRef, Reference, Template, parse_value};
 use crate::store::{Lease, Secret, StoreClient, StoreError};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ResolveOptions {
     /// Remove a variable whose secret or key is missing instead of failing.
     pub ignore_missing: bool,
     /// How many store requests run at once.
     pub concurrency: usize,
+    /// Names a from-path key may not become, besides [`DEFAULT_FROM_PATH_DENY`]: exact, or a
+    /// prefix ending in `*`.
+    pub from_path_deny: Vec<String>,
 }
 
 impl Default for ResolveOptions {
@@ -21,7 +24,39 @@ impl Default for ResolveOptions {
         Self {
             ignore_missing: false,
             concurrency: 8,
+            from_path_deny: Vec::new(),
         }
+    }
+}
+
+/// Variables a secret's key never becomes through from-path: what steers the dynamic loader and
+/// libc, and the option variables through which runtimes load code at start (`*`: a prefix).
+/// Always applied; `--from-path-deny` (`ROTOR_FROM_PATH_DENY`) adds to it.
+pub const DEFAULT_FROM_PATH_DENY: &[&str] = &[
+    "LD_*",
+    "GLIBC_TUNABLES*",
+    "MALLOC_*",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "PYTHONSTARTUP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PERL5OPT",
+    "PERL5LIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "BASH_ENV",
+    "ENV",
+];
+
+/// Whether `name` is on a deny list entry (exact, or a prefix ending in `*`).
+fn denied_by(entry: &str, name: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == entry,
     }
 }
 
@@ -107,12 +142,17 @@ type Answers = HashMap<Request, Result<Secret, StoreError>>;
 
 /// Why a from-path key cannot be a variable name: a secret's author must not be able to set
 /// what changes how the app is loaded, nor smuggle a second `NAME=` into the environment.
-fn unfit_variable_name(key: &str) -> Option<&'static str> {
+fn unfit_variable_name(key: &str, extra_deny: &[String]) -> Option<&'static str> {
     if key.is_empty() || key.contains(['=', '\0']) {
         return Some("a variable name cannot be empty or contain '=' or a NUL byte");
     }
-    if key.starts_with("LD_") || key.starts_with("GLIBC_TUNABLES") || key.starts_with("MALLOC_") {
-        return Some("variables that steer the dynamic loader or libc are never set from a secret");
+    if DEFAULT_FROM_PATH_DENY.iter().any(|e| denied_by(e, key)) {
+        return Some(
+            "variables that steer the dynamic loader, libc or a runtime's start are never set from a secret",
+        );
+    }
+    if extra_deny.iter().any(|e| denied_by(e, key)) {
+        return Some("the webhook's --from-path-deny list names it");
     }
     None
 }
@@ -139,8 +179,8 @@ pub async fn resolve_environment(
             .collect(),
         ..Resolution::default()
     };
-    render_env(&mut resolution, env, &templates, &answers, options)?;
-    add_from_paths(&mut resolution, from_paths, &answers, options)?;
+    render_env(&mut resolution, env, &templates, &answers, &options)?;
+    add_from_paths(&mut resolution, from_paths, &answers, &options)?;
     Ok(resolution)
 }
 
@@ -183,7 +223,7 @@ fn render_env(
     env: Vec<(String, String)>,
     templates: &[(usize, Template)],
     answers: &Answers,
-    options: ResolveOptions,
+    options: &ResolveOptions,
 ) -> Result<(), ResolveError> {
     let mut rendered: BTreeMap<usize, Option<String>> = BTreeMap::new();
     for (i, template) in templates {
@@ -235,14 +275,14 @@ fn add_from_paths(
     resolution: &mut Resolution,
     from_paths: &[PathRef],
     answers: &Answers,
-    options: ResolveOptions,
+    options: &ResolveOptions,
 ) -> Result<(), ResolveError> {
     let mut names: HashSet<String> = resolution.env.iter().map(|(n, _)| n.clone()).collect();
     for p in from_paths {
         match answers.get(&from_path_request(p)) {
             Some(Ok(secret)) => {
                 for (key, value) in &secret.data {
-                    if let Some(why) = unfit_variable_name(key) {
+                    if let Some(why) = unfit_variable_name(key, &options.from_path_deny) {
                         return Err(ResolveError::FromPathKey {
                             path: p.to_string(),
                             key: key.clone(),

@@ -77,7 +77,7 @@ async fn ignore_missing_removes_only_not_found_variables_and_errors_never_carry_
         ignore_missing: true,
         ..ResolveOptions::default()
     };
-    let resolution = resolve_environment(&client_of(&store), vars.clone(), &[], options)
+    let resolution = resolve_environment(&client_of(&store), vars.clone(), &[], options.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -133,7 +133,15 @@ async fn one_write_per_distinct_request_and_its_lease_is_kept() {
 
 #[tokio::test]
 async fn from_path_keys_that_would_steer_the_loader_or_forge_a_name_are_refused() {
-    for key in ["LD_PRELOAD", "PATH=/evil:/bin", "GLIBC_TUNABLES", ""] {
+    for key in [
+        "LD_PRELOAD",
+        "PATH=/evil:/bin",
+        "GLIBC_TUNABLES",
+        "",
+        "NODE_OPTIONS",
+        "JAVA_TOOL_OPTIONS",
+        "PYTHONSTARTUP",
+    ] {
         let store = Arc::new(FakeStore::new());
         store.put("shared", &[(key, CANARY), ("FINE", "ok")]);
         let from = parse_from_path("from-path", "secret/shared").unwrap();
@@ -207,4 +215,28 @@ async fn a_from_path_secret_with_100000_keys_resolves_in_linear_time() {
         resolution.env[0],
         ("KEY_000001".to_string(), "explicit".to_string())
     );
+}
+
+#[tokio::test]
+async fn the_deny_list_grows_with_the_webhooks_entries_and_keeps_its_defaults() {
+    let store = Arc::new(FakeStore::new());
+    store.put("app", &[("INTERNAL_DEBUG_HOOK", CANARY), ("FINE", "ok")]);
+    let from = parse_from_path("from-path", "secret/app").unwrap();
+    let ok = resolve_environment(&client_of(&store), vec![], &from, ResolveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ok.env.len(), 2);
+    let options = ResolveOptions {
+        from_path_deny: vec!["INTERNAL_*".to_string()],
+        ..ResolveOptions::default()
+    };
+    let err = resolve_environment(&client_of(&store), vec![], &from, options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("INTERNAL_DEBUG_HOOK") && err.contains("--from-path-deny"),
+        "{err}"
+    );
+    assert!(!err.contains(CANARY));
 }

@@ -189,6 +189,7 @@ async fn resolve(
     let options = ResolveOptions {
         ignore_missing: settings.init.ignore_missing,
         concurrency: settings.init.concurrency,
+        from_path_deny: settings.init.from_path_deny.clone(),
     };
     let resolution = match resolve_environment(&client, app_env, &settings.init.from_path, options)
         .await

@@ -50,6 +50,10 @@ pub struct InjectConfig {
     /// The content of `store_ca_file`, read once at start-up.
     #[arg(skip)]
     pub store_ca_pem: Option<String>,
+    /// Names a from-path secret's key may not become, besides rotor's defaults (the loader, libc
+    /// and runtime option variables): exact, or a prefix ending in `*` (comma-separated).
+    #[arg(long, env = "ROTOR_DEFAULT_FROM_PATH_DENY", value_delimiter = ',')]
+    pub from_path_deny: Vec<String>,
     /// sizeLimit of the in-memory volume holding rotor-init.
     #[arg(long, env = "ROTOR_BIN_VOLUME_SIZE", default_value = "32Mi")]
     pub bin_volume_size: String,
@@ -69,6 +73,7 @@ impl Default for InjectConfig {
             token_expiration_seconds: 600,
             init_log_format: LogFormat::Json,
             bin_volume_size: "32Mi".to_string(),
+            from_path_deny: Vec::new(),
             store_ca_file: None,
             store_ca_pem: None,
         }
@@ -84,6 +89,15 @@ impl InjectConfig {
         }
         for entry in &self.addr_allowlist {
             check_addr("--addr-allowlist entry", entry.trim_end_matches('*'))?;
+        }
+        if let Some(bad) = self
+            .from_path_deny
+            .iter()
+            .find(|e| e.trim().is_empty() || e.contains(['=', ' ']))
+        {
+            anyhow::bail!(
+                "--from-path-deny entry {bad:?}: must be a variable name or a prefix ending in '*'"
+            );
         }
         if !(600..=86_400 * 2).contains(&self.token_expiration_seconds) {
             anyhow::bail!(

@@ -270,6 +270,24 @@ fn from_path_wraps_every_container_and_token_auth_mounts_no_token() {
         assert!(!c["volumeMounts"].to_string().contains(TOKEN_DIR));
     }
     assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 1);
+
+    // The webhook's extra deny list reaches rotor-init with the from-path list.
+    let config = InjectConfig {
+        from_path_deny: vec!["INTERNAL_*".to_string(), "DEBUG".to_string()],
+        ..config()
+    };
+    let out = apply(
+        &input,
+        &plan_mutation(&pod(input.clone()), &config).unwrap(),
+    );
+    let env = &out["spec"]["containers"][0]["env"];
+    let deny = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "ROTOR_FROM_PATH_DENY")
+        .expect("the deny list is passed");
+    assert_eq!(deny["value"], "INTERNAL_*,DEBUG");
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub mod var {
     pub const LOG_LEVEL: &str = "ROTOR_LOG_LEVEL";
     pub const IGNORE_MISSING: &str = "ROTOR_IGNORE_MISSING";
     pub const PASSTHROUGH: &str = "ROTOR_PASSTHROUGH";
+    pub const FROM_PATH_DENY: &str = "ROTOR_FROM_PATH_DENY";
     pub const DAEMON: &str = "ROTOR_DAEMON";
     pub const DAEMON_GRACE: &str = "ROTOR_DAEMON_GRACE";
     /// The prefix every one of them shares: rotor-init removes all of them from the app's env.
@@ -127,8 +128,18 @@ pub struct InitSettings {
     pub ignore_missing: bool,
     /// Variables the app keeps although they are rotor's own or credentials.
     pub passthrough: Vec<String>,
+    /// Names a from-path key may not become, besides the defaults (exact, or `PREFIX*`).
+    pub from_path_deny: Vec<String>,
     pub daemon: bool,
     pub daemon_grace: Duration,
+}
+
+/// A comma-separated list of names, trimmed, empty entries dropped.
+pub fn name_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 impl InitSettings {
@@ -153,6 +164,7 @@ impl InitSettings {
             log_level: LogLevel::Info,
             ignore_missing: false,
             passthrough: Vec::new(),
+            from_path_deny: Vec::new(),
             daemon: false,
             daemon_grace: DEFAULT_DAEMON_GRACE,
         }
@@ -227,6 +239,10 @@ impl InitSettings {
             var::PASSTHROUGH,
             (!self.passthrough.is_empty()).then(|| self.passthrough.join(",")),
         );
+        optional(
+            var::FROM_PATH_DENY,
+            (!self.from_path_deny.is_empty()).then(|| self.from_path_deny.join(",")),
+        );
         optional(var::DAEMON, self.daemon.then(|| "true".to_string()));
         optional(
             var::DAEMON_GRACE,
@@ -285,14 +301,10 @@ impl InitSettings {
         settings.log_format = env.parsed(var::LOG_FORMAT, LogFormat::Plain)?;
         settings.log_level = env.parsed(var::LOG_LEVEL, LogLevel::Info)?;
         settings.ignore_missing = env.flag(var::IGNORE_MISSING)?;
-        settings.passthrough = env
-            .get(var::PASSTHROUGH)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+        settings.passthrough = env.get(var::PASSTHROUGH).map(name_list).unwrap_or_default();
+        settings.from_path_deny = env
+            .get(var::FROM_PATH_DENY)
+            .map(name_list)
             .unwrap_or_default();
         settings.daemon = env.flag(var::DAEMON)?;
         settings.daemon_grace = env.seconds(var::DAEMON_GRACE, DEFAULT_DAEMON_GRACE)?;

@@ -53,11 +53,12 @@ fn settings() -> impl Strategy<Value = InitSettings> {
         any::<(bool, bool)>(),
         proptest::collection::vec("[A-Z_]{1,8}", 0..3),
         1u64..3600,
+        proptest::collection::vec("[A-Z_]{1,8}\\*?", 0..3),
     );
     (connection, auth, behaviour).prop_map(|(c, a, b)| {
         let (scheme, host, namespace, ca, deadline, timeout) = c;
         let (method, auth_path, role, token_file, token, role_id, secret_id) = a;
-        let (from_path, concurrency, log_format, log_level, flags, passthrough, grace) = b;
+        let (from_path, concurrency, log_format, log_level, flags, passthrough, grace, deny) = b;
         let mut s = InitSettings::new(&format!("{scheme}://{host}:8200"), method);
         s.namespace = namespace;
         s.ca = ca;
@@ -75,6 +76,7 @@ fn settings() -> impl Strategy<Value = InitSettings> {
         s.log_level = log_level;
         (s.ignore_missing, s.daemon) = flags;
         s.passthrough = passthrough;
+        s.from_path_deny = deny;
         s.daemon_grace = Duration::from_secs(grace);
         s
     })
