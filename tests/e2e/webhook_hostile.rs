@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use rotor_e2e::fixtures::{binary, connect_tls, spawn_webhook};
 use rotor_testkit::Pki;
 use serde_json::json;
@@ -336,4 +337,55 @@ async fn a_registry_that_answers_without_end_gets_only_that_pod_refused() {
         );
         assert!(peak < CHART_LIMIT_BYTES, "{} MiB", peak >> 20);
     }
+}
+
+#[tokio::test]
+async fn one_http2_connection_with_100_stalled_streams_is_bounded_too() {
+    let server = start(&["--body-timeout-ms=3000".to_string()]).await;
+    let ca = reqwest::Certificate::from_pem(server.pki.ca_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .resolve("localhost", ([127, 0, 0, 1], server.webhook.port).into())
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/mutate", server.webhook.port);
+    let length = 3 * 1024 * 1024 - 1;
+    let stalled = |client: reqwest::Client, url: String| async move {
+        // All but the last byte, then nothing.
+        let chunks = futures::stream::iter((0..length - 1).step_by(64 * 1024).map(move |at| {
+            let n = (length - 1 - at).min(64 * 1024);
+            Ok::<_, std::io::Error>(bytes_of(n))
+        }))
+        .chain(futures::stream::pending());
+        let answer = client
+            .post(url)
+            .header("content-length", length.to_string())
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await;
+        match answer {
+            Ok(a) => (a.version(), a.status().as_u16()),
+            Err(e) => panic!("no answer to a stalled stream: {e}"),
+        }
+    };
+    let started = Instant::now();
+    let attack = futures::future::join_all((0..100).map(|_| stalled(client.clone(), url.clone())));
+    let (answers, peak) = peak_rss_during(server.pid(), attack).await;
+    eprintln!(
+        "100 stalled HTTP/2 streams: answered in {:?}, peak RSS {} MiB",
+        started.elapsed(),
+        peak >> 20
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(v, s)| *v == reqwest::Version::HTTP_2 && *s == 408),
+        "{answers:?}"
+    );
+    assert!(peak < CHART_LIMIT_BYTES, "{} MiB", peak >> 20);
+}
+
+fn bytes_of(n: usize) -> Vec<u8> {
+    vec![b' '; n]
 }
