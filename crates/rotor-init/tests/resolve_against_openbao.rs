@@ -23,6 +23,9 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+/// A token handed to rotor-init in tests where it must never be printed or sent elsewhere.
+const CANARY_TOKEN: &str = "hvs.canary-token-never-forwarded";
+
 fn rotor_init() -> &'static str {
     env!("CARGO_BIN_EXE_rotor-init")
 }
@@ -503,6 +506,61 @@ async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
     );
     assert_eq!(out.status.code(), Some(76), "{}", stderr(&out));
     assert!(stderr(&out).contains("not JSON"), "{}", stderr(&out));
+
+    // A store that redirects to another origin: the token never follows. The other origin
+    // counts every connection it gets; none may arrive.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let elsewhere_port = elsewhere.local_addr()?.port();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    std::thread::spawn(move || {
+        for _ in elsewhere.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let redirecting = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let redirecting_port = redirecting.local_addr()?.port();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut s in redirecting.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{elsewhere_port}/v1/secret/data/db\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+            );
+        }
+    });
+    let out = run(
+        &with(
+            &base,
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                (
+                    "ROTOR_ADDR",
+                    &format!("http://127.0.0.1:{redirecting_port}"),
+                ),
+                ("ROTOR_AUTH_METHOD", "token"),
+                ("ROTOR_TOKEN", CANARY_TOKEN),
+            ],
+        ),
+        "echo",
+        &[marker],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(marker),
+        "the app never ran"
+    );
+    assert!(stderr(&out).contains("redirect"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains(CANARY_TOKEN),
+        "the token is never printed"
+    );
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request reached the other origin"
+    );
 
     // One deadline for everything: 200 paths on a store that never answers, deadline 2 s.
     // Per request (8 at a time) this took 50 s; the whole resolution now stops at 2 s.
