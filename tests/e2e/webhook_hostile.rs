@@ -275,6 +275,22 @@ async fn hostile_registry() -> u16 {
                             .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
                             .await;
                     }
+                    "/v2/good/manifests/1" => {
+                        let body = r#"{"schemaVersion":2,"config":{"digest":"sha256:g"}}"#;
+                        let _ = stream
+                            .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                            .await;
+                    }
+                    "/v2/good/blobs/sha256:g" => {
+                        let body = r#"{"config":{"Entrypoint":["/good"]}}"#;
+                        let _ = stream
+                            .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                            .await;
+                    }
+                    // Never answers.
+                    slow if slow.starts_with("/v2/slow/") => {
+                        tokio::time::sleep(Duration::from_secs(600)).await
+                    }
                     "/v2/huge/blobs/sha256:c" => {
                         endless(&mut stream, "{\"config\":{\"Entrypoint\":[\"", b'e').await
                     }
@@ -388,4 +404,56 @@ async fn one_http2_connection_with_100_stalled_streams_is_bounded_too() {
 
 fn bytes_of(n: usize) -> Vec<u8> {
     vec![b' '; n]
+}
+
+#[tokio::test]
+async fn a_registry_that_never_answers_holds_only_its_own_lookup_slots() {
+    let slow = hostile_registry().await;
+    let good = hostile_registry().await;
+    let server = start(&[
+        format!("--registry-insecure=127.0.0.1:{slow},127.0.0.1:{good}"),
+        "--registry-timeout-ms=8000".to_string(),
+        "--review-timeout-ms=9000".to_string(),
+    ])
+    .await;
+    let pod = |image: String| {
+        review(
+            json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": image,
+            "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } }),
+        )
+    };
+    // Twelve pods on the registry that never answers: more than every lookup slot.
+    let stuck: Vec<_> = (0..12)
+        .map(|i| {
+            let body = pod(format!("127.0.0.1:{slow}/slow:1-{i}"));
+            let server = &server;
+            async move { server.post(body).await }
+        })
+        .collect();
+    let stuck = futures::future::join_all(stuck);
+    let other = async {
+        // Let the stuck lookups take their slots first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let answer = server.post(pod(format!("127.0.0.1:{good}/good:1"))).await;
+        (answer, started.elapsed())
+    };
+    let (stuck, ((status, answer), took)) = tokio::join!(stuck, other);
+    eprintln!("a lookup on another registry while one hangs: {took:?}");
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch", "{answer}");
+    assert!(
+        took < Duration::from_secs(4),
+        "not held behind the hanging registry: {took:?}"
+    );
+    for (_, answer) in stuck {
+        let message = answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.contains("/slow:1-")
+                && (message.contains("no answer from") || message.contains("timed out")),
+            "{message}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! TTL (never for `:latest` or `imagePullPolicy: Always`), and a timeout.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -25,6 +25,9 @@ const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// Lookups in flight at once, over every review.
 const MAX_CONCURRENT_LOOKUPS: usize = 8;
+/// Lookups in flight at once against one registry host: a slow or hostile registry can hold
+/// only these, never every slot.
+const MAX_LOOKUPS_PER_REGISTRY: usize = 2;
 /// Redirects followed (registries send blob downloads to storage), never from https to http.
 const MAX_REDIRECTS: usize = 5;
 
@@ -105,6 +108,7 @@ pub struct RegistryClient {
     config: RegistryConfig,
     cache: Mutex<HashMap<String, (ImageCommand, Instant)>>,
     in_flight: tokio::sync::Semaphore,
+    per_registry: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// A manifest or an index: only the fields rotor reads (serde skips the rest unallocated).
@@ -173,6 +177,7 @@ impl RegistryClient {
             config,
             cache: Mutex::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
+            per_registry: Mutex::new(HashMap::new()),
         })
     }
 
@@ -199,12 +204,11 @@ impl RegistryClient {
                 return Ok(command.clone());
             }
         }
+        let registry_slots = self.registry_slots(&image.registry);
         let lookup = async {
-            let _permit = self
-                .in_flight
-                .acquire()
-                .await
-                .map_err(|_| "the webhook is shutting down".to_string())?;
+            let closed = |_| "the webhook is shutting down".to_string();
+            let _registry = registry_slots.acquire().await.map_err(closed)?;
+            let _permit = self.in_flight.acquire().await.map_err(closed)?;
             self.fetch(image, credential).await
         };
         let result = tokio::time::timeout(self.timeout(), lookup)
@@ -229,6 +233,18 @@ impl RegistryClient {
             cache.insert(key, (command.clone(), Instant::now()));
         }
         result
+    }
+
+    /// The semaphore of one registry host's lookups.
+    fn registry_slots(&self, registry: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self.per_registry.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() > 10_000 {
+            slots.retain(|_, s| s.available_permits() < MAX_LOOKUPS_PER_REGISTRY);
+        }
+        slots
+            .entry(registry.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS_PER_REGISTRY)))
+            .clone()
     }
 
     async fn fetch(
