@@ -3,6 +3,7 @@
 //! recover, a second replica takes over, and a canary value never leaks.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
+use rotor_reloader::decision::record_key;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -592,7 +593,9 @@ async fn the_settle_window_and_the_rollout_cap_hold() -> Result<()> {
     let (generation, _, record) = state::<Deployment>(&env, "dep-two").await?;
     assert_eq!(generation, g + 1, "one rollout for both paths");
     assert!(
-        record.unwrap().contains("\"secret/data/p2\":2"),
+        record
+            .unwrap()
+            .contains(&format!("\"{}\":2", record_key("secret/data/p2"))),
         "the rollout recorded both new versions"
     );
 
@@ -718,7 +721,7 @@ async fn an_unreadable_record_rolls_once_is_repaired_and_says_why() -> Result<()
         Ok(state::<Deployment>(&env, "dep-a")
             .await?
             .2
-            .is_some_and(|r| r.contains("\"secret/data/a\":")))
+            .is_some_and(|r| r.contains(&format!("\"{}\":", record_key("secret/data/a")))))
     })
     .await?;
     wait_for_polls(&reloader.admin, 5).await?;

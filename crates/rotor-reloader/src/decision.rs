@@ -3,11 +3,31 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// The annotation holding `{path: version}` the workload last rolled for (or first saw).
+/// The annotation holding `{key: version}` the workload last rolled for (or first saw), where
+/// the key is [`record_key`] of the path: 16 hex characters, whatever the path's length, so a
+/// workload's record stays far under the API server's 256 KiB limit on all annotations (1,088
+/// paths, the most a pod may reference, take about 27 KiB).
 pub const OBSERVED: &str = "rotor.dev/observed-versions";
+
+/// The record's key for `path`: the first 8 bytes of its SHA-256, in hex.
+pub fn record_key(path: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, path.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn is_record_key(key: &str) -> bool {
+    key.len() == 16
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 /// The pod-template annotation whose change starts the rolling update.
 pub const ROTATED_AT: &str = "rotor.dev/rotated-at";
 
+/// Versions by [`record_key`] of the path.
 pub type Versions = BTreeMap<String, u64>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +69,15 @@ pub fn recorded(annotations: Option<&BTreeMap<String, String>>) -> Recorded {
         return Recorded::Absent;
     };
     match serde_json::from_str::<Versions>(text) {
-        Ok(v) => Recorded::Versions(v),
+        // Records written before keys were digests carry paths: read them as their keys.
+        Ok(v) => Recorded::Versions(
+            v.into_iter()
+                .map(|(k, version)| {
+                    let key = if is_record_key(&k) { k } else { record_key(&k) };
+                    (key, version)
+                })
+                .collect(),
+        ),
         Err(e) => Recorded::Unreadable(format!(
             "annotation {OBSERVED} ({} bytes) does not parse as {{path: version}}: {e}",
             text.len()
@@ -70,7 +98,7 @@ pub fn decide(
         Recorded::Unreadable(reason) => {
             let record: Versions = watched
                 .iter()
-                .filter_map(|p| Some((p.clone(), *current.get(p)?)))
+                .filter_map(|p| Some((record_key(p), *current.get(p)?)))
                 .collect();
             // Wait until the store answers for every path, so the rewritten record is whole.
             return if record.len() == watched.len() && !record.is_empty() {
@@ -86,7 +114,8 @@ pub fn decide(
     let mut record = Versions::new();
     let mut changes = Vec::new();
     for path in watched {
-        let old = recorded.and_then(|r| r.get(path)).copied();
+        let key = record_key(path);
+        let old = recorded.and_then(|r| r.get(&key)).copied();
         match (old, current.get(path).copied()) {
             (Some(old), Some(new)) => {
                 if old != new {
@@ -96,13 +125,13 @@ pub fn decide(
                         new,
                     });
                 }
-                record.insert(path.clone(), new);
+                record.insert(key, new);
             }
             (None, Some(new)) => {
-                record.insert(path.clone(), new);
+                record.insert(key, new);
             }
             (Some(old), None) => {
-                record.insert(path.clone(), old);
+                record.insert(key, old);
             }
             (None, None) => {}
         }
@@ -135,7 +164,7 @@ mod tests {
         pairs.iter().map(|(p, v)| (p.to_string(), *v)).collect()
     }
     fn versions(pairs: &[(&str, u64)]) -> Versions {
-        pairs.iter().map(|(p, v)| (p.to_string(), *v)).collect()
+        pairs.iter().map(|(p, v)| (record_key(p), *v)).collect()
     }
 
     #[test]
@@ -227,11 +256,33 @@ mod tests {
                 Decision::Nothing
             );
         }
-        let good = BTreeMap::from([(OBSERVED.to_string(), r#"{"a":3}"#.to_string())]);
+        // A record written with paths as keys (before digests) reads as the same versions.
+        let by_path = BTreeMap::from([(OBSERVED.to_string(), r#"{"a":3}"#.to_string())]);
         assert_eq!(
-            recorded(Some(&good)),
+            recorded(Some(&by_path)),
             Recorded::Versions(versions(&[("a", 3)]))
         );
+        let by_key = serde_json::to_string(&versions(&[("a", 3)])).unwrap();
+        let by_key = BTreeMap::from([(OBSERVED.to_string(), by_key)]);
+        assert_eq!(recorded(Some(&by_key)), recorded(Some(&by_path)));
         assert_eq!(recorded(None), Recorded::Absent);
+    }
+
+    #[test]
+    fn the_largest_record_stays_far_under_the_annotation_limit() {
+        // The most paths a pod may reference, each 1 KiB long: the old path-keyed record
+        // was over 1 MiB, which the API server refuses (256 KiB for all annotations).
+        let paths: Vec<String> = (0..1088)
+            .map(|i| format!("secret/data/{i:04}/{}", "p".repeat(1000)))
+            .collect();
+        let watched: BTreeSet<String> = paths.iter().cloned().collect();
+        let current: HashMap<String, u64> = paths.iter().map(|p| (p.clone(), 12_345_678)).collect();
+        let Decision::Record(record) = decide(&Recorded::Absent, &watched, &current) else {
+            panic!("first sight records")
+        };
+        let text = serde_json::to_string(&record).unwrap();
+        assert_eq!(record.len(), 1088, "no two paths share a key");
+        assert!(text.len() < 32 * 1024, "{} bytes", text.len());
+        assert_eq!(record_key("secret/data/a").len(), 16);
     }
 }

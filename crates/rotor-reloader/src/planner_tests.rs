@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::decision::OBSERVED;
+use crate::decision::{OBSERVED, record_key};
 
 const SETTINGS: PlanSettings = PlanSettings {
     settle: Duration::from_secs(5),
@@ -57,7 +57,7 @@ fn first_sight_is_recorded_and_an_unchanged_workload_needs_nothing() {
         plan.steps,
         vec![Step::Record {
             workload: 0,
-            versions: [("a".to_string(), 1)].into()
+            versions: [(record_key("a"), 1)].into()
         }]
     );
     assert!(plan.detected.is_empty() && pending.is_empty() && plan.wake_within.is_none());
@@ -112,7 +112,7 @@ fn a_rotation_waits_out_the_settle_window_then_rolls_once_for_all_its_paths() {
     assert_eq!(changes.len(), 2);
     assert_eq!(
         record,
-        &Versions::from([("a".to_string(), 2), ("b".to_string(), 2)])
+        &Versions::from([(record_key("a"), 2), (record_key("b"), 2)])
     );
     assert_eq!(*since, t0);
 }
@@ -164,7 +164,7 @@ fn an_unreadable_record_rolls_at_once_and_says_why() {
         panic!("{plan:?}")
     };
     assert!(why.contains(OBSERVED), "{why}");
-    assert_eq!(record, &Versions::from([("a".to_string(), 7)]));
+    assert_eq!(record, &Versions::from([(record_key("a"), 7)]));
 }
 
 #[test]
