@@ -855,3 +855,81 @@ async fn a_partitioned_leader_stops_acting_and_a_late_patch_changes_nothing() ->
     assert!(!leads(&r1.admin).await?, "the healed replica follows");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_path_outside_the_namespaces_rule_is_not_watched_and_an_event_says_why() -> Result<()> {
+    let env = setup().await?;
+    let bao = env.stack.bao_admin()?;
+    let own = format!("{}/db", env.ns);
+    bao.put_kv2("secret", &own, json!({ "value": CANARY }))
+        .await?;
+    bao.put_kv2("secret", "other-team/db", json!({ "value": CANARY }))
+        .await?;
+    create::<Deployment>(&env, "dep-own", &format!("vault:secret/data/{own}#value")).await?;
+    create::<Deployment>(&env, "dep-foreign", "vault:secret/data/other-team/db#value").await?;
+    let reloader = start_reloader(
+        &env,
+        "reloader-1",
+        &["--watchable-paths=secret/data/{namespace}/*"],
+    )
+    .await?;
+    recorded_with_one_replica_set(&env, "dep-own").await?;
+    let not_watched = || async {
+        let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+        let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("PathNotWatched"))
+            .map(|e| {
+                format!(
+                    "{:?} {:?} {}",
+                    e.type_,
+                    e.regarding.and_then(|r| r.name),
+                    e.note.unwrap_or_default()
+                )
+            })
+            .collect();
+        Ok::<_, anyhow::Error>(notes)
+    };
+    wait_until(
+        "the PathNotWatched event",
+        Duration::from_secs(30),
+        || async { Ok(!not_watched().await?.is_empty()) },
+    )
+    .await?;
+    // Only the namespace's own path is polled.
+    assert_eq!(
+        counter(&reloader.admin, "rotor_reloader_paths_watched").await?,
+        1
+    );
+    // Both rotate: only the workload on its own path rolls.
+    rotate(&env, "other-team/db", "rotated-foreign").await?;
+    rotate(&env, &own, "rotated-own").await?;
+    wait_until("dep-own rolled", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-own").await? == 2)
+    })
+    .await?;
+    wait_for_polls(&reloader.admin, 3).await?;
+    assert_eq!(replica_sets(&env, "dep-foreign").await?, 1, "never rolled");
+    assert!(
+        state::<Deployment>(&env, "dep-foreign").await?.2.is_none(),
+        "never recorded"
+    );
+    let notes = not_watched().await?;
+    assert_eq!(
+        notes.len(),
+        1,
+        "announced once, not once per poll: {notes:?}"
+    );
+    assert!(
+        notes[0].contains("Warning")
+            && notes[0].contains("dep-foreign")
+            && notes[0].contains("secret/data/other-team/db")
+            && notes[0].contains("--watchable-paths"),
+        "{notes:?}"
+    );
+    assert!(!notes[0].contains(CANARY));
+    Ok(())
+}

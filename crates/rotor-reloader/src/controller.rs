@@ -1,7 +1,7 @@
 //! The poll loop: find opted-in workloads, poll each distinct path once, and roll the
 //! workloads whose versions changed, once, recording the versions in the API.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, plan_cycle};
 use crate::poll::Poller;
+use crate::tenancy::WatchablePaths;
 use crate::workloads::{Caches, Patched, Workload, patch_workload};
 
 #[derive(Clone, Debug)]
@@ -29,6 +30,8 @@ pub struct ControllerConfig {
     pub backoff_cap: Duration,
     /// Watch every workload with references, not only those annotated `rotor.dev/reload`.
     pub all_workloads: bool,
+    /// Which paths a workload's namespace may have watched.
+    pub watchable: WatchablePaths,
 }
 
 pub struct Controller {
@@ -39,6 +42,9 @@ pub struct Controller {
     pub poller: Poller,
     pub metrics: Arc<Metrics>,
     pub config: ControllerConfig,
+    /// Workload templates (uid, generation) whose unwatched paths this replica announced in an
+    /// Event while leading: once per template, not once per poll.
+    pub announced: HashSet<(String, i64)>,
     pub leading: Arc<AtomicBool>,
     pub ready: Arc<AtomicBool>,
     pub identity: String,
@@ -135,7 +141,13 @@ impl Controller {
             return Cycle::StoreDown;
         }
         let interval = self.jittered_interval();
-        let workloads = self.caches.workloads(self.config.all_workloads);
+        let mut workloads = self
+            .caches
+            .workloads(self.config.all_workloads, &self.config.watchable);
+        if self.leading.load(Ordering::SeqCst) {
+            self.announce_not_watched(recorder, &workloads).await;
+        }
+        workloads.retain(|w| !w.paths.is_empty());
         let paths: BTreeSet<String> = workloads
             .iter()
             .flat_map(|w| w.paths.iter().cloned())
@@ -308,6 +320,45 @@ impl Controller {
         }
     }
 
+    /// A Warning Event on each workload that references paths its namespace may not have
+    /// watched, once per template generation: which paths, and the rule.
+    async fn announce_not_watched(&mut self, recorder: &Recorder, workloads: &[Workload]) {
+        for w in workloads.iter().filter(|w| !w.not_watched.is_empty()) {
+            if !self.announced.insert((w.uid.clone(), w.generation)) {
+                continue;
+            }
+            self.metrics
+                .paths_not_watched
+                .inc_by(w.not_watched.len() as u64);
+            let rule = self.config.watchable.describe();
+            tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, paths = ?w.not_watched, %rule, "paths outside what the namespace may have watched; a rotation of them will not roll this workload");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "PathNotWatched".to_string(),
+                note: Some(truncate(
+                    &format!(
+                        "rotor does not watch {} for this {}: namespace {} may have watched only {rule} (--watchable-paths), so a rotation of it will not roll it",
+                        w.not_watched.join(", "),
+                        w.kind.as_str(),
+                        w.namespace
+                    ),
+                    1000,
+                )),
+                action: "Watch".to_string(),
+                secondary: None,
+            };
+            self.publish(recorder, &event, w).await;
+        }
+    }
+
+    async fn publish(&self, recorder: &Recorder, event: &Event, w: &Workload) {
+        match tokio::time::timeout(API_TIMEOUT, recorder.publish(event, &w.reference)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "publishing the event failed"),
+            Err(_) => tracing::warn!("publishing the event timed out"),
+        }
+    }
+
     /// The log line and the Event of a rollout that landed.
     async fn publish_rollout(&self, recorder: &Recorder, w: &Workload, reason: &Reason) {
         let (type_, event_reason, because) = match reason {
@@ -337,11 +388,7 @@ impl Controller {
             action: "Rollout".to_string(),
             secondary: None,
         };
-        match tokio::time::timeout(API_TIMEOUT, recorder.publish(&event, &w.reference)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "publishing the event failed"),
-            Err(_) => tracing::warn!("publishing the event timed out"),
-        }
+        self.publish(recorder, &event, w).await;
     }
 }
 

@@ -9,4 +9,5 @@ pub mod planner;
 pub mod poll;
 pub mod references;
 pub mod run;
+pub mod tenancy;
 pub mod workloads;

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub rollouts: Family<KindLabels, Counter>,
     pub rollout_failures: Counter,
     pub patch_conflicts: Counter,
+    pub paths_not_watched: Counter,
     pub detection_to_patch: Histogram,
     pub poll_duration: Histogram,
     pub leader: Gauge,
@@ -54,6 +55,7 @@ impl Metrics {
             rollouts: Family::default(),
             rollout_failures: Counter::default(),
             patch_conflicts: Counter::default(),
+            paths_not_watched: Counter::default(),
             detection_to_patch: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             poll_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
@@ -70,6 +72,11 @@ impl Metrics {
             m.workloads_watched.clone(),
         );
         r.register("polls", "Poll cycles by result", m.polls.clone());
+        r.register(
+            "paths_not_watched",
+            "Paths workloads reference that their namespace may not have watched (--watchable-paths), counted once per template generation",
+            m.paths_not_watched.clone(),
+        );
         r.register(
             "store_requests",
             "Store metadata requests",

@@ -20,6 +20,9 @@ fn workload(name: &str, paths: &[&str], record: Option<&str>) -> Workload {
             .map(|r| BTreeMap::from([(OBSERVED.to_string(), r.to_string())]))
             .unwrap_or_default(),
         paths: paths.iter().map(|p| p.to_string()).collect(),
+        not_watched: Vec::new(),
+        uid: format!("uid-{name}"),
+        generation: 1,
         resource_version: Some("1".to_string()),
     }
 }

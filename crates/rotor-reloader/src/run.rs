@@ -74,6 +74,12 @@ pub struct RunArgs {
     /// Watch every workload that has references, not only those annotated rotor.dev/reload.
     #[arg(long, env = "ROTOR_ALL_WORKLOADS")]
     pub all_workloads: bool,
+    /// Paths a workload's namespace may have watched: exact, or a prefix ending in `*`, with
+    /// `{namespace}` for the workload's namespace (comma-separated; for example
+    /// `secret/data/{namespace}/*`). Other paths are not polled for it, and an Event on the
+    /// workload says so. Empty: every path (a cluster with one tenant).
+    #[arg(long, env = "ROTOR_WATCHABLE_PATHS", value_delimiter = ',')]
+    pub watchable_paths: Vec<String>,
     /// Watch one namespace only (default: all).
     #[arg(long, env = "ROTOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -119,6 +125,7 @@ impl RunArgs {
             concurrency,
             max_requests_per_second,
             all_workloads,
+            watchable_paths,
             watch_namespace,
             lease_namespace,
             lease_name,
@@ -183,7 +190,10 @@ impl RunArgs {
                 max_rollouts_per_poll: max_rollouts_per_poll.max(1),
                 backoff_cap: seconds(backoff_cap, "backoff-cap")?,
                 all_workloads,
+                watchable: crate::tenancy::WatchablePaths::parse(&watchable_paths)
+                    .map_err(anyhow::Error::msg)?,
             },
+            announced: std::collections::HashSet::new(),
             leading,
             ready,
             identity,

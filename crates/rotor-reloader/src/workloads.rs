@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::decision::{OBSERVED, ROTATED_AT, Versions};
 use crate::references::{opted_in, watched_paths};
+use crate::tenancy::WatchablePaths;
 
 pub const FIELD_MANAGER: &str = "rotor-reloader";
 
@@ -44,6 +45,11 @@ pub struct Workload {
     pub reference: ObjectReference,
     pub annotations: BTreeMap<String, String>,
     pub paths: BTreeSet<String>,
+    /// Paths it references that its namespace may not have watched (`--watchable-paths`).
+    pub not_watched: Vec<String>,
+    /// The object's uid and generation: what an announcement about its template is keyed by.
+    pub uid: String,
+    pub generation: i64,
     /// The version of the object this was read from: every patch is conditional on it.
     pub resource_version: Option<String>,
 }
@@ -124,13 +130,14 @@ impl Caches {
     }
 
     /// Every opted-in workload with at least one watched path.
-    pub fn workloads(&self, all: bool) -> Vec<Workload> {
+    pub fn workloads(&self, all: bool, watchable: &WatchablePaths) -> Vec<Workload> {
         let mut out = Vec::new();
         let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
         // Entries of objects gone or changed are dropped: the cache holds this poll's only.
         let mut templates = Templates {
             previous: std::mem::take(&mut *parsed),
             current: HashMap::new(),
+            watchable,
         };
         collect(
             &mut out,
@@ -161,12 +168,13 @@ impl Caches {
     }
 }
 
-struct Templates {
+struct Templates<'a> {
     previous: ParsedTemplates,
     current: ParsedTemplates,
+    watchable: &'a WatchablePaths,
 }
 
-impl Templates {
+impl Templates<'_> {
     /// The watched paths of `template`, parsed only when its object's generation is new.
     /// `fresh` is true when it was parsed now.
     fn paths(
@@ -190,7 +198,7 @@ impl Templates {
 
 fn collect<K: Resource<DynamicType = ()>>(
     out: &mut Vec<Workload>,
-    templates: &mut Templates,
+    templates: &mut Templates<'_>,
     kind: Kind,
     objects: &[Arc<K>],
     template: impl Fn(&K) -> Option<&PodTemplateSpec>,
@@ -213,8 +221,15 @@ fn collect<K: Resource<DynamicType = ()>>(
             }
         }
         let (parsed, fresh) = templates.paths(meta, template);
-        let paths = match parsed.as_ref() {
-            Ok(p) => p.clone(),
+        let namespace = object.namespace().unwrap_or_default();
+        let (paths, not_watched): (BTreeSet<String>, Vec<String>) = match parsed.as_ref() {
+            Ok(p) => {
+                let (kept, refused): (Vec<String>, Vec<String>) = p
+                    .iter()
+                    .cloned()
+                    .partition(|path| templates.watchable.allows(&namespace, path));
+                (kept.into_iter().collect(), refused)
+            }
             Err(e) => {
                 if fresh {
                     tracing::warn!(kind = kind.as_str(), namespace = %object.namespace().unwrap_or_default(), name = %object.name_any(), error = %e, "a reference does not parse; workload skipped");
@@ -222,16 +237,19 @@ fn collect<K: Resource<DynamicType = ()>>(
                 continue;
             }
         };
-        if paths.is_empty() {
+        if paths.is_empty() && not_watched.is_empty() {
             continue;
         }
         out.push(Workload {
             kind,
-            namespace: object.namespace().unwrap_or_default(),
+            namespace,
             name: object.name_any(),
             reference: object.object_ref(&()),
             annotations: meta.annotations.clone().unwrap_or_default(),
             paths,
+            not_watched,
+            uid: meta.uid.clone().unwrap_or_default(),
+            generation: meta.generation.unwrap_or_default(),
             resource_version: meta.resource_version.clone(),
         });
     }
@@ -299,9 +317,11 @@ mod tests {
             generation: Some(generation),
             ..Default::default()
         };
+        let open = WatchablePaths::default();
         let mut templates = Templates {
             previous: HashMap::new(),
             current: HashMap::new(),
+            watchable: &open,
         };
         let poll = |templates: &mut Templates, generation| {
             let (paths, fresh) = templates.paths(&meta(generation), &template);
