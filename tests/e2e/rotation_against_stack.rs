@@ -933,3 +933,109 @@ async fn a_path_outside_the_namespaces_rule_is_not_watched_and_an_event_says_why
     assert!(!notes[0].contains(CANARY));
     Ok(())
 }
+
+/// Creates Deployment `name` whose pods name `store` in `rotor.dev/vault-addr`.
+async fn create_on_store(env: &Env, name: &str, env_value: &str, store: &str) -> Result<()> {
+    let mut value = workload_json(name, env_value);
+    value["spec"].as_object_mut().unwrap().remove("serviceName");
+    value["spec"]["template"]["metadata"]["annotations"] = json!({ "rotor.dev/vault-addr": store });
+    let object: Deployment = serde_json::from_value(value)?;
+    Api::<Deployment>::namespaced(env.stack.kube.clone(), &env.ns)
+        .create(&PostParams::default(), &object)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_workload_follows_its_own_stores_versions() -> Result<()> {
+    let env = setup().await?;
+    // A second store, set up as the platform would: Kubernetes auth through this cluster, the
+    // reloader's metadata-only policy and role.
+    let dir = tempfile::tempdir()?;
+    let team = rotor_testkit::OpenBao::start(dir.path()).await?;
+    let team_admin = team.admin()?;
+    env.stack
+        .enable_kubernetes_auth_on(&team_admin, "kubernetes")
+        .await?;
+    team_admin
+        .put_policy(
+            "rotor-reloader",
+            r#"path "secret/metadata/*" { capabilities = ["read"] }"#,
+        )
+        .await?;
+    team_admin
+        .put_kubernetes_role(
+            "kubernetes",
+            "rotor-reloader",
+            &["rotor-reloader"],
+            &[&env.ns],
+            &["rotor-reloader"],
+            Some(AUDIENCE),
+        )
+        .await?;
+    // The same path name on both stores.
+    team_admin
+        .put_kv2("secret", "a", json!({ "value": CANARY }))
+        .await?;
+    create::<Deployment>(&env, "dep-default", "vault:secret/data/a#value").await?;
+    create_on_store(&env, "dep-team", "vault:secret/data/a#value", &team.addr).await?;
+    create_on_store(
+        &env,
+        "dep-rogue",
+        "vault:secret/data/a#value",
+        "http://127.0.0.1:9",
+    )
+    .await?;
+    let allow = format!("--addr-allowlist={}", team.addr);
+    let reloader = start_reloader(&env, "reloader-1", &[allow.as_str()]).await?;
+    recorded_with_one_replica_set(&env, "dep-default").await?;
+    recorded_with_one_replica_set(&env, "dep-team").await?;
+    assert_eq!(
+        counter(&reloader.admin, "rotor_reloader_paths_watched").await?,
+        2,
+        "one request per store for the one path name"
+    );
+
+    // Rotated on the team store only: only the workload on that store rolls.
+    team_admin
+        .put_kv2("secret", "a", json!({ "value": "rotated-on-team" }))
+        .await?;
+    wait_until("dep-team rolled", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-team").await? == 2)
+    })
+    .await?;
+    wait_for_polls(&reloader.admin, 3).await?;
+    assert_eq!(replica_sets(&env, "dep-default").await?, 1);
+
+    // Rotated on the default store: only the default store's workload rolls.
+    rotate(&env, "a", "rotated-on-default").await?;
+    wait_until("dep-default rolled", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-default").await? == 2)
+    })
+    .await?;
+    wait_for_polls(&reloader.admin, 3).await?;
+    assert_eq!(
+        replica_sets(&env, "dep-team").await?,
+        2,
+        "rolled once, for its own store"
+    );
+
+    // A store neither default nor allowed is never polled, and an Event says why.
+    let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    let refused: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("StoreNotAllowed"))
+        .map(|e| e.note.unwrap_or_default())
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("http://127.0.0.1:9") && refused[0].contains("allowlist"),
+        "{refused:?}"
+    );
+    assert_eq!(replica_sets(&env, "dep-rogue").await?, 1);
+    drop(team);
+    Ok(())
+}

@@ -1,18 +1,18 @@
 //! The poll loop: find opted-in workloads, poll each distinct path once, and roll the
 //! workloads whose versions changed, once, recording the versions in the API.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use rotor_core::store::{Auth, StoreClient};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, plan_cycle};
 use crate::poll::Poller;
+use crate::stores::{StoreKey, Stores};
 use crate::tenancy::WatchablePaths;
 use crate::workloads::{Caches, Patched, Workload, patch_workload};
 
@@ -36,15 +36,14 @@ pub struct ControllerConfig {
 
 pub struct Controller {
     pub kube: kube::Client,
-    pub store: StoreClient,
-    pub auth: Auth,
+    pub stores: Stores,
     pub caches: Caches,
     pub poller: Poller,
     pub metrics: Arc<Metrics>,
     pub config: ControllerConfig,
-    /// Workload templates (uid, generation) whose unwatched paths this replica announced in an
-    /// Event while leading: once per template, not once per poll.
-    pub announced: HashSet<(String, i64)>,
+    /// Workload templates (uid, generation, reason) this replica announced in an Event while
+    /// leading: once per template, not once per poll.
+    pub announced: HashSet<(String, i64, &'static str)>,
     pub leading: Arc<AtomicBool>,
     pub ready: Arc<AtomicBool>,
     pub identity: String,
@@ -72,7 +71,6 @@ impl Controller {
             },
         );
         let mut pending = Pending::new();
-        let mut logged_in = false;
         let mut outage = 0u32;
         loop {
             let wait = if !self.leading.load(Ordering::SeqCst) {
@@ -80,14 +78,7 @@ impl Controller {
                 Duration::from_secs(1)
             } else {
                 self.metrics.leader.set(1);
-                if !logged_in {
-                    match self.store.login(&self.auth).await {
-                        Ok(()) => logged_in = true,
-                        Err(e) => tracing::warn!(error = %e, "store login failed; retrying"),
-                    }
-                }
-                match self.cycle(&recorder, &mut pending, &mut logged_in).await {
-                    _ if !logged_in => self.outage_wait(&mut outage),
+                match self.cycle(&recorder, &mut pending).await {
                     Cycle::Done(next) => {
                         if outage > 0 {
                             tracing::info!(attempts = outage, "store reachable again");
@@ -130,16 +121,9 @@ impl Controller {
         self.config.poll_interval + extra
     }
 
-    /// One cycle: poll the store, plan, apply the plan's steps while leading, publish.
-    async fn cycle(
-        &mut self,
-        recorder: &Recorder,
-        pending: &mut Pending,
-        logged_in: &mut bool,
-    ) -> Cycle {
-        if !*logged_in {
-            return Cycle::StoreDown;
-        }
+    /// One cycle: poll each store, plan, apply the plan's steps while leading, publish. A store
+    /// that does not answer holds back only its own workloads.
+    async fn cycle(&mut self, recorder: &Recorder, pending: &mut Pending) -> Cycle {
         let interval = self.jittered_interval();
         let mut workloads = self
             .caches
@@ -148,25 +132,63 @@ impl Controller {
             self.announce_not_watched(recorder, &workloads).await;
         }
         workloads.retain(|w| !w.paths.is_empty());
-        let paths: BTreeSet<String> = workloads
-            .iter()
-            .flat_map(|w| w.paths.iter().cloned())
-            .collect();
+        let mut stores: Vec<StoreKey> = Vec::with_capacity(workloads.len());
+        let mut kept = Vec::with_capacity(workloads.len());
+        for w in workloads {
+            match self.stores.resolve(&w.store) {
+                Ok(key) => {
+                    stores.push(key);
+                    kept.push(w);
+                }
+                Err(why) => self.announce_store_refused(recorder, &w, why).await,
+            }
+        }
+        let workloads = kept;
+        let mut by_store: BTreeMap<StoreKey, BTreeSet<String>> = BTreeMap::new();
+        for (w, key) in workloads.iter().zip(&stores) {
+            by_store
+                .entry(key.clone())
+                .or_default()
+                .extend(w.paths.iter().cloned());
+        }
+        self.stores.retain(&by_store.keys().cloned().collect());
         self.metrics
             .workloads_watched
             .set(i64::try_from(workloads.len()).unwrap_or(i64::MAX));
-        if paths.is_empty() {
+        if by_store.is_empty() {
             self.metrics.paths_watched.set(0);
             return Cycle::Done(interval);
         }
-        let Some(versions) = self.poll_store(&paths, logged_in).await else {
+        let mut versions: BTreeMap<StoreKey, HashMap<String, u64>> = BTreeMap::new();
+        let mut requests = 0usize;
+        let mut down = 0usize;
+        for (key, paths) in &by_store {
+            match self.poll_store(key, paths).await {
+                Some((answered, made)) => {
+                    requests += made;
+                    versions.insert(key.clone(), answered);
+                }
+                None => down += 1,
+            }
+        }
+        // Distinct secrets, however they are spelled, per store: one request each per poll.
+        self.metrics
+            .paths_watched
+            .set(i64::try_from(requests).unwrap_or(i64::MAX));
+        self.metrics.store_reachable.set(i64::from(down == 0));
+        if down == by_store.len() {
             return Cycle::StoreDown;
-        };
+        }
+        let nothing_answered = HashMap::new();
+        let current: Vec<&HashMap<String, u64>> = stores
+            .iter()
+            .map(|key| versions.get(key).unwrap_or(&nothing_answered))
+            .collect();
         let settings = PlanSettings {
             settle: self.config.settle,
             max_rollouts_per_poll: self.config.max_rollouts_per_poll,
         };
-        let plan = plan_cycle(&workloads, &versions, pending, Instant::now(), settings);
+        let plan = plan_cycle(&workloads, &current, pending, Instant::now(), settings);
         self.publish_plan(&workloads, &plan);
         for step in &plan.steps {
             if !self.leading.load(Ordering::SeqCst) {
@@ -177,28 +199,49 @@ impl Controller {
             }
             self.apply(recorder, &workloads, step, pending).await;
         }
+        if down > 0 {
+            return Cycle::StoreDown;
+        }
         Cycle::Done(plan.wake_within.map_or(interval, |w| w.min(interval)))
     }
 
-    /// Polls every distinct path once (logging in again once if the token was refused); the
-    /// versions, or `None` when the store did not answer.
+    /// Polls every distinct path of one store once (logging in first when needed, and again
+    /// once if the token was refused): the versions and the requests made, or `None` when the
+    /// store did not answer or the login failed.
     async fn poll_store(
         &mut self,
+        key: &StoreKey,
         paths: &BTreeSet<String>,
-        logged_in: &mut bool,
-    ) -> Option<HashMap<String, u64>> {
+    ) -> Option<(HashMap<String, u64>, usize)> {
         let started = Instant::now();
-        let mut result = self.poller.poll_versions(&self.store, paths).await;
+        let auth = self.stores.auth.clone();
+        let store = match self.stores.get(key) {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::warn!(store = %key, error = %e, "no client for the store");
+                return None;
+            }
+        };
+        if !store.logged_in {
+            match store.client.login(&auth).await {
+                Ok(()) => store.logged_in = true,
+                Err(e) => {
+                    tracing::warn!(store = %key, error = %e, "store login failed; retrying");
+                    return None;
+                }
+            }
+        }
+        let mut result = self.poller.poll_versions(&store.client, paths).await;
         // A 403 is either a path this reloader may not read or a token that is gone: log in
         // again only for the second, so one forbidden path does not mint a token per poll.
         let token_refused =
-            result.needs_login() && matches!(self.store.token_accepted().await, Ok(false));
+            result.needs_login() && matches!(store.client.token_accepted().await, Ok(false));
         if token_refused {
-            match self.store.login(&self.auth).await {
-                Ok(()) => result = self.poller.poll_versions(&self.store, paths).await,
+            match store.client.login(&auth).await {
+                Ok(()) => result = self.poller.poll_versions(&store.client, paths).await,
                 Err(e) => {
-                    tracing::warn!(error = %e, "store login failed");
-                    *logged_in = false;
+                    tracing::warn!(store = %key, error = %e, "store login failed");
+                    store.logged_in = false;
                 }
             }
         }
@@ -206,13 +249,10 @@ impl Controller {
             .poll_duration
             .observe(started.elapsed().as_secs_f64());
         // Distinct secrets, however they are spelled: one request each per poll.
-        self.metrics
-            .paths_watched
-            .set(i64::try_from(result.requests).unwrap_or(i64::MAX));
         self.metrics.store_requests.inc_by(result.requests as u64);
         self.metrics.store_errors.inc_by(result.errors.len() as u64);
         for (path, error) in result.errors.iter().take(5) {
-            tracing::warn!(%path, %error, "polling a path failed");
+            tracing::warn!(store = %key, %path, %error, "polling a path failed");
         }
         let outcome = if result.store_unreachable() {
             "failed"
@@ -224,10 +264,8 @@ impl Controller {
             .get_or_create(&ResultLabels { result: outcome })
             .inc();
         if result.store_unreachable() {
-            self.metrics.store_reachable.set(0);
             return None;
         }
-        self.metrics.store_reachable.set(1);
         self.metrics.store_last_success.set(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -236,12 +274,13 @@ impl Controller {
                 .unwrap_or(0),
         );
         tracing::debug!(
+            store = %key,
             paths = paths.len(),
             requests = result.requests,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "poll done"
         );
-        Some(result.versions)
+        Some((result.versions, result.requests))
     }
 
     /// Logs and counts what the plan found before anything is applied.
@@ -324,7 +363,10 @@ impl Controller {
     /// watched, once per template generation: which paths, and the rule.
     async fn announce_not_watched(&mut self, recorder: &Recorder, workloads: &[Workload]) {
         for w in workloads.iter().filter(|w| !w.not_watched.is_empty()) {
-            if !self.announced.insert((w.uid.clone(), w.generation)) {
+            if !self
+                .announced
+                .insert((w.uid.clone(), w.generation, "PathNotWatched"))
+            {
                 continue;
             }
             self.metrics
@@ -349,6 +391,30 @@ impl Controller {
             };
             self.publish(recorder, &event, w).await;
         }
+    }
+
+    /// A Warning Event on a workload whose store the reloader may not poll, once per template
+    /// generation, while leading.
+    async fn announce_store_refused(&mut self, recorder: &Recorder, w: &Workload, why: String) {
+        if !self.leading.load(Ordering::SeqCst)
+            || !self
+                .announced
+                .insert((w.uid.clone(), w.generation, "StoreNotAllowed"))
+        {
+            return;
+        }
+        tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, reason = %why, "workload not watched");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "StoreNotAllowed".to_string(),
+            note: Some(truncate(
+                &format!("rotor does not watch this {}: {why}", w.kind.as_str()),
+                1000,
+            )),
+            action: "Watch".to_string(),
+            secondary: None,
+        };
+        self.publish(recorder, &event, w).await;
     }
 
     async fn publish(&self, recorder: &Recorder, event: &Event, w: &Workload) {

@@ -9,5 +9,6 @@ pub mod planner;
 pub mod poll;
 pub mod references;
 pub mod run;
+pub mod stores;
 pub mod tenancy;
 pub mod workloads;

@@ -53,12 +53,13 @@ pub struct CyclePlan {
     pub wake_within: Option<Duration>,
 }
 
-/// Plans one cycle for `workloads` given the store's `current` versions (paths that did not
-/// answer are absent). `pending` carries first-detection times between cycles; entries of
-/// workloads that no longer exist or no longer need a rollout are dropped.
+/// Plans one cycle for `workloads` given each one's store's `current` versions (`current[i]`
+/// for `workloads[i]`; paths that did not answer are absent). `pending` carries
+/// first-detection times between cycles; entries of workloads that no longer exist or no longer
+/// need a rollout are dropped.
 pub fn plan_cycle(
     workloads: &[Workload],
-    current: &HashMap<String, u64>,
+    current: &[&HashMap<String, u64>],
     pending: &mut Pending,
     now: Instant,
     settings: PlanSettings,
@@ -70,12 +71,14 @@ pub fn plan_cycle(
         plan.wake_within = Some(plan.wake_within.map_or(d, |w| w.min(d)));
     };
     let mut rollouts = 0usize;
+    let nothing_answered = HashMap::new();
     for (index, workload) in workloads.iter().enumerate() {
         let key = workload.key();
+        let versions = current.get(index).copied().unwrap_or(&nothing_answered);
         let (reason, record) = match decide(
             &recorded(Some(&workload.annotations)),
             &workload.paths,
-            current,
+            versions,
         ) {
             Decision::Nothing => {
                 pending.remove(&key);

@@ -20,11 +20,24 @@ fn workload(name: &str, paths: &[&str], record: Option<&str>) -> Workload {
             .map(|r| BTreeMap::from([(OBSERVED.to_string(), r.to_string())]))
             .unwrap_or_default(),
         paths: paths.iter().map(|p| p.to_string()).collect(),
+        store: Default::default(),
         not_watched: Vec::new(),
         uid: format!("uid-{name}"),
         generation: 1,
         resource_version: Some("1".to_string()),
     }
+}
+
+/// Plans with one store's versions for every workload.
+fn plan_all(
+    workloads: &[Workload],
+    current: &HashMap<String, u64>,
+    pending: &mut Pending,
+    now: Instant,
+    settings: PlanSettings,
+) -> CyclePlan {
+    let per_workload = vec![current; workloads.len()];
+    plan_cycle(workloads, &per_workload, pending, now, settings)
 }
 
 fn current(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
@@ -49,7 +62,7 @@ fn first_sight_is_recorded_and_an_unchanged_workload_needs_nothing() {
         workload("same", &["a"], Some(r#"{"a":1}"#)),
     ];
     let mut pending = Pending::new();
-    let plan = plan_cycle(
+    let plan = plan_all(
         &workloads,
         &current(&[("a", 1)]),
         &mut pending,
@@ -71,7 +84,7 @@ fn a_rotation_waits_out_the_settle_window_then_rolls_once_for_all_its_paths() {
     let t0 = Instant::now();
     let workloads = [workload("web", &["a", "b"], Some(r#"{"a":1,"b":1}"#))];
     let mut pending = Pending::new();
-    let plan = plan_cycle(
+    let plan = plan_all(
         &workloads,
         &current(&[("a", 2), ("b", 1)]),
         &mut pending,
@@ -83,7 +96,7 @@ fn a_rotation_waits_out_the_settle_window_then_rolls_once_for_all_its_paths() {
     assert_eq!(plan.wake_within, Some(Duration::from_secs(5)));
     // Two seconds later b rotates too: still waiting, not detected again.
     let t2 = t0 + Duration::from_secs(2);
-    let plan = plan_cycle(
+    let plan = plan_all(
         &workloads,
         &current(&[("a", 2), ("b", 2)]),
         &mut pending,
@@ -94,7 +107,7 @@ fn a_rotation_waits_out_the_settle_window_then_rolls_once_for_all_its_paths() {
     assert_eq!(plan.wake_within, Some(Duration::from_secs(3)));
     // The window has passed: one rollout carrying both changes, timed from the first detection.
     let t5 = t0 + Duration::from_secs(5);
-    let plan = plan_cycle(
+    let plan = plan_all(
         &workloads,
         &current(&[("a", 2), ("b", 2)]),
         &mut pending,
@@ -131,7 +144,7 @@ fn the_cap_defers_rollouts_to_the_next_cycle() {
         max_rollouts_per_poll: 1,
     };
     let mut pending = Pending::new();
-    let plan = plan_cycle(
+    let plan = plan_all(
         &workloads,
         &current(&[("a", 2)]),
         &mut pending,
@@ -149,7 +162,7 @@ fn an_unreadable_record_rolls_at_once_and_says_why() {
     let t0 = Instant::now();
     let workloads = [workload("web", &["a"], Some("{truncated"))];
     let mut pending = Pending::new();
-    let plan = plan_cycle(
+    let plan = plan_all(
         &workloads,
         &current(&[("a", 7)]),
         &mut pending,
@@ -175,7 +188,7 @@ fn pending_entries_go_with_their_workload_or_their_rotation() {
     let t0 = Instant::now();
     let web = workload("web", &["a"], Some(r#"{"a":1}"#));
     let mut pending = Pending::new();
-    plan_cycle(
+    plan_all(
         std::slice::from_ref(&web),
         &current(&[("a", 2)]),
         &mut pending,
@@ -184,17 +197,17 @@ fn pending_entries_go_with_their_workload_or_their_rotation() {
     );
     assert_eq!(pending.len(), 1);
     // Deleted: forgotten.
-    plan_cycle(&[], &current(&[("a", 2)]), &mut pending, t0, SETTINGS);
+    plan_all(&[], &current(&[("a", 2)]), &mut pending, t0, SETTINGS);
     assert!(pending.is_empty());
     // Rolled back to the recorded version (or rolled by another replica): forgotten too.
-    plan_cycle(
+    plan_all(
         std::slice::from_ref(&web),
         &current(&[("a", 2)]),
         &mut pending,
         t0,
         SETTINGS,
     );
-    plan_cycle(
+    plan_all(
         std::slice::from_ref(&web),
         &current(&[("a", 1)]),
         &mut pending,
@@ -202,4 +215,33 @@ fn pending_entries_go_with_their_workload_or_their_rotation() {
         SETTINGS,
     );
     assert!(pending.is_empty());
+}
+
+#[test]
+fn each_workload_follows_its_own_stores_versions() {
+    let t0 = Instant::now();
+    // The same path name on two stores, both recorded at version 1.
+    let on_default = workload("on-default", &["a"], Some(r#"{"a":1}"#));
+    let on_team = workload("on-team", &["a"], Some(r#"{"a":1}"#));
+    let default_store = current(&[("a", 1)]);
+    let team_store = current(&[("a", 2)]);
+    let plan = plan_cycle(
+        &[on_default, on_team],
+        &[&default_store, &team_store],
+        &mut Pending::new(),
+        t0,
+        PlanSettings {
+            settle: Duration::ZERO,
+            ..SETTINGS
+        },
+    );
+    let rolled: Vec<usize> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Roll { workload, .. } => Some(*workload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rolled, vec![1], "only the workload whose own store rotated");
 }

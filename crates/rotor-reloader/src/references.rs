@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use rotor_core::contract::annotations::{self, get_bool};
 use rotor_core::contract::workload::WorkloadError;
-use rotor_core::contract::{ContainerEnv, workload_references};
+use rotor_core::contract::{ContainerEnv, StoreChoice, workload_references};
 
 /// Whether a workload opted in: `rotor.dev/reload` true on the workload or its pod template
 /// (the workload's own annotation first), or every workload with references when `all` is set.
@@ -31,12 +31,26 @@ pub fn opted_in(
     Ok(all)
 }
 
+/// What a pod template makes the reloader watch: the paths its pods read at their current
+/// version, on the store they read them from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watched {
+    pub paths: BTreeSet<String>,
+    pub store: StoreChoice,
+}
+
 /// The store paths a pod template reads at their current version: env values (whole and
 /// inline) and the from-path annotation, read by rotor-core's workload model as the webhook
 /// reads them. Pinned versions and `>>` writes never roll.
 pub fn watched_paths(template: &PodTemplateSpec) -> Result<BTreeSet<String>, WorkloadError> {
+    watched(template).map(|w| w.paths)
+}
+
+/// The paths a pod template reads and the store it reads them from (its own
+/// `rotor.dev/vault-addr` and namespace annotations, as the webhook honours them).
+pub fn watched(template: &PodTemplateSpec) -> Result<Watched, WorkloadError> {
     let Some(spec) = template.spec.as_ref() else {
-        return Ok(BTreeSet::new());
+        return Ok(Watched::default());
     };
     let annotations = template
         .metadata
@@ -58,7 +72,11 @@ pub fn watched_paths(template: &PodTemplateSpec) -> Result<BTreeSet<String>, Wor
             )
         })
         .collect();
-    Ok(workload_references(annotations, &containers)?.watched_paths)
+    let references = workload_references(annotations, &containers)?;
+    Ok(Watched {
+        paths: references.watched_paths,
+        store: references.store,
+    })
 }
 
 static NO_ANNOTATIONS: BTreeMap<String, String> = BTreeMap::new();

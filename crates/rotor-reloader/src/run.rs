@@ -21,6 +21,7 @@ use rotor_core::contract::{AuthMethod, var};
 
 use crate::metrics::Metrics;
 use crate::poll::Poller;
+use crate::stores::Stores;
 use crate::workloads::Caches;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -31,6 +32,11 @@ pub struct RunArgs {
     /// Store namespace (Vault Enterprise / OpenBao).
     #[arg(long, env = var::NAMESPACE)]
     pub store_namespace: Option<String>,
+    /// Other stores a workload may name in `rotor.dev/vault-addr` (comma-separated; the webhook's
+    /// `--addr-allowlist`, same rule): the reloader polls each one a workload uses, logging in
+    /// with its own role.
+    #[arg(long, env = "ROTOR_ADDR_ALLOWLIST", value_delimiter = ',')]
+    pub addr_allowlist: Vec<String>,
     /// PEM CA bundle for the store.
     #[arg(long, env = var::CACERT)]
     pub store_cacert: Option<PathBuf>,
@@ -111,6 +117,7 @@ impl RunArgs {
         let Self {
             store_addr,
             store_namespace,
+            addr_allowlist,
             store_cacert,
             auth_method,
             auth_path,
@@ -137,7 +144,13 @@ impl RunArgs {
             Duration::try_from_secs_f64(v)
                 .with_context(|| format!("--{flag}={v}: expected a non-negative number of seconds"))
         };
-        let (store, auth) = store_client(StoreArgs {
+        for entry in &addr_allowlist {
+            rotor_core::contract::init_settings::check_addr(
+                "--addr-allowlist entry",
+                entry.trim_end_matches('*'),
+            )?;
+        }
+        let (store, auth) = store_config(StoreArgs {
             addr: &store_addr,
             namespace: store_namespace,
             cacert: store_cacert,
@@ -178,8 +191,7 @@ impl RunArgs {
         tracing::info!(%identity, admin = %admin_listen, store = %store_addr, "rotor-reloader starting");
         let controller = Controller {
             kube: kube.clone(),
-            store,
-            auth,
+            stores: Stores::new(store, addr_allowlist, auth),
             caches: Caches::start(&kube, watch_namespace.as_deref()),
             poller: Poller::new(concurrency, max_requests_per_second),
             metrics,
@@ -218,9 +230,10 @@ struct StoreArgs<'a> {
     token: Option<String>,
 }
 
-/// The store client and how it logs in. The reloader's requests are short and retried by the
-/// next poll, so its deadline is seconds, not rotor-init's minute.
-fn store_client(args: StoreArgs<'_>) -> Result<(StoreClient, Auth)> {
+/// The settings every store's client starts from, and how the reloader logs in. The reloader's
+/// requests are short and retried by the next poll, so its deadline is seconds, not
+/// rotor-init's minute.
+fn store_config(args: StoreArgs<'_>) -> Result<(StoreConfig, Auth)> {
     let StoreArgs {
         addr,
         namespace,
@@ -256,8 +269,9 @@ fn store_client(args: StoreArgs<'_>) -> Result<(StoreClient, Auth)> {
         ),
         other => anyhow::bail!("--auth-method={other}: the reloader supports kubernetes or token"),
     };
-    let client = StoreClient::new(store).context("building the store client")?;
-    Ok((client, auth))
+    // Built once here so a bad CA or address stops the reloader at start-up.
+    StoreClient::new(store.clone()).context("building the store client")?;
+    Ok((store, auth))
 }
 
 /// The admin port: `/livez`, `/readyz` (ready once the workload caches synced), `/metrics`.

@@ -11,10 +11,11 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource, ResourceExt as _};
+use rotor_core::contract::StoreChoice;
 use serde_json::json;
 
 use crate::decision::{OBSERVED, ROTATED_AT, Versions};
-use crate::references::{opted_in, watched_paths};
+use crate::references::{Watched, opted_in, watched};
 use crate::tenancy::WatchablePaths;
 
 pub const FIELD_MANAGER: &str = "rotor-reloader";
@@ -45,6 +46,8 @@ pub struct Workload {
     pub reference: ObjectReference,
     pub annotations: BTreeMap<String, String>,
     pub paths: BTreeSet<String>,
+    /// The store its pods read from, as annotated (`None`: the default).
+    pub store: StoreChoice,
     /// Paths it references that its namespace may not have watched (`--watchable-paths`).
     pub not_watched: Vec<String>,
     /// The object's uid and generation: what an announcement about its template is keyed by.
@@ -80,7 +83,7 @@ pub struct Caches {
 /// The watched paths of each pod template (or why they cannot be read), parsed once per object
 /// uid and generation: a template changes only with a new generation, so a poll parses only what
 /// changed, and a template that does not parse is warned about once, not on every poll.
-type ParsedTemplates = HashMap<(String, i64), Arc<Result<BTreeSet<String>, String>>>;
+type ParsedTemplates = HashMap<(String, i64), Arc<Result<Watched, String>>>;
 
 fn cache<K>(api: Api<K>) -> Store<K>
 where
@@ -181,8 +184,8 @@ impl Templates<'_> {
         &mut self,
         meta: &kube::api::ObjectMeta,
         template: &PodTemplateSpec,
-    ) -> (Arc<Result<BTreeSet<String>, String>>, bool) {
-        let parse = || Arc::new(watched_paths(template).map_err(|e| e.to_string()));
+    ) -> (Arc<Result<Watched, String>>, bool) {
+        let parse = || Arc::new(watched(template).map_err(|e| e.to_string()));
         let Some(uid) = meta.uid.clone() else {
             return (parse(), true);
         };
@@ -222,13 +225,18 @@ fn collect<K: Resource<DynamicType = ()>>(
         }
         let (parsed, fresh) = templates.paths(meta, template);
         let namespace = object.namespace().unwrap_or_default();
-        let (paths, not_watched): (BTreeSet<String>, Vec<String>) = match parsed.as_ref() {
-            Ok(p) => {
-                let (kept, refused): (Vec<String>, Vec<String>) = p
+        let (paths, not_watched, store) = match parsed.as_ref() {
+            Ok(w) => {
+                let (kept, refused): (Vec<String>, Vec<String>) = w
+                    .paths
                     .iter()
                     .cloned()
                     .partition(|path| templates.watchable.allows(&namespace, path));
-                (kept.into_iter().collect(), refused)
+                (
+                    kept.into_iter().collect::<BTreeSet<_>>(),
+                    refused,
+                    w.store.clone(),
+                )
             }
             Err(e) => {
                 if fresh {
@@ -247,6 +255,7 @@ fn collect<K: Resource<DynamicType = ()>>(
             reference: object.object_ref(&()),
             annotations: meta.annotations.clone().unwrap_or_default(),
             paths,
+            store,
             not_watched,
             uid: meta.uid.clone().unwrap_or_default(),
             generation: meta.generation.unwrap_or_default(),
@@ -325,7 +334,7 @@ mod tests {
         };
         let poll = |templates: &mut Templates, generation| {
             let (paths, fresh) = templates.paths(&meta(generation), &template);
-            assert_eq!(paths.as_ref().as_ref().unwrap().len(), 1);
+            assert_eq!(paths.as_ref().as_ref().unwrap().paths.len(), 1);
             templates.previous = std::mem::take(&mut templates.current);
             fresh
         };

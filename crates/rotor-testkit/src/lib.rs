@@ -282,6 +282,13 @@ impl Stack {
     /// Enables Kubernetes auth in OpenBao at `auth/<mount>`, pointed at this kube-apiserver,
     /// with a token-reviewer ServiceAccount bound to `system:auth-delegator`.
     pub async fn enable_bao_kubernetes_auth(&self, mount: &str) -> Result<()> {
+        self.enable_kubernetes_auth_on(&self.bao_admin()?, mount)
+            .await
+    }
+
+    /// Enables Kubernetes auth at `mount` on the store `admin` manages (the stack's OpenBao or
+    /// another one a test started), reviewing tokens through this stack's API server.
+    pub async fn enable_kubernetes_auth_on(&self, admin: &BaoAdmin, mount: &str) -> Result<()> {
         let ns = "kube-system";
         let reviewer = "rotor-test-token-reviewer";
         self.service_account(ns, reviewer).await?;
@@ -318,7 +325,7 @@ impl Stack {
                 86_400,
             )
             .await?;
-        self.bao_admin()?
+        admin
             .enable_kubernetes_auth(mount, &self.api.url, &self.api.ca_pem, &jwt)
             .await
     }

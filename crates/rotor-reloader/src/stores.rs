@@ -1,0 +1,171 @@
+//! The stores the reloader polls: the default one, and any other a workload's own
+//! `rotor.dev/vault-addr` / `vault-namespace` names, when the webhook's allowlist admits it (the
+//! same rule, so the reloader watches exactly the stores injected pods read from). One client
+//! and one login per store; the reloader logs in to each with its own role.
+
+use std::collections::BTreeMap;
+
+use rotor_core::contract::{StoreAddr, StoreChoice};
+use rotor_core::store::{Auth, StoreClient, StoreConfig};
+
+/// A store: its address and namespace, the defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey {
+    pub addr: String,
+    pub namespace: Option<String>,
+}
+
+impl std::fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} (namespace {ns})", self.addr),
+            None => f.write_str(&self.addr),
+        }
+    }
+}
+
+/// One store's client and whether it is logged in.
+pub struct Store {
+    pub client: StoreClient,
+    pub logged_in: bool,
+}
+
+pub struct Stores {
+    default: StoreKey,
+    allowlist: Vec<String>,
+    /// The settings every store's client starts from (timeouts, retries, CA).
+    template: StoreConfig,
+    pub auth: Auth,
+    clients: BTreeMap<StoreKey, Store>,
+}
+
+impl Stores {
+    pub fn new(template: StoreConfig, allowlist: Vec<String>, auth: Auth) -> Self {
+        Self {
+            default: StoreKey {
+                addr: template.addr.clone(),
+                namespace: template.namespace.clone(),
+            },
+            allowlist,
+            template,
+            auth,
+            clients: BTreeMap::new(),
+        }
+    }
+
+    /// The store a workload's pods read from, or why the reloader will not poll it.
+    pub fn resolve(&self, choice: &StoreChoice) -> Result<StoreKey, String> {
+        let addr = match &choice.addr {
+            None => self.default.addr.clone(),
+            Some(addr) if addr.trim_end_matches('/') == self.default.addr.trim_end_matches('/') => {
+                self.default.addr.clone()
+            }
+            Some(addr) => {
+                let allowed = StoreAddr::parse(addr).is_ok_and(|parsed| {
+                    self.allowlist.iter().any(|entry| parsed.allowed_by(entry))
+                });
+                if !allowed {
+                    return Err(format!(
+                        "its store {addr} is neither the default store nor on the allowlist (--addr-allowlist, the chart's store.addrAllowlist)"
+                    ));
+                }
+                addr.trim_end_matches('/').to_string()
+            }
+        };
+        Ok(StoreKey {
+            addr,
+            namespace: choice
+                .namespace
+                .clone()
+                .or_else(|| self.default.namespace.clone()),
+        })
+    }
+
+    /// The client of `key`, built on first use.
+    pub fn get(&mut self, key: &StoreKey) -> Result<&mut Store, String> {
+        if !self.clients.contains_key(key) {
+            let mut config = self.template.clone();
+            config.addr = key.addr.clone();
+            config.namespace = key.namespace.clone();
+            let client = StoreClient::new(config).map_err(|e| format!("store {key}: {e}"))?;
+            self.clients.insert(
+                key.clone(),
+                Store {
+                    client,
+                    logged_in: false,
+                },
+            );
+        }
+        self.clients
+            .get_mut(key)
+            .ok_or_else(|| format!("store {key}: no client"))
+    }
+
+    /// Forgets the clients of stores no workload uses any more.
+    pub fn retain(&mut self, used: &std::collections::BTreeSet<StoreKey>) {
+        self.clients.retain(|key, _| used.contains(key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stores() -> Stores {
+        let mut template = StoreConfig::new("https://vault.vault:8200");
+        template.namespace = Some("root-ns".to_string());
+        Stores::new(
+            template,
+            vec![
+                "https://vault.team-a:8200".to_string(),
+                "https://*.internal:8200".to_string(),
+            ],
+            Auth::Token("t".to_string()),
+        )
+    }
+
+    fn choice(addr: Option<&str>, namespace: Option<&str>) -> StoreChoice {
+        StoreChoice {
+            addr: addr.map(str::to_string),
+            namespace: namespace.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_workload_uses_its_own_allowed_store_or_the_default() {
+        let s = stores();
+        assert_eq!(
+            s.resolve(&choice(None, None)).unwrap(),
+            StoreKey {
+                addr: "https://vault.vault:8200".into(),
+                namespace: Some("root-ns".into())
+            }
+        );
+        assert_eq!(
+            s.resolve(&choice(Some("https://vault.team-a:8200/"), Some("team-a")))
+                .unwrap(),
+            StoreKey {
+                addr: "https://vault.team-a:8200".into(),
+                namespace: Some("team-a".into())
+            }
+        );
+        assert_eq!(
+            s.resolve(&choice(Some("https://vault.vault:8200/"), None))
+                .unwrap()
+                .addr,
+            "https://vault.vault:8200",
+            "the default spelled with a slash is the default"
+        );
+        assert!(
+            s.resolve(&choice(Some("https://eu.internal:8200"), None))
+                .is_ok()
+        );
+        let err = s
+            .resolve(&choice(
+                Some("https://vault.team-a:8200@evil.example"),
+                None,
+            ))
+            .unwrap_err();
+        assert!(err.contains("allowlist"), "{err}");
+    }
+}
