@@ -176,6 +176,12 @@ impl Controller {
             .paths_watched
             .set(i64::try_from(requests).unwrap_or(i64::MAX));
         self.metrics.store_reachable.set(i64::from(down == 0));
+        // One poll per cycle, over every store: failed when any store did not answer.
+        let outcome = if down == 0 { "ok" } else { "failed" };
+        self.metrics
+            .polls
+            .get_or_create(&ResultLabels { result: outcome })
+            .inc();
         if down == by_store.len() {
             return Cycle::StoreDown;
         }
@@ -254,15 +260,6 @@ impl Controller {
         for (path, error) in result.errors.iter().take(5) {
             tracing::warn!(store = %key, %path, %error, "polling a path failed");
         }
-        let outcome = if result.store_unreachable() {
-            "failed"
-        } else {
-            "ok"
-        };
-        self.metrics
-            .polls
-            .get_or_create(&ResultLabels { result: outcome })
-            .inc();
         if result.store_unreachable() {
             return None;
         }

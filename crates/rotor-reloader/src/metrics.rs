@@ -71,7 +71,11 @@ impl Metrics {
             "Workloads that opted in and reference secrets",
             m.workloads_watched.clone(),
         );
-        r.register("polls", "Poll cycles by result", m.polls.clone());
+        r.register(
+            "polls",
+            "Poll cycles by result (one cycle polls every store; failed when one did not answer)",
+            m.polls.clone(),
+        );
         r.register(
             "paths_not_watched",
             "Paths workloads reference that their namespace may not have watched (--watchable-paths), counted once per template generation",
