@@ -1039,3 +1039,43 @@ async fn each_workload_follows_its_own_stores_versions() -> Result<()> {
     drop(team);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_workload_first_seen_after_its_secret_rotated_rolls_once() -> Result<()> {
+    let env = setup().await?;
+    create::<Deployment>(&env, "dep-stale", "vault:secret/data/a#value").await?;
+    wait_until("one ReplicaSet", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-stale").await? == 1)
+    })
+    .await?;
+    // The secret changes well after the Deployment's pods were made (past the 10 s allowed for
+    // clock skew), before any reloader runs.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    rotate(&env, "a", "rotated-before-watched").await?;
+    create::<Deployment>(&env, "dep-fresh", "vault:secret/data/a#value").await?;
+    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    wait_until("dep-stale rolled", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-stale").await? == 2)
+    })
+    .await?;
+    recorded_with_one_replica_set(&env, "dep-fresh").await?;
+    wait_for_polls(&reloader.admin, 3).await?;
+    assert_eq!(replica_sets(&env, "dep-stale").await?, 2, "once");
+    assert_eq!(
+        replica_sets(&env, "dep-fresh").await?,
+        1,
+        "made after the rotation: not rolled"
+    );
+    let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("RotatedBeforeWatched"))
+        .map(|e| e.note.unwrap_or_default())
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("secret/data/a"), "{notes:?}");
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! The poll loop: find opted-in workloads, poll each distinct path once, and roll the
 //! workloads whose versions changed, once, recording the versions in the API.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
-use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, plan_cycle};
+use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, StoreAnswer, plan_cycle};
 use crate::poll::Poller;
 use crate::stores::{StoreKey, Stores};
 use crate::tenancy::WatchablePaths;
@@ -159,7 +159,7 @@ impl Controller {
             self.metrics.paths_watched.set(0);
             return Cycle::Done(interval);
         }
-        let mut versions: BTreeMap<StoreKey, HashMap<String, u64>> = BTreeMap::new();
+        let mut versions: BTreeMap<StoreKey, StoreAnswer> = BTreeMap::new();
         let mut requests = 0usize;
         let mut down = 0usize;
         for (key, paths) in &by_store {
@@ -185,8 +185,8 @@ impl Controller {
         if down == by_store.len() {
             return Cycle::StoreDown;
         }
-        let nothing_answered = HashMap::new();
-        let current: Vec<&HashMap<String, u64>> = stores
+        let nothing_answered = StoreAnswer::default();
+        let current: Vec<&StoreAnswer> = stores
             .iter()
             .map(|key| versions.get(key).unwrap_or(&nothing_answered))
             .collect();
@@ -218,7 +218,7 @@ impl Controller {
         &mut self,
         key: &StoreKey,
         paths: &BTreeSet<String>,
-    ) -> Option<(HashMap<String, u64>, usize)> {
+    ) -> Option<(StoreAnswer, usize)> {
         let started = Instant::now();
         let auth = self.stores.auth.clone();
         let store = match self.stores.get(key) {
@@ -277,7 +277,11 @@ impl Controller {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "poll done"
         );
-        Some((result.versions, result.requests))
+        let answer = StoreAnswer {
+            versions: result.versions,
+            written: result.written,
+        };
+        Some((answer, result.requests))
     }
 
     /// Logs and counts what the plan found before anything is applied.
@@ -432,6 +436,14 @@ impl Controller {
                     .collect();
                 (EventType::Normal, "SecretRotated", summary.join(", "))
             }
+            Reason::RotatedBeforeFirstSight(paths) => (
+                EventType::Normal,
+                "RotatedBeforeWatched",
+                format!(
+                    "{} changed after its pods' template last changed, before rotor first saw it, so its pods hold older values",
+                    paths.join(", ")
+                ),
+            ),
             Reason::UnreadableRecord(why) => (
                 EventType::Warning,
                 "UnreadableRecord",

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::decision::{Change, Decision, Versions, decide, recorded};
+use crate::decision::{Change, Decision, Recorded, Versions, decide, recorded};
 use crate::workloads::{Kind, Workload};
 
 /// A workload's identity across polls.
@@ -26,6 +26,40 @@ pub enum Reason {
     Rotated(Vec<Change>),
     /// Its record could not be read (the text says why): rolled once, record rewritten.
     UnreadableRecord(String),
+    /// First seen with paths whose current version was written after its pods' template last
+    /// changed: its pods started with the older values, so it rolls once.
+    RotatedBeforeFirstSight(Vec<String>),
+}
+
+/// What one store answered in a poll: the current versions, and when each was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreAnswer {
+    pub versions: HashMap<String, u64>,
+    pub written: HashMap<String, k8s_openapi::jiff::Timestamp>,
+}
+
+/// How far the store's clock and the API server's may disagree: a version written within this
+/// of the template's change is taken as older, so skew never rolls a workload on first sight.
+const CLOCK_TOLERANCE: k8s_openapi::jiff::SignedDuration =
+    k8s_openapi::jiff::SignedDuration::from_secs(10);
+
+/// The paths of a workload first seen now whose current version was written after its pods'
+/// template last changed (`started_at`): those pods hold an older value.
+fn rotated_before_first_sight(workload: &Workload, answer: &StoreAnswer) -> Vec<String> {
+    let Some(started) = workload.started_at else {
+        return Vec::new();
+    };
+    workload
+        .paths
+        .iter()
+        .filter(|p| {
+            answer
+                .written
+                .get(*p)
+                .is_some_and(|written| *written > started + CLOCK_TOLERANCE)
+        })
+        .cloned()
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +93,7 @@ pub struct CyclePlan {
 /// need a rollout are dropped.
 pub fn plan_cycle(
     workloads: &[Workload],
-    current: &[&HashMap<String, u64>],
+    current: &[&StoreAnswer],
     pending: &mut Pending,
     now: Instant,
     settings: PlanSettings,
@@ -71,25 +105,29 @@ pub fn plan_cycle(
         plan.wake_within = Some(plan.wake_within.map_or(d, |w| w.min(d)));
     };
     let mut rollouts = 0usize;
-    let nothing_answered = HashMap::new();
+    let nothing_answered = StoreAnswer::default();
     for (index, workload) in workloads.iter().enumerate() {
         let key = workload.key();
-        let versions = current.get(index).copied().unwrap_or(&nothing_answered);
-        let (reason, record) = match decide(
-            &recorded(Some(&workload.annotations)),
-            &workload.paths,
-            versions,
-        ) {
+        let answer = current.get(index).copied().unwrap_or(&nothing_answered);
+        let record_now = recorded(Some(&workload.annotations));
+        let (reason, record) = match decide(&record_now, &workload.paths, &answer.versions) {
             Decision::Nothing => {
                 pending.remove(&key);
                 continue;
             }
             Decision::Record(versions) => {
-                plan.steps.push(Step::Record {
-                    workload: index,
-                    versions,
-                });
-                continue;
+                let stale = match record_now {
+                    Recorded::Absent => rotated_before_first_sight(workload, answer),
+                    _ => Vec::new(),
+                };
+                if stale.is_empty() {
+                    plan.steps.push(Step::Record {
+                        workload: index,
+                        versions,
+                    });
+                    continue;
+                }
+                (Reason::RotatedBeforeFirstSight(stale), versions)
             }
             Decision::Roll { changes, record } => (Reason::Rotated(changes), record),
             Decision::Repair { reason, record } => (Reason::UnreadableRecord(reason), record),
@@ -100,7 +138,7 @@ pub fn plan_cycle(
         });
         // An unreadable record is not a rotation in progress: nothing to settle.
         let settle = match reason {
-            Reason::Rotated(_) => settings.settle,
+            Reason::Rotated(_) | Reason::RotatedBeforeFirstSight(_) => settings.settle,
             Reason::UnreadableRecord(_) => Duration::ZERO,
         };
         let waited = now.saturating_duration_since(since);

@@ -21,6 +21,7 @@ fn workload(name: &str, paths: &[&str], record: Option<&str>) -> Workload {
             .unwrap_or_default(),
         paths: paths.iter().map(|p| p.to_string()).collect(),
         store: Default::default(),
+        started_at: None,
         not_watched: Vec::new(),
         uid: format!("uid-{name}"),
         generation: 1,
@@ -36,7 +37,11 @@ fn plan_all(
     now: Instant,
     settings: PlanSettings,
 ) -> CyclePlan {
-    let per_workload = vec![current; workloads.len()];
+    let answer = StoreAnswer {
+        versions: current.clone(),
+        written: HashMap::new(),
+    };
+    let per_workload = vec![&answer; workloads.len()];
     plan_cycle(workloads, &per_workload, pending, now, settings)
 }
 
@@ -223,8 +228,14 @@ fn each_workload_follows_its_own_stores_versions() {
     // The same path name on two stores, both recorded at version 1.
     let on_default = workload("on-default", &["a"], Some(r#"{"a":1}"#));
     let on_team = workload("on-team", &["a"], Some(r#"{"a":1}"#));
-    let default_store = current(&[("a", 1)]);
-    let team_store = current(&[("a", 2)]);
+    let default_store = StoreAnswer {
+        versions: current(&[("a", 1)]),
+        written: HashMap::new(),
+    };
+    let team_store = StoreAnswer {
+        versions: current(&[("a", 2)]),
+        written: HashMap::new(),
+    };
     let plan = plan_cycle(
         &[on_default, on_team],
         &[&default_store, &team_store],
@@ -244,4 +255,69 @@ fn each_workload_follows_its_own_stores_versions() {
         })
         .collect();
     assert_eq!(rolled, vec![1], "only the workload whose own store rotated");
+}
+
+#[test]
+fn a_workload_first_seen_after_its_secret_rotated_rolls_once() {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let t0 = Instant::now();
+    let template_changed: Timestamp = "2026-11-30T10:00:00Z".parse().unwrap();
+    let before = template_changed - SignedDuration::from_hours(1);
+    let after = template_changed + SignedDuration::from_hours(1);
+    let first_seen = |started_at| {
+        let mut w = workload("web", &["a", "b"], None);
+        w.started_at = started_at;
+        w
+    };
+    let answer = |written_a| StoreAnswer {
+        versions: current(&[("a", 3), ("b", 1)]),
+        written: HashMap::from([("a".to_string(), written_a), ("b".to_string(), before)]),
+    };
+    let settings = PlanSettings {
+        settle: Duration::ZERO,
+        ..SETTINGS
+    };
+    let plan_one = |w: &Workload, a: &StoreAnswer| {
+        plan_cycle(
+            std::slice::from_ref(w),
+            &[a],
+            &mut Pending::new(),
+            t0,
+            settings,
+        )
+        .steps
+    };
+    // "a" was written after the pods' template last changed: its pods hold the older value.
+    let steps = plan_one(&first_seen(Some(template_changed)), &answer(after));
+    let [
+        Step::Roll {
+            reason: Reason::RotatedBeforeFirstSight(paths),
+            record,
+            ..
+        },
+    ] = steps.as_slice()
+    else {
+        panic!("{steps:?}")
+    };
+    assert_eq!(paths, &vec!["a".to_string()]);
+    assert_eq!(
+        record,
+        &Versions::from([(record_key("a"), 3), (record_key("b"), 1)])
+    );
+    // Written before: recorded quietly, as any first sight.
+    let steps = plan_one(&first_seen(Some(template_changed)), &answer(before));
+    assert!(
+        matches!(steps.as_slice(), [Step::Record { .. }]),
+        "{steps:?}"
+    );
+    // No sign of when the template changed: recorded quietly.
+    let steps = plan_one(&first_seen(None), &answer(after));
+    assert!(
+        matches!(steps.as_slice(), [Step::Record { .. }]),
+        "{steps:?}"
+    );
+    // Already recorded: the record decides, not the timestamps.
+    let mut known = workload("web", &["a", "b"], Some(r#"{"a":3,"b":1}"#));
+    known.started_at = Some(template_changed);
+    assert!(plan_one(&known, &answer(after)).is_empty());
 }

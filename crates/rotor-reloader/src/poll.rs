@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use k8s_openapi::jiff;
 use rotor_core::store::{StoreClient, StoreError};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct PollResult {
     pub versions: HashMap<String, u64>,
+    /// When each path's current version was written (paths the store gave a time for).
+    pub written: HashMap<String, jiff::Timestamp>,
     pub requests: usize,
     /// Paths that failed, with the error (names the path, never a value).
     pub errors: Vec<(String, StoreError)>,
@@ -73,10 +76,11 @@ impl Poller {
             }
         }
         let canonical: Vec<String> = spellings.keys().cloned().collect();
-        let answers: Vec<(String, Result<u64, StoreError>)> = futures::stream::iter(canonical)
+        type Answer = Result<(u64, Option<String>), StoreError>;
+        let answers: Vec<(String, Answer)> = futures::stream::iter(canonical)
             .map(|path| async move {
                 self.pace().await;
-                let answer = client.current_version(&path).await;
+                let answer = client.current_version_info(&path).await;
                 (path, answer)
             })
             .buffer_unordered(self.concurrency)
@@ -89,9 +93,13 @@ impl Poller {
         };
         for (canonical, answer) in answers {
             match answer {
-                Ok(v) => {
+                Ok((v, written)) => {
+                    let written = written.and_then(|t| t.parse::<jiff::Timestamp>().ok());
                     for spelling in spellings.get(&canonical).into_iter().flatten() {
                         result.versions.insert(spelling.clone(), v);
+                        if let Some(t) = written {
+                            result.written.insert(spelling.clone(), t);
+                        }
                     }
                 }
                 Err(e) => result.errors.push((canonical, e)),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, PodTemplateSpec};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -48,6 +49,10 @@ pub struct Workload {
     pub paths: BTreeSet<String>,
     /// The store its pods read from, as annotated (`None`: the default).
     pub store: StoreChoice,
+    /// When its pods' template last changed, as far as the object tells: the latest of its
+    /// creation, rotor's and kubectl's restart annotations on the template, and (Deployments)
+    /// the Progressing condition's last update.
+    pub started_at: Option<k8s_openapi::jiff::Timestamp>,
     /// Paths it references that its namespace may not have watched (`--watchable-paths`).
     pub not_watched: Vec<String>,
     /// The object's uid and generation: what an announcement about its template is keyed by.
@@ -148,6 +153,7 @@ impl Caches {
             Kind::Deployment,
             &self.deployments.state(),
             |d| d.spec.as_ref().map(|s| &s.template),
+            deployment_progressed_at,
             all,
         );
         collect(
@@ -156,6 +162,7 @@ impl Caches {
             Kind::StatefulSet,
             &self.statefulsets.state(),
             |d| d.spec.as_ref().map(|s| &s.template),
+            |_| None,
             all,
         );
         collect(
@@ -164,6 +171,7 @@ impl Caches {
             Kind::DaemonSet,
             &self.daemonsets.state(),
             |d| d.spec.as_ref().map(|s| &s.template),
+            |_| None,
             all,
         );
         *parsed = templates.current;
@@ -199,12 +207,48 @@ impl Templates<'_> {
     }
 }
 
+/// When a Deployment's latest rollout last progressed (its Progressing condition).
+fn deployment_progressed_at(d: &Deployment) -> Option<Timestamp> {
+    d.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .and_then(|c| c.last_update_time.as_ref())
+        .map(|t| t.0)
+}
+
+/// The latest sign of the pod template changing: the object's creation, rotor's and kubectl's
+/// restart annotations on the template, and `rolled_at`.
+fn template_changed_at(
+    meta: &kube::api::ObjectMeta,
+    template: &PodTemplateSpec,
+    rolled_at: Option<Timestamp>,
+) -> Option<Timestamp> {
+    let annotations = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref());
+    let annotated = [ROTATED_AT, "kubectl.kubernetes.io/restartedAt"]
+        .into_iter()
+        .filter_map(|key| annotations?.get(key)?.parse::<Timestamp>().ok());
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .into_iter()
+        .chain(annotated)
+        .chain(rolled_at)
+        .max()
+}
+
 fn collect<K: Resource<DynamicType = ()>>(
     out: &mut Vec<Workload>,
     templates: &mut Templates<'_>,
     kind: Kind,
     objects: &[Arc<K>],
     template: impl Fn(&K) -> Option<&PodTemplateSpec>,
+    rolled_at: impl Fn(&K) -> Option<Timestamp>,
     all: bool,
 ) {
     for object in objects {
@@ -256,6 +300,7 @@ fn collect<K: Resource<DynamicType = ()>>(
             annotations: meta.annotations.clone().unwrap_or_default(),
             paths,
             store,
+            started_at: template_changed_at(meta, template, rolled_at(object)),
             not_watched,
             uid: meta.uid.clone().unwrap_or_default(),
             generation: meta.generation.unwrap_or_default(),
@@ -345,6 +390,36 @@ mod tests {
         assert!(
             poll(&mut templates, 2),
             "an object gone from a poll is forgotten"
+        );
+    }
+
+    #[test]
+    fn the_template_changed_at_its_latest_sign() {
+        let meta = kube::api::ObjectMeta {
+            creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z".parse().unwrap(),
+            )),
+            ..Default::default()
+        };
+        let template: PodTemplateSpec =
+            serde_json::from_value(json!({ "metadata": { "annotations": {
+            "kubectl.kubernetes.io/restartedAt": "2026-03-01T00:00:00Z",
+            ROTATED_AT: "2026-02-01T00:00:00Z",
+        } } }))
+            .unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert_eq!(
+            template_changed_at(&meta, &template, None),
+            Some(at("2026-03-01T00:00:00Z"))
+        );
+        assert_eq!(
+            template_changed_at(&meta, &template, Some(at("2026-04-01T00:00:00Z"))),
+            Some(at("2026-04-01T00:00:00Z")),
+            "a Deployment's last rollout"
+        );
+        assert_eq!(
+            template_changed_at(&meta, &PodTemplateSpec::default(), None),
+            Some(at("2026-01-01T00:00:00Z"))
         );
     }
 }

@@ -316,6 +316,17 @@ impl StoreClient {
 
     /// The current version of a KV v2 secret, from its metadata (never its data).
     pub async fn current_version(&self, path: &str) -> Result<u64, StoreError> {
+        self.current_version_info(path)
+            .await
+            .map(|(version, _)| version)
+    }
+
+    /// The current version of a KV v2 secret and when it was written (`created_time`, RFC 3339,
+    /// when the store says), from one metadata request.
+    pub async fn current_version_info(
+        &self,
+        path: &str,
+    ) -> Result<(u64, Option<String>), StoreError> {
         let mount = self.mount_info(path).await?;
         let op = format!("reading the metadata of {path}");
         if mount.kv_version != Some(2) {
@@ -331,13 +342,18 @@ impl StoreClient {
             .retry
             .run(|| self.call(Method::Get, &api_path, None, &op))
             .await?;
-        answer
+        let version = answer
             .pointer("/data/current_version")
             .and_then(Value::as_u64)
             .ok_or_else(|| StoreError::Decode {
                 op,
                 message: "no data.current_version".to_string(),
-            })
+            })?;
+        let created = answer
+            .pointer(&format!("/data/versions/{version}/created_time"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok((version, created))
     }
 
     /// Writes `body` to `path` and returns the answer's data (dynamic secrets: `>>` references).
