@@ -733,13 +733,9 @@ async fn an_unreadable_record_rolls_once_is_repaired_and_says_why() -> Result<()
     .await?;
     wait_for_polls(&reloader.admin, 3).await?;
     assert_eq!(replica_sets(&env, "dep-a").await?, 2, "rolled exactly once");
-    let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
-    let warnings: Vec<String> = events
-        .list(&ListParams::default())
+    let warnings: Vec<String> = events_with_reason(&env, "UnreadableRecord")
         .await?
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("UnreadableRecord"))
         .map(|e| format!("{:?} {}", e.type_, e.note.unwrap_or_default()))
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -748,6 +744,18 @@ async fn an_unreadable_record_rolls_once_is_repaired_and_says_why() -> Result<()
         "{warnings:?}"
     );
     Ok(())
+}
+
+/// The Events in the test namespace with `reason`.
+async fn events_with_reason(env: &Env, reason: &str) -> Result<Vec<Event>> {
+    let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect())
 }
 
 /// How many tokens the store has issued and not yet revoked (root's view of the accessors).
@@ -875,13 +883,9 @@ async fn a_path_outside_the_namespaces_rule_is_not_watched_and_an_event_says_why
     .await?;
     recorded_with_one_replica_set(&env, "dep-own").await?;
     let not_watched = || async {
-        let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
-        let notes: Vec<String> = events
-            .list(&ListParams::default())
+        let notes: Vec<String> = events_with_reason(&env, "PathNotWatched")
             .await?
-            .items
             .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("PathNotWatched"))
             .map(|e| {
                 format!(
                     "{:?} {:?} {}",
@@ -1021,13 +1025,9 @@ async fn each_workload_follows_its_own_stores_versions() -> Result<()> {
     );
 
     // A store neither default nor allowed is never polled, and an Event says why.
-    let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
-    let refused: Vec<String> = events
-        .list(&ListParams::default())
+    let refused: Vec<String> = events_with_reason(&env, "StoreNotAllowed")
         .await?
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("StoreNotAllowed"))
         .map(|e| e.note.unwrap_or_default())
         .collect();
     assert_eq!(refused.len(), 1, "{refused:?}");
@@ -1066,13 +1066,9 @@ async fn a_workload_first_seen_after_its_secret_rotated_rolls_once() -> Result<(
         1,
         "made after the rotation: not rolled"
     );
-    let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
-    let notes: Vec<String> = events
-        .list(&ListParams::default())
+    let notes: Vec<String> = events_with_reason(&env, "RotatedBeforeWatched")
         .await?
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("RotatedBeforeWatched"))
         .map(|e| e.note.unwrap_or_default())
         .collect();
     assert_eq!(notes.len(), 1, "{notes:?}");
