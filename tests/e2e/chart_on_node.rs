@@ -193,7 +193,10 @@ async fn the_chart_runs_rotor_as_pods_on_the_node() -> Result<()> {
 
     // The reloader (a pod, leader-elected) records the version, then rolls on rotation, once.
     let recorded = wait_for_observed_versions(&apps, "shop", Duration::from_secs(90)).await?;
-    assert!(recorded.contains("secret/data/demo/db"), "{recorded}");
+    assert!(
+        recorded.contains(&rotor_reloader::decision::record_key("secret/data/demo/db")),
+        "{recorded}"
+    );
     stack
         .bao_admin()?
         .put_kv2("secret", "demo/db", json!({ "password": ROTATED }))
