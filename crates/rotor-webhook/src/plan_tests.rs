@@ -636,7 +636,7 @@ mod fuzz {
             })
             .count();
         assert!(
-            patched >= 20,
+            patched >= 10,
             "only {patched} of 512 generated pods were patched"
         );
     }
