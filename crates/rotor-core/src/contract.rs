@@ -4,11 +4,13 @@
 
 pub mod annotations;
 pub mod choices;
+pub mod files;
 pub mod init_settings;
 pub mod store_addr;
 pub mod workload;
 
 pub use choices::{AuthMethod, LogFormat, LogLevel, PullPolicy, parse_bool};
+pub use files::{FilesRequest, OnRotation, RotationSignal};
 pub use init_settings::{CaSource, Credential, Hidden, InitSettings, SettingError, var};
 pub use store_addr::StoreAddr;
 pub use workload::{ContainerEnv, StoreChoice, WorkloadReferences, workload_references};

@@ -1,7 +1,7 @@
 //! Resolving an environment: parse every value, read each distinct (path, version) once and
 //! write each distinct `>>` request once, concurrently with a bound, then render the values.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures::StreamExt as _;
 
@@ -73,6 +73,153 @@ pub struct Resolution {
     pub requests: usize,
     /// How many variables had references.
     pub resolved: usize,
+    /// The files, with what they were rendered from (empty when none were asked for).
+    pub files: FileSet,
+}
+
+/// The files a pod asked for, their templates and the secrets they were rendered from: enough
+/// to render them again after one path is read at a new version. `Debug` shows no value.
+#[derive(Default)]
+pub struct FileSet {
+    templates: Vec<(String, FileTemplate)>,
+    answers: HashMap<Request, Secret>,
+}
+
+enum FileTemplate {
+    Literal(String),
+    References(Template),
+}
+
+impl std::fmt::Debug for FileSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSet")
+            .field(
+                "files",
+                &self.templates.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rendered file. `Debug` shows its name and size only.
+pub struct RenderedFile {
+    pub name: String,
+    pub content: String,
+}
+
+impl std::fmt::Debug for RenderedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RenderedFile({}, {} bytes)",
+            self.name,
+            self.content.len()
+        )
+    }
+}
+
+impl FileSet {
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
+    }
+
+    /// The paths the files read at their current version (not pinned, not `>>`).
+    pub fn watched_paths(&self) -> BTreeSet<String> {
+        self.references()
+            .filter(|r| !r.is_write() && r.pinned_version().is_none())
+            .map(|r| r.path.clone())
+            .collect()
+    }
+
+    /// The KV version each watched path was last read at.
+    pub fn versions(&self) -> BTreeMap<String, u64> {
+        self.answers
+            .iter()
+            .filter_map(|(req, secret)| match req {
+                Request::Read {
+                    path,
+                    version: None,
+                } => Some((path.clone(), secret.version?)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The names of the files that read `path` at its current version.
+    pub fn files_reading(&self, path: &str) -> Vec<&str> {
+        self.templates
+            .iter()
+            .filter(|(_, t)| match t {
+                FileTemplate::References(t) => t
+                    .references()
+                    .iter()
+                    .any(|r| r.path == path && !r.is_write() && r.pinned_version().is_none()),
+                FileTemplate::Literal(_) => false,
+            })
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    fn references(&self) -> impl Iterator<Item = &Reference> {
+        self.templates.iter().flat_map(|(_, t)| match t {
+            FileTemplate::References(t) => t.references(),
+            FileTemplate::Literal(_) => Vec::new(),
+        })
+    }
+
+    /// Reads `path` at `version` (one request) and keeps the answer for the next render.
+    pub async fn refresh(
+        &mut self,
+        client: &StoreClient,
+        path: &str,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let secret = client.read(path, Some(version)).await?;
+        self.answers.insert(
+            Request::Read {
+                path: path.to_string(),
+                version: None,
+            },
+            secret,
+        );
+        Ok(())
+    }
+
+    /// Every file, rendered from the answers held.
+    pub fn render(&self) -> Result<Vec<RenderedFile>, ResolveError> {
+        self.templates
+            .iter()
+            .map(|(name, t)| {
+                let content = match t {
+                    FileTemplate::Literal(text) => text.clone(),
+                    FileTemplate::References(t) => t
+                        .render(|r| {
+                            self.answers
+                                .get(&Request::of(r))
+                                .ok_or_else(|| no_answer(r))
+                                .and_then(|secret| secret.get(&r.path, &r.key))
+                                .map_err(|source| (r.to_string(), source))
+                        })
+                        .map_err(|(reference, source)| ResolveError::Store {
+                            var: format!("file {name}"),
+                            reference,
+                            source,
+                        })?,
+                };
+                Ok(RenderedFile {
+                    name: name.clone(),
+                    content,
+                })
+            })
+            .collect()
+    }
+}
+
+fn no_answer(r: &Reference) -> StoreError {
+    StoreError::Decode {
+        op: format!("reading {}", r.path),
+        message: "no answer was recorded for this reference (a bug in rotor)".to_string(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,8 +312,26 @@ pub async fn resolve_environment(
     from_paths: &[PathRef],
     options: ResolveOptions,
 ) -> Result<Resolution, ResolveError> {
+    resolve_with_files(client, env, &[], from_paths, options).await
+}
+
+/// [`resolve_environment`], plus `files` (`(name, template)`): one request per distinct
+/// reference across the env and the files, so a `>>` request used by several files (a
+/// certificate and its key) is one lease.
+pub async fn resolve_with_files(
+    client: &StoreClient,
+    env: Vec<(String, String)>,
+    files: &[(String, String)],
+    from_paths: &[PathRef],
+    options: ResolveOptions,
+) -> Result<Resolution, ResolveError> {
     let templates = parse_environment(&env)?;
-    let requests = distinct_requests(&templates, from_paths);
+    let file_templates = parse_files(files)?;
+    let file_references = file_templates.iter().flat_map(|(_, t)| match t {
+        FileTemplate::References(t) => t.references(),
+        FileTemplate::Literal(_) => Vec::new(),
+    });
+    let requests = distinct_requests(&templates, file_references, from_paths);
     let request_count = requests.len();
     let answers = fetch(client, requests, options.concurrency).await;
     let mut resolution = Resolution {
@@ -181,7 +346,51 @@ pub async fn resolve_environment(
     };
     render_env(&mut resolution, env, &templates, &answers, &options)?;
     add_from_paths(&mut resolution, from_paths, &answers, &options)?;
+    resolution.files = file_set(file_templates, answers)?;
     Ok(resolution)
+}
+
+fn parse_files(files: &[(String, String)]) -> Result<Vec<(String, FileTemplate)>, ParseError> {
+    files
+        .iter()
+        .map(|(name, text)| {
+            let source = crate::contract::files::file_annotation(name);
+            Ok((
+                name.clone(),
+                match parse_value(&source, text)? {
+                    Some(t) => FileTemplate::References(t),
+                    None => FileTemplate::Literal(text.clone()),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The files' templates with the answers they need; a failed answer a file needs is an error
+/// naming the file (files have no ignore-missing: a half-written config is worse than none).
+fn file_set(
+    templates: Vec<(String, FileTemplate)>,
+    answers: Answers,
+) -> Result<FileSet, ResolveError> {
+    let mut set = FileSet {
+        templates,
+        answers: HashMap::new(),
+    };
+    let needed: HashSet<Request> = set.references().map(Request::of).collect();
+    for (request, answer) in answers {
+        if needed.contains(&request) {
+            let secret = answer.map_err(|source| ResolveError::Store {
+                var: "file".to_string(),
+                reference: match &request {
+                    Request::Read { path, .. } | Request::Write { path, .. } => path.clone(),
+                },
+                source,
+            })?;
+            set.answers.insert(request, secret);
+        }
+    }
+    set.render()?;
+    Ok(set)
 }
 
 fn from_path_request(p: &PathRef) -> Request {
@@ -192,11 +401,16 @@ fn from_path_request(p: &PathRef) -> Request {
 }
 
 /// Each distinct request once, in first-use order.
-fn distinct_requests(templates: &[(usize, Template)], from_paths: &[PathRef]) -> Vec<Request> {
+fn distinct_requests<'a>(
+    templates: &'a [(usize, Template)],
+    file_references: impl Iterator<Item = &'a Reference>,
+    from_paths: &[PathRef],
+) -> Vec<Request> {
     let mut seen: HashSet<Request> = HashSet::new();
     templates
         .iter()
         .flat_map(|(_, t)| t.references().into_iter().map(Request::of))
+        .chain(file_references.map(Request::of))
         .chain(from_paths.iter().map(from_path_request))
         .filter(|req| seen.insert(req.clone()))
         .collect()
@@ -229,13 +443,7 @@ fn render_env(
     for (i, template) in templates {
         let var = &env[*i].0;
         let value = template.render(|r| {
-            let answer = answers
-                .get(&Request::of(r))
-                .ok_or_else(|| StoreError::Decode {
-                    op: format!("reading {}", r.path),
-                    message: "no answer was recorded for this reference (a bug in rotor)"
-                        .to_string(),
-                });
+            let answer = answers.get(&Request::of(r)).ok_or_else(|| no_answer(r));
             answer
                 .and_then(|a| a.clone())
                 .and_then(|secret| secret.get(&r.path, &r.key))

@@ -240,3 +240,90 @@ async fn the_deny_list_grows_with_the_webhooks_entries_and_keeps_its_defaults() 
     );
     assert!(!err.contains(CANARY));
 }
+
+#[tokio::test]
+async fn files_share_requests_with_the_env_and_render_again_after_one_read() {
+    let store = Arc::new(FakeStore::new());
+    store.put("db", &[("password", CANARY), ("user", "app")]);
+    let files = vec![
+        (
+            "db.conf".to_string(),
+            "user=${vault:secret/data/db#user} password=${vault:secret/data/db#password}\n"
+                .to_string(),
+        ),
+        (
+            "tls.crt".to_string(),
+            ">>vault:database/creds/app#username".to_string(),
+        ),
+        (
+            "tls.key".to_string(),
+            ">>vault:database/creds/app#password".to_string(),
+        ),
+        ("plain.txt".to_string(), "no references".to_string()),
+    ];
+    let vars = env(&[("DB_USER", "vault:secret/data/db#user")]);
+    let mut resolution = resolve_with_files(
+        &client_of(&store),
+        vars,
+        &files,
+        &[],
+        ResolveOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resolution.requests, 2, "the env and a file share one read");
+    assert_eq!(
+        store.count("database/creds/app"),
+        1,
+        "one lease for key and cert"
+    );
+    let rendered = resolution.files.render().unwrap();
+    let by_name: std::collections::BTreeMap<_, _> = rendered
+        .iter()
+        .map(|f| (f.name.as_str(), f.content.as_str()))
+        .collect();
+    assert_eq!(by_name["db.conf"], format!("user=app password={CANARY}\n"));
+    assert_eq!(
+        (by_name["tls.crt"], by_name["tls.key"]),
+        ("user-1", "pass-1")
+    );
+    assert_eq!(by_name["plain.txt"], "no references");
+    assert!(!format!("{resolution:?} {rendered:?}").contains(CANARY));
+    let set = &mut resolution.files;
+    assert_eq!(
+        set.watched_paths().into_iter().collect::<Vec<_>>(),
+        vec!["secret/data/db"]
+    );
+    assert_eq!(set.versions().get("secret/data/db"), Some(&1));
+    assert_eq!(set.files_reading("secret/data/db"), vec!["db.conf"]);
+
+    store.put("db", &[("password", "rotated"), ("user", "app")]);
+    let before = store.log().len();
+    set.refresh(&client_of(&store), "secret/data/db", 2)
+        .await
+        .unwrap();
+    assert_eq!(store.log().len() - before, 2, "{:?}", store.log()); // mount lookup + one read
+    let again = set.render().unwrap();
+    assert_eq!(again[0].content, "user=app password=rotated\n");
+    assert_eq!(set.versions().get("secret/data/db"), Some(&2));
+}
+
+#[tokio::test]
+async fn a_file_whose_secret_is_missing_is_an_error_naming_the_file() {
+    let store = Arc::new(FakeStore::new());
+    store.put("db", &[("password", CANARY)]);
+    let files = vec![(
+        "db.conf".to_string(),
+        "vault:secret/data/db#nope".to_string(),
+    )];
+    let options = ResolveOptions {
+        ignore_missing: true,
+        ..ResolveOptions::default()
+    };
+    let err = resolve_with_files(&client_of(&store), Vec::new(), &files, &[], options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("env file db.conf: reference"), "{err}");
+    assert!(!err.contains(CANARY));
+}

@@ -1,5 +1,5 @@
-//! Daemon mode: rotor-init stays as the parent of the app, forwards signals, renews leases,
-//! and stops the app (SIGTERM, then SIGKILL after a grace period) when a lease can no longer be
+//! Daemon and signal mode: rotor-init stays as the parent of the app, forwards signals, renews
+//! leases, re-renders files on rotation (`rotation.rs`), and stops the app (SIGTERM, then SIGKILL after a grace period) when a lease can no longer be
 //! renewed, so the kubelet restarts the container with fresh credentials.
 
 use std::process::ExitStatus;
@@ -16,6 +16,7 @@ pub async fn supervise(
     client: StoreClient,
     leases: Vec<Lease>,
     grace: Duration,
+    rotation: Option<crate::rotation::Rotation>,
 ) -> i32 {
     let Some(pid) = child
         .id()
@@ -64,9 +65,16 @@ pub async fn supervise(
             }
         }
     };
+    let rotations = async {
+        match rotation {
+            Some(r) => r.run(pid).await,
+            None => std::future::pending().await,
+        }
+    };
     let status = tokio::select! {
         status = child.wait() => status,
         _ = forward => unreachable_status(),
+        () = rotations => unreachable_status(),
         Some(reason) = lost_rx.recv() => {
             tracing::warn!(%reason, "a lease can no longer be renewed: stopping the app so it restarts with fresh credentials");
             let _ = kill(pid, Signal::SIGTERM);

@@ -17,3 +17,5 @@ pub const EXEC_NOT_FOUND: u8 = 127;
 pub const EXEC_FAILED: u8 = 126;
 /// `rotor-init copy DIR` failed.
 pub const COPY_FAILED: u8 = 73;
+/// A file (`rotor.dev/file.*`) could not be written (EX_CANTCREAT, like a failed copy).
+pub const CANT_CREATE: u8 = 73;

@@ -11,12 +11,15 @@ mod copy_self;
 mod daemon;
 mod env_limits;
 mod exit_code;
+mod files;
+mod rotation;
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt as _;
 use std::process::ExitCode;
 
-use rotor_core::resolve::{ResolveError, ResolveOptions, resolve_environment};
+use rotor_core::contract::OnRotation;
+use rotor_core::resolve::{ResolveError, ResolveOptions, resolve_with_files};
 use rotor_core::store::{StoreClient, StoreError};
 
 use crate::config::Settings;
@@ -92,11 +95,18 @@ fn run(command: Vec<String>) -> u8 {
         .into_iter()
         .filter(|(k, _)| !settings.init.strips(k))
         .collect();
+    let templates = match files::read_templates(&settings.init.pod_info_dir, &settings.init.files) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "the app is not started");
+            return exit_code::CONFIG;
+        }
+    };
     // One deadline for the whole resolution (login, every read and write, retries included),
     // not per request: many failing paths cannot add up past it.
     let deadline = settings.init.deadline;
     let outcome = runtime.block_on(async {
-        tokio::time::timeout(deadline, resolve(&settings, app_env))
+        tokio::time::timeout(deadline, resolve(&settings, app_env, &templates))
             .await
             .unwrap_or_else(|_| {
                 tracing::error!(deadline_s = deadline.as_secs(), "the store did not answer everything within ROTOR_DEADLINE; the app is not started");
@@ -111,13 +121,39 @@ fn run(command: Vec<String>) -> u8 {
         tracing::error!(error = %e, "the environment cannot be passed to the app; the app is not started");
         return exit_code::CONFIG;
     }
+    let rotor_core::resolve::Resolution {
+        env: app_env,
+        leases,
+        files: file_set,
+        ..
+    } = resolution;
+    if !file_set.is_empty() {
+        let written = file_set
+            .render()
+            .map_err(|e| e.to_string())
+            .and_then(|rendered| {
+                files::write_all(
+                    std::path::Path::new(&settings.init.files_dir),
+                    settings.init.files_mode,
+                    &rendered,
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::error!(error = %e, "the files cannot be written; the app is not started");
+            return exit_code::CANT_CREATE;
+        }
+        tracing::info!(files = settings.init.files.len(), dir = %settings.init.files_dir, mode = format!("{:04o}", settings.init.files_mode), "wrote the files");
+    }
     let mut client = client;
+    let rotation = rotation_of(&settings, &client, file_set);
     // The token rotor-init logged in with is of no use to the app: revoke it before exec,
-    // unless daemon mode keeps renewing with it or a dynamic secret's lease hangs from it
-    // (revoking the token would revoke those credentials too). A token the pod was given
-    // (token auth) is not rotor-init's to revoke.
+    // unless daemon mode keeps renewing with it, signal mode re-reads with it, or a dynamic
+    // secret's lease hangs from it (revoking the token would revoke those credentials too). A
+    // token the pod was given (token auth) is not rotor-init's to revoke.
     let minted = !matches!(settings.auth, rotor_core::store::Auth::Token(_));
-    if minted && !settings.init.daemon && resolution.leases.is_empty() && client.token().is_some() {
+    let stays = settings.init.daemon || rotation.is_some();
+    if minted && !stays && leases.is_empty() && client.token().is_some() {
         let revoke = runtime.block_on(async {
             tokio::time::timeout(std::time::Duration::from_secs(2), client.revoke_self()).await
         });
@@ -133,14 +169,14 @@ fn run(command: Vec<String>) -> u8 {
     let mut cmd = std::process::Command::new(program);
     cmd.args(&command[1..])
         .env_clear()
-        .envs(resolution.env.iter().map(|(k, v)| (k, v)));
-    if settings.init.daemon {
-        tracing::info!(%program, leases = resolution.leases.len(), "starting the app under rotor-init (daemon mode)");
+        .envs(app_env.iter().map(|(k, v)| (k, v)));
+    if stays {
+        tracing::info!(%program, leases = leases.len(), signal_mode = rotation.is_some(), "starting the app under rotor-init (daemon or signal mode)");
         let mut child = tokio::process::Command::from(cmd);
         let code = runtime.block_on(async {
             match child.spawn() {
                 Ok(child) => {
-                    daemon::supervise(child, client, resolution.leases, settings.init.daemon_grace)
+                    daemon::supervise(child, client, leases, settings.init.daemon_grace, rotation)
                         .await
                 }
                 Err(e) => {
@@ -159,9 +195,39 @@ fn run(command: Vec<String>) -> u8 {
     exec_error_code(&err)
 }
 
+/// In signal mode with files that read secrets at their current version: what watches for
+/// their rotation. `None` otherwise (nothing could change in place).
+fn rotation_of(
+    settings: &Settings,
+    client: &StoreClient,
+    files: rotor_core::resolve::FileSet,
+) -> Option<rotation::Rotation> {
+    let OnRotation::Signal(signal) = settings.init.on_rotation else {
+        return None;
+    };
+    if files.watched_paths().is_empty() {
+        tracing::info!(
+            "on-rotation is signal, but no file reads a secret at its current version: nothing to watch"
+        );
+        return None;
+    }
+    let signal = signal.name().parse::<nix::sys::signal::Signal>().ok()?;
+    let info = std::path::Path::new(&settings.init.pod_info_dir);
+    Some(rotation::Rotation::new(
+        files,
+        client.clone(),
+        settings.auth.clone(),
+        settings.init.files_dir.clone().into(),
+        settings.init.files_mode,
+        signal,
+        info.join(rotor_core::contract::files::VERSIONS_FILE),
+    ))
+}
+
 async fn resolve(
     settings: &Settings,
     app_env: Vec<(String, String)>,
+    files: &[(String, String)],
 ) -> Result<(StoreClient, rotor_core::resolve::Resolution), u8> {
     let started = std::time::Instant::now();
     let mut client = StoreClient::new(settings.store.clone()).map_err(|e| {
@@ -172,7 +238,7 @@ async fn resolve(
         tracing::error!(error = %e, "a reference does not parse");
         exit_code::CONFIG
     })?;
-    if references.is_empty() && settings.init.from_path.is_empty() {
+    if references.is_empty() && settings.init.from_path.is_empty() && files.is_empty() {
         tracing::info!("no references in the environment; nothing to resolve");
         return Ok((
             client,
@@ -191,8 +257,14 @@ async fn resolve(
         concurrency: settings.init.concurrency,
         from_path_deny: settings.init.from_path_deny.clone(),
     };
-    let resolution = match resolve_environment(&client, app_env, &settings.init.from_path, options)
-        .await
+    let resolution = match resolve_with_files(
+        &client,
+        app_env,
+        files,
+        &settings.init.from_path,
+        options,
+    )
+    .await
     {
         Ok(r) => r,
         Err(e) => {

@@ -855,3 +855,200 @@ async fn the_login_token_is_revoked_before_exec_unless_a_lease_hangs_from_it() -
     );
     Ok(())
 }
+
+/// Lines of a child's stdout, gathered by a thread, waited for with a deadline.
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Lines {
+    fn of(out: impl std::io::Read + Send + 'static) -> Self {
+        use std::io::BufRead as _;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self(lines)
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, count: usize, prefix: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got: Vec<String> = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with(prefix))
+                .cloned()
+                .collect();
+            if got.len() >= count || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn cksum(content: &str) -> String {
+    let mut child = Command::new("cksum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(content.as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Writes `text` to `path` as the kubelet updates a downward-API file: whole, by a rename.
+fn replace(path: &std::path::Path, text: &str) {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+#[tokio::test]
+async fn files_are_rendered_and_a_rotation_rewrites_them_in_place_and_signals_the_app() -> Result<()>
+{
+    use std::os::unix::fs::PermissionsExt as _;
+    let f = Fixture::new().await?;
+    let bao = f.stack.bao_admin()?;
+    bao.put_kv2(
+        "secret",
+        "rot",
+        json!({ "password": format!("{CANARY}-v1") }),
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let info = dir.path().join("pod");
+    let out_dir = dir.path().join("files");
+    std::fs::create_dir_all(info.join("files"))?;
+    std::fs::create_dir_all(&out_dir)?;
+    let issue = r#"{"common_name":"f.rotor.test"}"#;
+    for (name, template) in [
+        (
+            "db.conf",
+            "password=${vault:secret/data/rot#password}\n".to_string(),
+        ),
+        (
+            "tls.crt",
+            format!(">>vault:pki/issue/web#certificate#{issue}"),
+        ),
+        (
+            "tls.key",
+            format!(">>vault:pki/issue/web#private_key#{issue}"),
+        ),
+    ] {
+        std::fs::write(info.join("files").join(name), template)?;
+    }
+    std::fs::write(info.join("versions"), "")?;
+    let conf = out_dir.join("db.conf");
+    let script = format!(
+        "trap 'echo \"HUP $(cksum < {c})\"' HUP; echo \"START $$ $(cksum < {c})\"; while :; do sleep 0.1; done",
+        c = conf.display()
+    );
+    let env = with(
+        &f.base_env(),
+        &[
+            ("ROTOR_FILES", "db.conf,tls.crt,tls.key"),
+            ("ROTOR_FILES_DIR", out_dir.to_str().unwrap()),
+            ("ROTOR_POD_INFO_DIR", info.to_str().unwrap()),
+            ("ROTOR_ON_ROTATION", "signal:SIGHUP"),
+            ("ROTOR_LOG_LEVEL", "debug"),
+        ],
+    );
+    let mut child = Command::new(rotor_init())
+        .args(["--", "sh", "-c", &script])
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let lines = Lines::of(child.stdout.take().unwrap());
+    let logs = Lines::of(child.stderr.take().unwrap());
+    let v1 = format!("password={CANARY}-v1\n");
+    let start = lines.wait_for(1, "START ");
+    assert_eq!(start.len(), 1, "the app did not start");
+    assert!(start[0].ends_with(&cksum(&v1)), "{start:?}");
+    assert_eq!(std::fs::read_to_string(&conf)?, v1);
+    let mode = std::fs::metadata(&conf)?.permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o400);
+    assert_cert_matches_key(
+        &std::fs::read_to_string(out_dir.join("tls.crt"))?,
+        &std::fs::read_to_string(out_dir.join("tls.key"))?,
+    )?;
+
+    // The reloader announces version 2 (the pod annotation, through the downward API).
+    bao.put_kv2(
+        "secret",
+        "rot",
+        json!({ "password": format!("{CANARY}-v2") }),
+    )
+    .await?;
+    replace(&info.join("versions"), r#"{"secret/data/rot":2}"#);
+    let v2 = format!("password={CANARY}-v2\n");
+    let hups = lines.wait_for(1, "HUP ");
+    assert_eq!(hups, vec![format!("HUP {}", cksum(&v2))]);
+    assert_eq!(std::fs::read_to_string(&conf)?, v2);
+
+    // The same version again (another path added) is no rotation; version 3 is exactly one more.
+    replace(
+        &info.join("versions"),
+        r#"{"secret/data/other":7,"secret/data/rot":2}"#,
+    );
+    let seen_nothing_new = |logs: &Lines| {
+        logs.all()
+            .iter()
+            .any(|l| l.contains("none of the files' secrets is newer"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen_nothing_new(&logs) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen_nothing_new(&logs), "{:?}", logs.all());
+    bao.put_kv2(
+        "secret",
+        "rot",
+        json!({ "password": format!("{CANARY}-v3") }),
+    )
+    .await?;
+    replace(&info.join("versions"), r#"{"secret/data/rot":3}"#);
+    let v3 = format!("password={CANARY}-v3\n");
+    let hups = lines.wait_for(2, "HUP ");
+    assert_eq!(
+        hups,
+        vec![format!("HUP {}", cksum(&v2)), format!("HUP {}", cksum(&v3))]
+    );
+    assert_eq!(
+        lines.wait_for(1, "START ").len(),
+        1,
+        "the app was never restarted"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    assert!(child.wait()?.code().is_some());
+    let err = logs.all().join("\n");
+    assert!(
+        err.contains("rotation: read the new versions once"),
+        "{err}"
+    );
+    assert!(!err.contains(CANARY), "the canary leaked:\n{err}");
+    Ok(())
+}

@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod config;
 pub mod configmap_references;
+pub mod file_volumes;
 pub mod https_limits;
 pub mod image_ref;
 pub mod inject_command;

@@ -12,7 +12,7 @@ use rotor_core::contract::annotations::{self, get, get_bool};
 pub use rotor_core::contract::{
     BIN_DIR, BIN_VOLUME, COPY_CONTAINER, TOKEN_DIR, TOKEN_VOLUME, WRAPPER,
 };
-use rotor_core::contract::{InitSettings, PROJECTED_TOKEN, var};
+use rotor_core::contract::{FilesRequest, InitSettings, PROJECTED_TOKEN, var};
 use rotor_core::reference::PathRef;
 use serde_json::{Value, json};
 
@@ -68,13 +68,21 @@ pub fn plan_selection(
     selection: &Selection<'_>,
     image_commands: &ImageCommands,
 ) -> Result<Plan, Deny> {
-    let (targets, from_path, annotations) = match selection {
+    let (targets, from_path, files, on_rotation, annotations) = match selection {
         Selection::Skip(reason) => return Ok(Plan::Unchanged(reason)),
         Selection::Wrap {
             targets,
             from_path,
+            files,
+            on_rotation,
             annotations,
-        } => (targets, from_path, *annotations),
+        } => (
+            targets,
+            from_path,
+            files.as_ref(),
+            *on_rotation,
+            *annotations,
+        ),
     };
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Plan::Unchanged("no spec"));
@@ -83,9 +91,29 @@ pub fn plan_selection(
     let settings = init_settings(pod, annotations, config, from_path)?;
     let needs_token = settings.auth_method.uses_service_account_token();
     let vars = settings.to_env();
+    // The containers that get files also get where the templates are, the directory, the mode
+    // and what to do on rotation.
+    let file_vars = files.map(|f| {
+        let mut with_files = settings.clone();
+        with_files.files = f.files.iter().map(|(name, _)| name.clone()).collect();
+        with_files.files_dir = f.dir.clone();
+        with_files.files_mode = f.mode;
+        with_files.on_rotation = on_rotation;
+        with_files.to_env()
+    });
+    let file_targets = targets.iter().filter(|t| t.files.is_some()).count();
 
     let mut ops: Vec<PatchOperation> = Vec::new();
     add_volumes(&mut ops, spec.volumes.as_deref(), config, needs_token);
+    if let Some(files) = files {
+        crate::file_volumes::add_file_volumes(
+            &mut ops,
+            spec.volumes.as_deref(),
+            files,
+            file_targets,
+            on_rotation,
+        );
+    }
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     let has_copy = init_containers.iter().any(|c| c.name == COPY_CONTAINER);
     if !has_copy {
@@ -99,7 +127,19 @@ pub fn plan_selection(
     // Indexes of init containers shift by one when ours is prepended.
     let shift = usize::from(!has_copy);
     for target in targets {
-        wrap_container(&mut ops, target, shift, image_commands, needs_token, &vars)?;
+        let (vars, files) = match (&file_vars, files, target.files) {
+            (Some(file_vars), Some(files), Some(n)) => (file_vars, Some((files, n))),
+            _ => (&vars, None),
+        };
+        wrap_container(
+            &mut ops,
+            target,
+            shift,
+            image_commands,
+            needs_token,
+            vars,
+            files,
+        )?;
     }
     if ops.is_empty() {
         return Ok(Plan::Unchanged("already injected"));
@@ -143,11 +183,13 @@ fn wrap_container(
     image_commands: &ImageCommands,
     needs_token: bool,
     vars: &[(String, String)],
+    files: Option<(&FilesRequest, usize)>,
 ) -> Result<(), Deny> {
     let Target {
         list,
         index,
         container,
+        ..
     } = target;
     if container
         .command
@@ -188,6 +230,11 @@ fn wrap_container(
     let mut mounts = vec![json!({ "name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true })];
     if needs_token {
         mounts.push(json!({ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }));
+    }
+    if let Some((files, n)) = files {
+        mounts.extend(crate::file_volumes::file_mounts(
+            container, list, index, files, n,
+        )?);
     }
     append_all(
         ops,
@@ -353,7 +400,7 @@ fn copy_container(config: &InjectConfig) -> Value {
 }
 
 /// An `add` operation at the pointer built from `tokens` (each escaped per RFC 6901).
-fn add(tokens: &[&str], value: Value) -> PatchOperation {
+pub(crate) fn add(tokens: &[&str], value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation {
         path: PointerBuf::from_tokens(tokens.iter().copied()),
         value,
@@ -361,7 +408,12 @@ fn add(tokens: &[&str], value: Value) -> PatchOperation {
 }
 
 /// Appends `items` to the array at `tokens`, creating it when it does not exist.
-fn append_all(ops: &mut Vec<PatchOperation>, tokens: &[&str], exists: bool, items: Vec<Value>) {
+pub(crate) fn append_all(
+    ops: &mut Vec<PatchOperation>,
+    tokens: &[&str],
+    exists: bool,
+    items: Vec<Value>,
+) {
     if items.is_empty() {
         return;
     }

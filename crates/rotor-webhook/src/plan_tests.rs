@@ -658,3 +658,98 @@ mod fuzz {
         }
     }
 }
+
+fn env_of(container: &Value) -> std::collections::BTreeMap<String, String> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn files_get_a_memory_volume_per_container_and_their_templates_through_the_downward_api() {
+    let mut input = app_pod();
+    let annotations = &mut input["metadata"]["annotations"];
+    annotations["rotor.dev/file.db.conf"] = json!("pw=${vault:secret/data/db#password}");
+    annotations["rotor.dev/files-containers"] = json!("web,sidecar");
+    annotations["rotor.dev/files-mode"] = json!("0440");
+    annotations["rotor.dev/on-rotation"] = json!("signal:SIGUSR1");
+    let plan = plan_mutation(&pod(input.clone()), &config()).unwrap();
+    let out = apply(&input, &plan);
+    let spec = &out["spec"];
+    let volumes = spec["volumes"].as_array().unwrap();
+    let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).cloned();
+    for name in ["rotor-files-0", "rotor-files-1"] {
+        assert_eq!(volume(name).unwrap()["emptyDir"]["medium"], "Memory");
+    }
+    let info = volume("rotor-pod-info").unwrap();
+    let items = info["downwardAPI"]["items"].as_array().unwrap();
+    assert_eq!(items[0]["path"], "files/db.conf");
+    assert_eq!(
+        items[0]["fieldRef"]["fieldPath"],
+        "metadata.annotations['rotor.dev/file.db.conf']"
+    );
+    assert_eq!(items[1]["path"], "versions");
+    // Each container mounts its own files volume; the migrate init container gets none.
+    let (web, side) = (&spec["containers"][0], &spec["containers"][1]);
+    let mounts_of = |c: &Value| -> Vec<(String, String)> {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_string(),
+                    m["mountPath"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert!(mounts_of(web).contains(&("rotor-files-0".into(), "/rotor/files".into())));
+    assert!(mounts_of(side).contains(&("rotor-files-1".into(), "/rotor/files".into())));
+    assert!(mounts_of(side).contains(&("rotor-pod-info".into(), "/rotor/pod".into())));
+    assert!(
+        !mounts_of(&spec["initContainers"][1])
+            .iter()
+            .any(|(n, _)| n.starts_with("rotor-files"))
+    );
+    let env = env_of(web);
+    assert_eq!(env["ROTOR_FILES"], "db.conf");
+    assert_eq!(env["ROTOR_FILES_MODE"], "0440");
+    assert_eq!(env["ROTOR_ON_ROTATION"], "signal:SIGUSR1");
+    assert!(!env_of(&spec["initContainers"][1]).contains_key("ROTOR_FILES"));
+    // The template never becomes an env value, and planning the output again changes nothing.
+    assert!(!out.to_string().contains("\"value\":\"pw=${vault"));
+    assert_eq!(
+        plan_mutation(&pod(out), &config()).unwrap(),
+        Plan::Unchanged("already injected")
+    );
+}
+
+#[test]
+fn signal_mode_with_a_secret_in_env_only_and_clashing_mounts_are_refused() {
+    let mut input = app_pod();
+    input["metadata"]["annotations"]["rotor.dev/on-rotation"] = json!("signal");
+    let err = plan_mutation(&pod(input.clone()), &config()).unwrap_err().0;
+    assert!(
+        err.contains("secret/data/db is read at its current version in env only")
+            && err.contains("rotor.dev/on-rotation: rollout"),
+        "{err}"
+    );
+    input["metadata"]["annotations"]["rotor.dev/file.db"] = json!("vault:secret/data/db#password");
+    input["metadata"]["annotations"]["rotor.dev/files-dir"] = json!("/data");
+    let err = plan_mutation(&pod(input), &config()).unwrap_err().0;
+    assert!(
+        err.contains(
+            "container \"web\" already mounts data at /data (spec.containers[0].volumeMounts)"
+        ) && err.contains("rotor.dev/files-dir"),
+        "{err}"
+    );
+}

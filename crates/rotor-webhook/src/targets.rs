@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use rotor_core::contract::annotations::{self, get_bool};
-use rotor_core::contract::{COPY_CONTAINER, ContainerEnv, PullPolicy, workload_references};
+use rotor_core::contract::{
+    COPY_CONTAINER, ContainerEnv, FilesRequest, OnRotation, PullPolicy, workload_references,
+};
 use rotor_core::reference::PathRef;
 
 use crate::plan::Deny;
@@ -19,6 +21,8 @@ pub struct Target<'a> {
     pub list: ListName,
     pub index: usize,
     pub container: &'a Container,
+    /// The `n`th container that gets the pod's files (`rotor.dev/file.*`), if it gets them.
+    pub files: Option<usize>,
 }
 
 /// What a pod asks of rotor.
@@ -30,6 +34,9 @@ pub enum Selection<'a> {
         targets: Vec<Target<'a>>,
         /// The from-path secrets, as annotated.
         from_path: Vec<PathRef>,
+        /// The files the pod asks for, and what its workload does on rotation.
+        files: Option<FilesRequest>,
+        on_rotation: OnRotation,
         annotations: &'a BTreeMap<String, String>,
     },
 }
@@ -74,6 +81,7 @@ pub fn select_targets<'a>(
             list: "initContainers",
             index,
             container,
+            files: None,
         })
         .chain(
             spec.containers
@@ -83,6 +91,7 @@ pub fn select_targets<'a>(
                     list: "containers",
                     index,
                     container,
+                    files: None,
                 }),
         )
         .collect();
@@ -92,6 +101,7 @@ pub fn select_targets<'a>(
         .collect();
     let references = workload_references(annotations, &envs).map_err(|e| Deny(e.to_string()))?;
     let mut wrapped = references.containers.iter().copied().peekable();
+    let mut with_files = 0usize;
     let targets: Vec<Target<'a>> = candidates
         .into_iter()
         .enumerate()
@@ -99,15 +109,22 @@ pub fn select_targets<'a>(
             let referenced = wrapped.next_if_eq(i).is_some();
             referenced || configmap_references.contains(&t.container.name)
         })
-        .map(|(_, t)| t)
+        .map(|(i, mut t)| {
+            if references.file_containers.contains(&i) {
+                t.files = Some(with_files);
+                with_files += 1;
+            }
+            t
+        })
         .collect();
     if targets.is_empty() {
         return Ok(Selection::Skip("no references"));
     }
-    let from_path = references.from_path;
     Ok(Selection::Wrap {
         targets,
-        from_path,
+        from_path: references.from_path,
+        files: references.files,
+        on_rotation: references.on_rotation,
         annotations,
     })
 }

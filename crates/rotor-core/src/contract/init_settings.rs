@@ -7,6 +7,9 @@ use std::fmt;
 use std::time::Duration;
 
 use super::choices::{AuthMethod, BOOL_EXPECTED, LogFormat, LogLevel, parse_bool};
+use super::files::{
+    DEFAULT_FILE_MODE, DEFAULT_FILES_DIR, OnRotation, POD_INFO_DIR, check_file_name, parse_mode,
+};
 use crate::reference::{PathRef, parse_from_path};
 
 /// Every `ROTOR_*` variable rotor-init reads. The only place these names are written.
@@ -35,6 +38,11 @@ pub mod var {
     pub const FROM_PATH_DENY: &str = "ROTOR_FROM_PATH_DENY";
     pub const DAEMON: &str = "ROTOR_DAEMON";
     pub const DAEMON_GRACE: &str = "ROTOR_DAEMON_GRACE";
+    pub const FILES: &str = "ROTOR_FILES";
+    pub const FILES_DIR: &str = "ROTOR_FILES_DIR";
+    pub const FILES_MODE: &str = "ROTOR_FILES_MODE";
+    pub const POD_INFO_DIR: &str = "ROTOR_POD_INFO_DIR";
+    pub const ON_ROTATION: &str = "ROTOR_ON_ROTATION";
     /// The prefix every one of them shares: rotor-init removes all of them from the app's env.
     pub const PREFIX: &str = "ROTOR_";
 
@@ -132,6 +140,13 @@ pub struct InitSettings {
     pub from_path_deny: Vec<String>,
     pub daemon: bool,
     pub daemon_grace: Duration,
+    /// The files to render (names; each template is read from `pod_info_dir/files/NAME`).
+    pub files: Vec<String>,
+    pub files_dir: String,
+    pub files_mode: u32,
+    /// The downward-API volume: file templates and the versions the reloader announces.
+    pub pod_info_dir: String,
+    pub on_rotation: OnRotation,
 }
 
 /// A comma-separated list of names, trimmed, empty entries dropped.
@@ -167,6 +182,11 @@ impl InitSettings {
             from_path_deny: Vec::new(),
             daemon: false,
             daemon_grace: DEFAULT_DAEMON_GRACE,
+            files: Vec::new(),
+            files_dir: DEFAULT_FILES_DIR.to_string(),
+            files_mode: DEFAULT_FILE_MODE,
+            pod_info_dir: POD_INFO_DIR.to_string(),
+            on_rotation: OnRotation::Rollout,
         }
     }
 
@@ -248,6 +268,26 @@ impl InitSettings {
             var::DAEMON_GRACE,
             seconds(self.daemon_grace, DEFAULT_DAEMON_GRACE),
         );
+        optional(
+            var::FILES,
+            (!self.files.is_empty()).then(|| self.files.join(",")),
+        );
+        optional(
+            var::FILES_DIR,
+            (self.files_dir != DEFAULT_FILES_DIR).then(|| self.files_dir.clone()),
+        );
+        optional(
+            var::FILES_MODE,
+            (self.files_mode != DEFAULT_FILE_MODE).then(|| format!("{:04o}", self.files_mode)),
+        );
+        optional(
+            var::POD_INFO_DIR,
+            (self.pod_info_dir != POD_INFO_DIR).then(|| self.pod_info_dir.clone()),
+        );
+        optional(
+            var::ON_ROTATION,
+            (self.on_rotation != OnRotation::Rollout).then(|| self.on_rotation.to_string()),
+        );
         out.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
@@ -308,6 +348,24 @@ impl InitSettings {
             .unwrap_or_default();
         settings.daemon = env.flag(var::DAEMON)?;
         settings.daemon_grace = env.seconds(var::DAEMON_GRACE, DEFAULT_DAEMON_GRACE)?;
+        settings.files = env.get(var::FILES).map(name_list).unwrap_or_default();
+        for name in &settings.files {
+            check_file_name(name).map_err(|e| SettingError(format!("{}: {e}", var::FILES)))?;
+        }
+        if let Some(dir) = env.get(var::FILES_DIR) {
+            settings.files_dir = absolute(var::FILES_DIR, dir)?;
+        }
+        if let Some(mode) = env.get(var::FILES_MODE) {
+            settings.files_mode = parse_mode(var::FILES_MODE, mode).map_err(SettingError)?;
+        }
+        if let Some(dir) = env.get(var::POD_INFO_DIR) {
+            settings.pod_info_dir = absolute(var::POD_INFO_DIR, dir)?;
+        }
+        if let Some(mode) = env.get(var::ON_ROTATION) {
+            settings.on_rotation = mode
+                .parse()
+                .map_err(|e| SettingError(format!("{}={e}", var::ON_ROTATION)))?;
+        }
         Ok(settings)
     }
 
@@ -344,6 +402,17 @@ impl InitSettings {
     pub fn strips(&self, name: &str) -> bool {
         (name.starts_with(var::PREFIX) || CREDENTIAL_VARS.contains(&name))
             && !self.passthrough.iter().any(|p| p == name)
+    }
+}
+
+/// An absolute path.
+fn absolute(name: &str, dir: &str) -> Result<String, SettingError> {
+    if dir.starts_with('/') {
+        Ok(dir.to_string())
+    } else {
+        Err(SettingError(format!(
+            "{name}={dir:?}: expected an absolute directory"
+        )))
     }
 }
 

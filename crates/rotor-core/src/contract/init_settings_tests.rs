@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::contract::RotationSignal;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -55,7 +56,17 @@ fn settings() -> impl Strategy<Value = InitSettings> {
         1u64..3600,
         proptest::collection::vec("[A-Z_]{1,8}\\*?", 0..3),
     );
-    (connection, auth, behaviour).prop_map(|(c, a, b)| {
+    let files = (
+        proptest::collection::vec("[a-z][a-z0-9._-]{0,8}", 0..4),
+        proptest::option::of(word().prop_map(|w| format!("/etc/{w}"))),
+        proptest::sample::select(vec![0o400u32, 0o440, 0o600, 0o640]),
+        proptest::sample::select(vec![
+            OnRotation::Rollout,
+            OnRotation::Signal(RotationSignal::Hup),
+            OnRotation::Signal(RotationSignal::Usr2),
+        ]),
+    );
+    (connection, auth, behaviour, files).prop_map(|(c, a, b, f)| {
         let (scheme, host, namespace, ca, deadline, timeout) = c;
         let (method, auth_path, role, token_file, token, role_id, secret_id) = a;
         let (from_path, concurrency, log_format, log_level, flags, passthrough, grace, deny) = b;
@@ -78,6 +89,13 @@ fn settings() -> impl Strategy<Value = InitSettings> {
         s.passthrough = passthrough;
         s.from_path_deny = deny;
         s.daemon_grace = Duration::from_secs(grace);
+        let (files, dir, mode, on_rotation) = f;
+        s.files = files;
+        if let Some(dir) = dir {
+            s.files_dir = dir;
+        }
+        s.files_mode = mode;
+        s.on_rotation = on_rotation;
         s
     })
 }

@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::annotations::{self, get};
+use super::annotations::{self, PREFIX, get};
+use super::files::{
+    FILES_CONTAINERS, FilesRequest, OnRotation, file_annotation, files_request, on_rotation,
+};
 use crate::reference::{ParseError, PathRef, parse_from_path, parse_value};
 
 /// At most this many references (inline ones counted singly) in one pod or pod template.
@@ -50,6 +53,13 @@ pub struct WorkloadReferences {
     /// which should roll the workload.
     pub watched_paths: BTreeSet<String>,
     pub store: StoreChoice,
+    /// The files the pod asks for (`rotor.dev/file.NAME`).
+    pub files: Option<FilesRequest>,
+    /// Indexes (into the containers given) of those that get the files.
+    pub file_containers: Vec<usize>,
+    /// The watched paths the files read.
+    pub file_paths: BTreeSet<String>,
+    pub on_rotation: OnRotation,
 }
 
 /// The error names the annotation or the container and variable.
@@ -62,6 +72,15 @@ pub enum WorkloadError {
         container: String,
         error: ParseError,
     },
+    #[error("{0}")]
+    Files(String),
+    #[error(
+        "rotor.dev/on-rotation is {mode}, but {} read at its current version in env only, and an environment cannot \
+         change in a running process; read it from a file (rotor.dev/file.NAME), pin its version (vault:PATH#KEY#VERSION) \
+         or use rotor.dev/on-rotation: rollout",
+        describe_env_only(.paths)
+    )]
+    SignalEnvOnly { mode: String, paths: Vec<String> },
     #[error(
         "the pod holds more than {limit} {what}; split the secrets over fewer, larger ones (a from-path secret gives every key) or over several workloads"
     )]
@@ -122,7 +141,84 @@ pub fn workload_references(
             out.containers.push(index);
         }
     }
+    let env_watched = out.watched_paths.clone();
+    add_files(&mut out, annotations, containers, count)?;
+    out.on_rotation = on_rotation(annotations).map_err(WorkloadError::Files)?;
+    if let OnRotation::Signal(_) = out.on_rotation {
+        let paths: Vec<String> = env_watched.difference(&out.file_paths).cloned().collect();
+        if !paths.is_empty() {
+            return Err(WorkloadError::SignalEnvOnly {
+                mode: out.on_rotation.to_string(),
+                paths,
+            });
+        }
+    }
     Ok(out)
+}
+
+fn describe_env_only(paths: &[String]) -> String {
+    match paths {
+        [one] => format!("{one} is"),
+        many => format!("{} are", many.join(", ")),
+    }
+}
+
+/// Reads the files a pod asks for: their references count toward the pod's cap, their
+/// watched paths are watched, and the containers that get them are wrapped.
+fn add_files(
+    out: &mut WorkloadReferences,
+    annotations: &BTreeMap<String, String>,
+    containers: &[ContainerEnv<'_>],
+    mut count: usize,
+) -> Result<(), WorkloadError> {
+    let Some(files) = files_request(annotations).map_err(WorkloadError::Files)? else {
+        return Ok(());
+    };
+    for (name, template) in &files.files {
+        let annotation = file_annotation(name);
+        let template = parse_value(&annotation, template).map_err(|e| {
+            WorkloadError::Files(format!(
+                "annotation {annotation}: reference {:?}: {}; expected {}",
+                e.reference, e.problem, e.expected
+            ))
+        })?;
+        for r in template.iter().flat_map(|t| t.references()) {
+            count += 1;
+            if count > MAX_REFERENCES_PER_WORKLOAD {
+                return Err(WorkloadError::TooMany {
+                    what: "references",
+                    limit: MAX_REFERENCES_PER_WORKLOAD,
+                });
+            }
+            if !r.is_write() && r.pinned_version().is_none() {
+                out.file_paths.insert(r.path.clone());
+            }
+        }
+    }
+    out.file_containers = match &files.containers {
+        None => (0..containers.len()).collect(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                containers.iter().position(|c| c.name == n).ok_or_else(|| {
+                    WorkloadError::Files(format!(
+                        "annotation {PREFIX}{}: the pod has no container {n:?}; name containers of the pod",
+                        FILES_CONTAINERS.rotor
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    out.watched_paths.extend(out.file_paths.iter().cloned());
+    let wrapped: BTreeSet<usize> = out
+        .containers
+        .iter()
+        .chain(&out.file_containers)
+        .copied()
+        .collect();
+    out.containers = wrapped.into_iter().collect();
+    out.files = Some(files);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -170,6 +266,64 @@ mod tests {
         );
         assert_eq!(refs.store.addr.as_deref(), Some("https://team:8200"));
         assert_eq!(refs.store.namespace.as_deref(), Some("team-a"));
+    }
+
+    #[test]
+    fn files_are_watched_wrap_their_containers_and_signal_refuses_env_only_paths() {
+        let mut annotations = BTreeMap::from([
+            (
+                "rotor.dev/file.db.conf".to_string(),
+                "pw=${vault:secret/data/db#pw} old=${vault:secret/data/old#k#2}".to_string(),
+            ),
+            (
+                "rotor.dev/file.tls.key".to_string(),
+                ">>vault:pki/issue/web#private_key".to_string(),
+            ),
+            ("rotor.dev/files-containers".to_string(), "web".to_string()),
+            ("rotor.dev/on-rotation".to_string(), "signal".to_string()),
+        ]);
+        let containers = [
+            c("side", &[("A", "vault:secret/data/db#user")]),
+            c("web", &[("X", "plain")]),
+            c("other", &[]),
+        ];
+        let refs = workload_references(&annotations, &containers).unwrap();
+        assert_eq!(refs.containers, vec![0, 1]);
+        assert_eq!(refs.file_containers, vec![1]);
+        assert_eq!(
+            refs.file_paths.iter().collect::<Vec<_>>(),
+            vec!["secret/data/db"]
+        );
+        assert!(refs.watched_paths.contains("secret/data/db"));
+        assert_eq!(
+            refs.on_rotation,
+            OnRotation::Signal(super::super::RotationSignal::Hup)
+        );
+
+        // A path read in env only cannot change in place: refused, naming it and the ways out.
+        let env_only = [c("web", &[("T", "vault:secret/data/api#token")])];
+        annotations.remove("rotor.dev/files-containers");
+        let err = workload_references(&annotations, &env_only)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("rotor.dev/on-rotation is signal:SIGHUP, but secret/data/api is read")
+                && err.contains("pin its version"),
+            "{err}"
+        );
+        annotations.insert("rotor.dev/files-containers".to_string(), "nope".to_string());
+        let err = workload_references(&annotations, &containers)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the pod has no container \"nope\""), "{err}");
+        let bad = BTreeMap::from([("rotor.dev/file.x".to_string(), "${vault:a#}".to_string())]);
+        let err = workload_references(&bad, &containers)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("annotation rotor.dev/file.x: reference"),
+            "{err}"
+        );
     }
 
     #[test]
