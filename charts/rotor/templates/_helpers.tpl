@@ -62,7 +62,7 @@ seccompProfile:
      The shape of a whole reference is rotor-core's (reference::has_reference), checked against one table of
      cases (crates/rotor-core/testdata/reference_shapes.tsv) through the real API server. */}}
 {{- define "rotor.hasReference" -}}
-(has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations)) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.matches('^(>>)?(vault|bao):([^[:space:]#]+#|[^[:space:]#]*/)') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>vault:') || e.value.contains('${>>bao:')))))
+(has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations || object.metadata.annotations.exists(k, k.startsWith('rotor.dev/file.')))) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.matches('^(>>)?(vault|bao):([^[:space:]#]+#|[^[:space:]#]*/)') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>vault:') || e.value.contains('${>>bao:')))))
 {{- end -}}
 
 {{/* CEL: a container takes env from ConfigMaps (which may hold references). Added with webhook.configMapReferences. */}}

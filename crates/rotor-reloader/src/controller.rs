@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio_util::sync::CancellationToken;
 
+use rotor_core::contract::OnRotation;
+
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, StoreAnswer, plan_cycle};
 use crate::poll::Poller;
@@ -315,8 +317,31 @@ impl Controller {
             } => (*workload, record, Some((reason, since))),
         };
         let w = &workloads[index];
+        // In signal mode the pods are told first; the record follows only when they all were,
+        // so a failure is retried next poll (telling again is harmless: the same versions).
+        let mut told = None;
+        if let (Some(_), OnRotation::Signal(_)) = (roll, w.on_rotation) {
+            let tell = crate::pods::tell_pods(&self.kube, w, record);
+            match tokio::time::timeout(API_TIMEOUT * 3, tell).await {
+                Ok(Ok(n)) => told = Some(n),
+                Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
+                    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e.message, "may not patch pods (chart: reloader.inPlaceRotation=false): rolling the workload instead");
+                }
+                Ok(Err(e)) => {
+                    self.metrics.rollout_failures.inc();
+                    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e, "telling the pods of the new versions failed; retrying next poll");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.rollout_failures.inc();
+                    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, "telling the pods of the new versions timed out; retrying next poll");
+                    return;
+                }
+            }
+        }
         let at = k8s_openapi::jiff::Timestamp::now().to_string();
-        let patch = patch_workload(&self.kube, w, record, roll.map(|_| at.as_str()));
+        let roll_at = roll.filter(|_| told.is_none()).map(|_| at.as_str());
+        let patch = patch_workload(&self.kube, w, record, roll_at);
         let outcome = match tokio::time::timeout(API_TIMEOUT, patch).await {
             Ok(outcome) => outcome.map_err(|e| e.to_string()),
             Err(_) => Err(format!(
@@ -336,6 +361,21 @@ impl Controller {
             return;
         };
         match outcome {
+            Ok(Patched::Applied) if told.is_some() => {
+                pending.remove(&w.key());
+                let pods = told.unwrap_or_default();
+                self.metrics
+                    .in_place_rotations
+                    .get_or_create(&KindLabels {
+                        kind: w.kind.as_str(),
+                    })
+                    .inc();
+                self.metrics.pods_told.inc_by(pods as u64);
+                self.metrics
+                    .detection_to_patch
+                    .observe(since.elapsed().as_secs_f64());
+                self.publish_in_place(recorder, w, reason, pods).await;
+            }
             Ok(Patched::Applied) => {
                 pending.remove(&w.key());
                 self.metrics
@@ -426,32 +466,39 @@ impl Controller {
         }
     }
 
+    /// The log line and the Event of a rotation delivered to the running pods.
+    async fn publish_in_place(
+        &self,
+        recorder: &Recorder,
+        w: &Workload,
+        reason: &Reason,
+        pods: usize,
+    ) {
+        let (_, _, because) = describe(reason);
+        tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, pods, mode = %w.on_rotation, because = %because, "rotation delivered in place");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "SecretRotatedInPlace".to_string(),
+            note: Some(truncate(
+                &format!(
+                    "rotor told {pods} running pod(s) of this {} to re-read and send the app {} (rotor.dev/on-rotation), not rolling it, because {because}",
+                    w.kind.as_str(),
+                    match w.on_rotation {
+                        OnRotation::Signal(s) => s.name(),
+                        OnRotation::Rollout => "nothing",
+                    }
+                ),
+                1000,
+            )),
+            action: "Signal".to_string(),
+            secondary: None,
+        };
+        self.publish(recorder, &event, w).await;
+    }
+
     /// The log line and the Event of a rollout that landed.
     async fn publish_rollout(&self, recorder: &Recorder, w: &Workload, reason: &Reason) {
-        let (type_, event_reason, because) = match reason {
-            Reason::Rotated(changes) => {
-                let summary: Vec<String> = changes
-                    .iter()
-                    .map(|c| format!("{} version {} -> {}", c.path, c.old, c.new))
-                    .collect();
-                (EventType::Normal, "SecretRotated", summary.join(", "))
-            }
-            Reason::RotatedBeforeFirstSight(paths) => (
-                EventType::Normal,
-                "RotatedBeforeWatched",
-                format!(
-                    "{} changed after its pods' template last changed, before rotor first saw it, so its pods hold older values",
-                    paths.join(", ")
-                ),
-            ),
-            Reason::UnreadableRecord(why) => (
-                EventType::Warning,
-                "UnreadableRecord",
-                format!(
-                    "its record could not be read, so a rotation may have been missed ({why}); the record is rewritten"
-                ),
-            ),
-        };
+        let (type_, event_reason, because) = describe(reason);
         tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, reason = event_reason, because = %because, "rollout started");
         let event = Event {
             type_,
@@ -464,6 +511,34 @@ impl Controller {
             secondary: None,
         };
         self.publish(recorder, &event, w).await;
+    }
+}
+
+/// The Event type, reason and explanation of why a workload's secrets are taken anew.
+fn describe(reason: &Reason) -> (EventType, &'static str, String) {
+    match reason {
+        Reason::Rotated(changes) => {
+            let summary: Vec<String> = changes
+                .iter()
+                .map(|c| format!("{} version {} -> {}", c.path, c.old, c.new))
+                .collect();
+            (EventType::Normal, "SecretRotated", summary.join(", "))
+        }
+        Reason::RotatedBeforeFirstSight(paths) => (
+            EventType::Normal,
+            "RotatedBeforeWatched",
+            format!(
+                "{} changed after its pods' template last changed, before rotor first saw it, so its pods hold older values",
+                paths.join(", ")
+            ),
+        ),
+        Reason::UnreadableRecord(why) => (
+            EventType::Warning,
+            "UnreadableRecord",
+            format!(
+                "its record could not be read, so a rotation may have been missed ({why}); the record is rewritten"
+            ),
+        ),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod leader;
 pub mod metrics;
 pub mod planner;
+pub mod pods;
 pub mod poll;
 pub mod references;
 pub mod run;

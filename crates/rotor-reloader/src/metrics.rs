@@ -33,6 +33,8 @@ pub struct Metrics {
     pub rotations_detected: Counter,
     pub rollouts: Family<KindLabels, Counter>,
     pub rollout_failures: Counter,
+    pub in_place_rotations: Family<KindLabels, Counter>,
+    pub pods_told: Counter,
     pub patch_conflicts: Counter,
     pub paths_not_watched: Counter,
     pub detection_to_patch: Histogram,
@@ -54,6 +56,8 @@ impl Metrics {
             rotations_detected: Counter::default(),
             rollouts: Family::default(),
             rollout_failures: Counter::default(),
+            in_place_rotations: Family::default(),
+            pods_told: Counter::default(),
             patch_conflicts: Counter::default(),
             paths_not_watched: Counter::default(),
             detection_to_patch: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
@@ -110,6 +114,16 @@ impl Metrics {
             "rollouts",
             "Rollouts started, by workload kind",
             m.rollouts.clone(),
+        );
+        r.register(
+            "in_place_rotations",
+            "Rotations delivered to running pods instead of a rollout (rotor.dev/on-rotation: signal), by workload kind",
+            m.in_place_rotations.clone(),
+        );
+        r.register(
+            "pods_told",
+            "Pods whose rotor.dev/versions annotation was written (on-rotation: signal); rotor-init re-reads and signals the app",
+            m.pods_told.clone(),
         );
         r.register(
             "rollout_failures",

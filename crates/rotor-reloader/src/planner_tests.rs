@@ -26,6 +26,8 @@ fn workload(name: &str, paths: &[&str], record: Option<&str>) -> Workload {
         uid: format!("uid-{name}"),
         generation: 1,
         resource_version: Some("1".to_string()),
+        on_rotation: Default::default(),
+        selector: None,
     }
 }
 

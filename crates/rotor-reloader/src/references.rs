@@ -37,6 +37,7 @@ pub fn opted_in(
 pub struct Watched {
     pub paths: BTreeSet<String>,
     pub store: StoreChoice,
+    pub on_rotation: rotor_core::contract::OnRotation,
 }
 
 /// The store paths a pod template reads at their current version: env values (whole and
@@ -76,6 +77,7 @@ pub fn watched(template: &PodTemplateSpec) -> Result<Watched, WorkloadError> {
     Ok(Watched {
         paths: references.watched_paths,
         store: references.store,
+        on_rotation: references.on_rotation,
     })
 }
 

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource, ResourceExt as _};
-use rotor_core::contract::StoreChoice;
+use rotor_core::contract::{OnRotation, StoreChoice};
 use serde_json::json;
 
 use crate::decision::{OBSERVED, ROTATED_AT, Versions};
@@ -60,6 +61,10 @@ pub struct Workload {
     pub generation: i64,
     /// The version of the object this was read from: every patch is conditional on it.
     pub resource_version: Option<String>,
+    /// `rotor.dev/on-rotation` of its pod template.
+    pub on_rotation: OnRotation,
+    /// Its pods' label selector, as the API's `labelSelector` parameter spells it.
+    pub selector: Option<String>,
 }
 
 /// How a conditional patch ended.
@@ -152,7 +157,7 @@ impl Caches {
             &mut templates,
             Kind::Deployment,
             &self.deployments.state(),
-            |d| d.spec.as_ref().map(|s| &s.template),
+            |d| d.spec.as_ref().map(|s| (&s.template, &s.selector)),
             deployment_progressed_at,
             all,
         );
@@ -161,7 +166,7 @@ impl Caches {
             &mut templates,
             Kind::StatefulSet,
             &self.statefulsets.state(),
-            |d| d.spec.as_ref().map(|s| &s.template),
+            |d| d.spec.as_ref().map(|s| (&s.template, &s.selector)),
             |_| None,
             all,
         );
@@ -170,7 +175,7 @@ impl Caches {
             &mut templates,
             Kind::DaemonSet,
             &self.daemonsets.state(),
-            |d| d.spec.as_ref().map(|s| &s.template),
+            |d| d.spec.as_ref().map(|s| (&s.template, &s.selector)),
             |_| None,
             all,
         );
@@ -247,12 +252,12 @@ fn collect<K: Resource<DynamicType = ()>>(
     templates: &mut Templates<'_>,
     kind: Kind,
     objects: &[Arc<K>],
-    template: impl Fn(&K) -> Option<&PodTemplateSpec>,
+    template: impl Fn(&K) -> Option<(&PodTemplateSpec, &LabelSelector)>,
     rolled_at: impl Fn(&K) -> Option<Timestamp>,
     all: bool,
 ) {
     for object in objects {
-        let Some(template) = template(object) else {
+        let Some((template, selector)) = template(object) else {
             continue;
         };
         let meta = object.meta();
@@ -269,7 +274,7 @@ fn collect<K: Resource<DynamicType = ()>>(
         }
         let (parsed, fresh) = templates.paths(meta, template);
         let namespace = object.namespace().unwrap_or_default();
-        let (paths, not_watched, store) = match parsed.as_ref() {
+        let (paths, not_watched, store, on_rotation) = match parsed.as_ref() {
             Ok(w) => {
                 let (kept, refused): (Vec<String>, Vec<String>) = w
                     .paths
@@ -280,6 +285,7 @@ fn collect<K: Resource<DynamicType = ()>>(
                     kept.into_iter().collect::<BTreeSet<_>>(),
                     refused,
                     w.store.clone(),
+                    w.on_rotation,
                 )
             }
             Err(e) => {
@@ -305,6 +311,8 @@ fn collect<K: Resource<DynamicType = ()>>(
             uid: meta.uid.clone().unwrap_or_default(),
             generation: meta.generation.unwrap_or_default(),
             resource_version: meta.resource_version.clone(),
+            on_rotation,
+            selector: Some(crate::pods::selector_string(selector)),
         });
     }
 }

@@ -14,6 +14,15 @@ pub fn env_line(name: &str, value: Option<&str>) -> String {
     }
 }
 
+/// The line the app prints for the file at `path` (`None`: unreadable): its length and FNV-1a
+/// digest, never its content.
+pub fn file_line(path: &str, content: Option<&[u8]>) -> String {
+    match content {
+        None => format!("app: file {path} unreadable"),
+        Some(c) => format!("app: file {path} len={} fnv={:016x}", c.len(), fnv1a(c)),
+    }
+}
+
 /// FNV-1a, 64 bits: a digest the tests recompute to compare values without printing them.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {

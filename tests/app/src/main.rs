@@ -1,8 +1,9 @@
 //! The app the end-to-end tests run in pods on the real node. Its image holds this static binary
 //! alone (no shell, no libc), so whatever it reports is what the container really got.
 //!
-//! `rotor-test-app [--exit] NAME...` prints one line per line of evidence, then either exits
-//! (`--exit`, for init containers) or waits for SIGTERM/SIGINT, logs it and exits 0:
+//! `rotor-test-app [--exit] [--file PATH]... NAME...` prints one line per line of evidence, then
+//! either exits (`--exit`, for init containers) or waits for SIGTERM/SIGINT, logs it and exits 0.
+//! On SIGHUP it logs it and prints the files' lines again (an app reloading its configuration):
 //!
 //! ```text
 //! app: pid=1 uid=1000 gid=3000 ppid=0
@@ -18,7 +19,7 @@
 use std::io::Write as _;
 
 use nix::sys::signal::{SigSet, Signal};
-use rotor_test_app::env_line;
+use rotor_test_app::{env_line, file_line};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,11 +27,17 @@ fn main() {
     if exit_at_once {
         args.remove(0);
     }
+    let mut files = Vec::new();
+    while args.first().is_some_and(|a| a == "--file") && args.len() > 1 {
+        files.push(args.remove(1));
+        args.remove(0);
+    }
     // Block the signals before anything else, so none is lost between the report and the wait
     // (as PID 1 a blocked signal is still delivered; an unhandled default one would be dropped).
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGHUP);
     let blocked = signals.thread_block();
 
     let mut out = std::io::stdout().lock();
@@ -52,6 +59,7 @@ fn main() {
         out,
         "app: rotor-vars={rotor_vars} literal-references={literal}"
     );
+    print_files(&mut out, &files);
     let _ = out.flush();
     drop(out);
     if exit_at_once {
@@ -61,13 +69,34 @@ fn main() {
         eprintln!("app: blocking SIGTERM failed: {e}");
         std::process::exit(70);
     }
-    match signals.wait() {
-        Ok(signal) => println!("app: received {}, exiting", signal.as_str()),
-        Err(e) => {
-            eprintln!("app: waiting for a signal failed: {e}");
-            std::process::exit(70);
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "app: received SIGHUP, reloading");
+                print_files(&mut out, &files);
+            }
+            Ok(signal) => {
+                println!("app: received {}, exiting", signal.as_str());
+                return;
+            }
+            Err(e) => {
+                eprintln!("app: waiting for a signal failed: {e}");
+                std::process::exit(70);
+            }
         }
     }
+}
+
+fn print_files(out: &mut std::io::StdoutLock<'_>, files: &[String]) {
+    for path in files {
+        let _ = writeln!(
+            out,
+            "{}",
+            file_line(path, std::fs::read(path).ok().as_deref())
+        );
+    }
+    let _ = out.flush();
 }
 
 /// `app: pid=.. uid=.. gid=.. ppid=..` from /proc (no libc calls needed).

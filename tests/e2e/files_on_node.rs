@@ -1,0 +1,280 @@
+//! Secrets as files and rotation without a restart, on the real node (kubelet + containerd +
+//! runc): the webhook mounts the templates and a memory volume, rotor-init renders a config file
+//! and a certificate with its key (one PKI lease) as the app's uid, and when the secret rotates
+//! the reloader tells the pod, rotor-init rewrites the file in place and sends SIGHUP: the app
+//! logs the new file's digest, the pod is the same, nothing restarts, nothing rolls.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code fails loudly
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use rotor_e2e::fixtures::{binary, start_reloader};
+use rotor_e2e::node_pods::{
+    container_status, pod_names, push_node_images, replica_set_count, seed_app_secret,
+    seed_reloader_role, start_node_webhook, wait_for, wait_for_log,
+};
+use rotor_test_app::file_line;
+use rotor_testkit::{Stack, StackOptions};
+use serde_json::json;
+
+const FIRST: &str = "files-canary-v1";
+const ROTATED: &str = "files-canary-v2";
+const CONF: &str = "/rotor/files/db.conf";
+const CERT: &str = "/rotor/files/tls.crt";
+
+fn rendered(password: &str) -> String {
+    format!("host=pg user=app password={password}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_render_and_rotate_in_place_on_a_real_node() -> Result<()> {
+    rotor_testkit::install_crypto_provider();
+    let stack = Stack::start(StackOptions {
+        node: true,
+        ..StackOptions::default()
+    })
+    .await?;
+    let images = push_node_images(&stack)?;
+    let ns = stack.namespace("files").await?;
+    seed_app_secret(&stack, "demo/db", FIRST, "shop", &[&ns]).await?;
+    let bao = stack.bao_admin()?;
+    bao.put_policy(
+        "shop",
+        r#"
+path "secret/data/demo/db" { capabilities = ["read"] }
+path "pki/issue/web" { capabilities = ["create", "update"] }
+"#,
+    )
+    .await?;
+    bao.mount("pki", "pki", json!({})).await?;
+    bao.write("sys/mounts/pki/tune", json!({ "max_lease_ttl": "24h" }))
+        .await?;
+    bao.write(
+        "pki/root/generate/internal",
+        json!({ "common_name": "rotor.test", "ttl": "24h" }),
+    )
+    .await?;
+    bao.write(
+        "pki/roles/web",
+        json!({ "allowed_domains": "rotor.test", "allow_subdomains": true, "max_ttl": "1h" }),
+    )
+    .await?;
+    let _webhook = start_node_webhook(&stack, &images).await?;
+    stack.service_account(&ns, "shop").await?;
+    stack.service_account(&ns, "rotor-reloader").await?;
+    seed_reloader_role(&stack, &ns).await?;
+    let token_file = stack.dir().join("files-reloader-token");
+    std::fs::write(
+        &token_file,
+        stack
+            .service_account_token(&ns, "rotor-reloader", "rotor", 3600)
+            .await?,
+    )?;
+    let (_reloader, admin) = start_reloader(
+        &stack,
+        &binary("rotor-reloader")?,
+        "files-reloader",
+        &token_file,
+        &ns,
+        &[format!("--watch-namespace={ns}")],
+    )
+    .await?;
+
+    let apps: Api<Deployment> = Api::namespaced(stack.kube.clone(), &ns);
+    apps.create(&PostParams::default(), &deployment(&images.app)?)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
+    let name = wait_for(Duration::from_secs(60), "the web pod", || async {
+        Ok(pod_names(&pods, "app=web").await?.into_iter().next())
+    })
+    .await?;
+    let first_line = file_line(CONF, Some(rendered(FIRST).as_bytes()));
+    let log = wait_for_log(&pods, &name, "web", &first_line, Duration::from_secs(90)).await?;
+    assert!(!log.contains(FIRST), "{log}");
+    let pod = pods.get(&name).await?;
+    let uid = pod.metadata.uid.clone().context("pod uid")?;
+    let spec_text = serde_json::to_string(&pod.spec)?;
+    assert!(!spec_text.contains(FIRST), "a value reached the pod spec");
+
+    // On the node: the files sit on the pod's memory volume, owned by the app's uid, mode 0400,
+    // and the certificate matches its key (one lease).
+    let volume = stack
+        .node()?
+        .dir()
+        .join("kubelet/pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~empty-dir/rotor-files-0");
+    let meta = std::fs::metadata(volume.join("db.conf"))
+        .with_context(|| format!("{}", volume.display()))?;
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o7777),
+        (1000, 0o400),
+        "owner and mode"
+    );
+    assert_eq!(
+        std::fs::read_to_string(volume.join("db.conf"))?,
+        rendered(FIRST)
+    );
+    assert_cert_matches_key(&volume.join("tls.crt"), &volume.join("tls.key"))?;
+    assert!(
+        log.contains(&format!("app: file {CERT} len=")),
+        "the app read the certificate: {log}"
+    );
+    assert_mount_is_tmpfs(&volume)?;
+
+    // The reloader has recorded the version; rotate it and time store write -> app signal.
+    wait_for(Duration::from_secs(60), "the reloader's record", || async {
+        let d = apps.get("web").await?;
+        Ok(d.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("rotor.dev/observed-versions")
+            .then_some(()))
+    })
+    .await?;
+    let polled_before = metric(&admin, "rotor_reloader_store_requests_total").await?;
+    let written = Instant::now();
+    bao.put_kv2("secret", "demo/db", json!({ "password": ROTATED }))
+        .await?;
+    let rotated_line = file_line(CONF, Some(rendered(ROTATED).as_bytes()));
+    let log = wait_for_log(&pods, &name, "web", &rotated_line, Duration::from_secs(120)).await?;
+    let delay = written.elapsed();
+    assert!(log.contains("app: received SIGHUP, reloading"), "{log}");
+    assert!(!log.contains(ROTATED), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("db.conf"))?,
+        rendered(ROTATED)
+    );
+
+    // The same pod, never restarted, no rollout, and an Event and metrics that say so.
+    let pod = pods.get(&name).await?;
+    assert_eq!(pod.metadata.uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(
+        container_status(&pod, "web").map(|s| s.restart_count),
+        Some(0)
+    );
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(stack.kube.clone(), &ns);
+    assert_eq!(replica_set_count(&replica_sets, "app=web").await?, 1);
+    let events: Api<Event> = Api::namespaced(stack.kube.clone(), &ns);
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SecretRotatedInPlace"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("told 1 running pod(s)") && notes[0].contains("SIGHUP"),
+        "{notes:?}"
+    );
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("rotor_reloader_pods_told_total 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(ROTATED) && !notes[0].contains(ROTATED));
+
+    // Store requests for this rotation: the reloader's metadata reads (one per poll, its
+    // metric) and the pod's one read of the new version (rotor-init's one rotation line, which
+    // names the version it read).
+    let metadata_reads =
+        metric(&admin, "rotor_reloader_store_requests_total").await? - polled_before;
+    let rotations: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("rotation: read the new versions once"))
+        .collect();
+    assert_eq!(rotations.len(), 1, "{log}");
+    assert!(
+        rotations[0].contains("secret/data/demo/db") && rotations[0].contains('2'),
+        "{rotations:?}"
+    );
+    eprintln!(
+        "rotation in place: store write -> app SIGHUP {delay:.1?}; store requests: 1 data read by the pod, \
+         {metadata_reads} metadata read(s) by the reloader in that time (one per 1 s poll, cluster-wide)"
+    );
+    Ok(())
+}
+
+fn deployment(image: &str) -> Result<Deployment> {
+    let issue = r#"{"common_name":"web.rotor.test"}"#;
+    Ok(serde_json::from_value(json!({
+        "metadata": { "name": "web", "annotations": { "rotor.dev/reload": "true" } },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" }, "annotations": {
+                    "rotor.dev/vault-role": "shop",
+                    "rotor.dev/file.db.conf": "host=pg user=app password=${vault:secret/data/demo/db#password}\n",
+                    "rotor.dev/file.tls.crt": format!(">>vault:pki/issue/web#certificate#{issue}"),
+                    "rotor.dev/file.tls.key": format!(">>vault:pki/issue/web#private_key#{issue}"),
+                    "rotor.dev/on-rotation": "signal",
+                } },
+                "spec": {
+                    "serviceAccountName": "shop",
+                    "automountServiceAccountToken": false,
+                    "terminationGracePeriodSeconds": 5,
+                    "securityContext": { "runAsUser": 1000, "runAsGroup": 3000, "runAsNonRoot": true },
+                    "containers": [{
+                        "name": "web", "image": image,
+                        "command": ["/app", "--file", CONF, "--file", CERT],
+                    }],
+                },
+            },
+        },
+    }))?)
+}
+
+/// The value of the reloader's metric `name` (a counter without labels).
+async fn metric(admin: &str, name: &str) -> Result<f64> {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+        .with_context(|| format!("no metric {name} in:\n{text}"))
+}
+
+fn assert_cert_matches_key(cert: &Path, key: &Path) -> Result<()> {
+    let pubkey = |args: &[&str], file: &PathBuf| -> Result<Vec<u8>> {
+        let out = Command::new("openssl").args(args).arg(file).output()?;
+        if !out.status.success() {
+            bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    };
+    let from_cert = pubkey(&["x509", "-noout", "-pubkey", "-in"], &cert.to_path_buf())?;
+    let from_key = pubkey(&["pkey", "-pubout", "-in"], &key.to_path_buf())?;
+    assert!(!from_cert.is_empty());
+    assert_eq!(
+        from_cert, from_key,
+        "certificate and key come from one lease"
+    );
+    Ok(())
+}
+
+/// The files volume is memory (tmpfs), never a disk.
+fn assert_mount_is_tmpfs(volume: &Path) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    let target = volume.display().to_string();
+    let fs = mounts.lines().rev().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
+        (at == target).then(|| kind.to_string())
+    });
+    assert_eq!(fs.as_deref(), Some("tmpfs"), "{target}");
+    Ok(())
+}
