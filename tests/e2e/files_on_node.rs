@@ -15,12 +15,12 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
-use rotor_e2e::fixtures::{binary, start_reloader};
+use rotor_e2e::fixtures::{binary, certificate_der, served_certificate_at, start_reloader};
 use rotor_e2e::node_pods::{
     container_status, pod_names, push_node_images, replica_set_count, seed_app_secret,
     seed_reloader_role, start_node_webhook, wait_for, wait_for_log,
 };
-use rotor_test_app::file_line;
+use rotor_test_app::{file_line, fnv1a};
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
@@ -28,6 +28,7 @@ const FIRST: &str = "files-canary-v1";
 const ROTATED: &str = "files-canary-v2";
 const CONF: &str = "/rotor/files/db.conf";
 const CERT: &str = "/rotor/files/tls.crt";
+const KEY: &str = "/rotor/files/tls.key";
 
 fn rendered(password: &str) -> String {
     format!("host=pg user=app password={password}\n")
@@ -42,7 +43,9 @@ async fn files_render_and_rotate_in_place_on_a_real_node() -> Result<()> {
     })
     .await?;
     let images = push_node_images(&stack)?;
-    let ns = stack.namespace("files").await?;
+    let ns = stack
+        .namespace_with_labels("files", &[("rotor-e2e", "enabled")])
+        .await?;
     seed_app_secret(&stack, "demo/db", FIRST, "shop", &[&ns]).await?;
     let bao = stack.bao_admin()?;
     bao.put_policy(
@@ -91,10 +94,26 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
     apps.create(&PostParams::default(), &deployment(&images.app)?)
         .await?;
     let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
-    let name = wait_for(Duration::from_secs(60), "the web pod", || async {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(stack.kube.clone(), &ns);
+    let created = wait_for(Duration::from_secs(60), "the web pod", || async {
         Ok(pod_names(&pods, "app=web").await?.into_iter().next())
     })
-    .await?;
+    .await;
+    let name = match created {
+        Ok(name) => name,
+        Err(e) => {
+            // Why the ReplicaSet could not create it (a refusal by the webhook, say).
+            let why: Vec<String> = replica_sets
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .flat_map(|rs| rs.status.and_then(|s| s.conditions).unwrap_or_default())
+                .map(|c| format!("{}: {}", c.type_, c.message.unwrap_or_default()))
+                .collect();
+            bail!("{e}: {why:?}");
+        }
+    };
     let first_line = file_line(CONF, Some(rendered(FIRST).as_bytes()));
     let log = wait_for_log(&pods, &name, "web", &first_line, Duration::from_secs(90)).await?;
     assert!(!log.contains(FIRST), "{log}");
@@ -129,6 +148,26 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
     );
     assert_mount_is_tmpfs(&volume)?;
 
+    // Like nginx, the app serves TLS with them: what it serves is the certificate in the file,
+    // trusted through the PKI's CA.
+    let cert_der = certificate_der(&std::fs::read_to_string(volume.join("tls.crt"))?)?;
+    let serving = format!("app: tls port=8443 cert-fnv={:016x}", fnv1a(&cert_der));
+    wait_for_log(&pods, &name, "web", &serving, Duration::from_secs(30)).await?;
+    let ca = bao.read("pki/cert/ca").await?["data"]["certificate"]
+        .as_str()
+        .context("the PKI CA")?
+        .to_string();
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .context("pod IP")?;
+    let served = served_certificate_at(&pod_ip, 8443, "web.rotor.test", &ca).await?;
+    assert_eq!(
+        served, cert_der,
+        "the app serves the certificate rotor wrote"
+    );
+
     // The reloader has recorded the version; rotate it and time store write -> app signal.
     wait_for(Duration::from_secs(60), "the reloader's record", || async {
         let d = apps.get("web").await?;
@@ -140,6 +179,7 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
     })
     .await?;
     let polled_before = metric(&admin, "rotor_reloader_store_requests_total").await?;
+    let audited_before = stack.bao.audited_requests()?.len();
     let written = Instant::now();
     bao.put_kv2("secret", "demo/db", json!({ "password": ROTATED }))
         .await?;
@@ -160,7 +200,6 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
         container_status(&pod, "web").map(|s| s.restart_count),
         Some(0)
     );
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(stack.kube.clone(), &ns);
     assert_eq!(replica_set_count(&replica_sets, "app=web").await?, 1);
     let events: Api<Event> = Api::namespaced(stack.kube.clone(), &ns);
     let notes: Vec<String> = events
@@ -191,6 +230,19 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
     // names the version it read).
     let metadata_reads =
         metric(&admin, "rotor_reloader_store_requests_total").await? - polled_before;
+    let audited = stack.bao.audited_requests()?;
+    let during = &audited[audited_before.min(audited.len())..];
+    let count = |operation: &str, path: &str| {
+        during
+            .iter()
+            .filter(|r| r.operation == operation && r.path == path)
+            .count()
+    };
+    // The admin's write, the reloader's metadata reads, the pod's one data read; nothing else
+    // touched the secret.
+    assert_eq!(count("read", "secret/data/demo/db"), 1, "{during:?}");
+    let audited_metadata_reads = count("read", "secret/metadata/demo/db");
+    assert!(audited_metadata_reads >= 1, "{during:?}");
     let rotations: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("rotation: read the new versions once"))
@@ -202,7 +254,8 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
     );
     eprintln!(
         "rotation in place: store write -> app SIGHUP {delay:.1?}; store requests: 1 data read by the pod, \
-         {metadata_reads} metadata read(s) by the reloader in that time (one per 1 s poll, cluster-wide)"
+         {metadata_reads} metadata read(s) by the reloader in that time by its metric, {audited_metadata_reads} in the \
+         store's audit log (one per 1 s poll, cluster-wide)"
     );
     Ok(())
 }
@@ -229,7 +282,8 @@ fn deployment(image: &str) -> Result<Deployment> {
                     "securityContext": { "runAsUser": 1000, "runAsGroup": 3000, "runAsNonRoot": true },
                     "containers": [{
                         "name": "web", "image": image,
-                        "command": ["/app", "--file", CONF, "--file", CERT],
+                        "command": ["/app", "--file", CONF, "--file", CERT, "--tls", "8443", CERT, KEY],
+                        "ports": [{ "containerPort": 8443 }],
                     }],
                 },
             },

@@ -437,7 +437,12 @@ async fn installs_into_a_restricted_namespace_with_least_privilege_rbac() -> Res
         ),
         (&reloader, "get", "", "secrets", Some("shop"), false),
         (&reloader, "list", "", "secrets", None, false),
-        (&reloader, "list", "", "pods", None, false),
+        // Pods: list and patch only, to write rotor.dev/versions (reloader.inPlaceRotation).
+        (&reloader, "list", "", "pods", None, true),
+        (&reloader, "patch", "", "pods", Some("shop"), true),
+        (&reloader, "get", "", "pods", Some("shop"), false),
+        (&reloader, "delete", "", "pods", Some("shop"), false),
+        (&reloader, "create", "", "pods", Some("shop"), false),
         (
             &reloader,
             "delete",

@@ -1075,3 +1075,120 @@ async fn a_workload_first_seen_after_its_secret_rotated_rolls_once() -> Result<(
     assert!(notes[0].contains("secret/data/a"), "{notes:?}");
     Ok(())
 }
+
+/// `rotor.dev/on-rotation: signal`: the pods are told the new version (their
+/// `rotor.dev/versions` annotation), the workload is not rolled, and with two replicas running
+/// it happens once: one Event, one in-place rotation counted.
+#[tokio::test]
+async fn signal_mode_tells_every_pod_and_never_rolls() -> Result<()> {
+    let env = setup().await?;
+    let mut value = workload_json("sig", "plain");
+    value["spec"]["replicas"] = json!(2);
+    let annotations = json!({
+        "rotor.dev/file.app.conf": "token=${vault:secret/data/p1#value}",
+        "rotor.dev/on-rotation": "signal:SIGUSR1",
+    });
+    value["spec"]["template"]["metadata"]["annotations"] = annotations;
+    value["spec"].as_object_mut().unwrap().remove("serviceName");
+    let deployment: Deployment = serde_json::from_value(value)?;
+    Api::<Deployment>::namespaced(env.stack.kube.clone(), &env.ns)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.stack.kube.clone(), &env.ns);
+    let pod_versions = || async {
+        let list = pods.list(&ListParams::default().labels("app=sig")).await?;
+        Ok::<Vec<Option<String>>, anyhow::Error>(
+            list.items
+                .iter()
+                .map(|p| p.annotations().get("rotor.dev/versions").cloned())
+                .collect(),
+        )
+    };
+    wait_until("two pods exist", Duration::from_secs(30), || async {
+        Ok(pod_versions().await?.len() == 2)
+    })
+    .await?;
+    let first = start_reloader(&env, "reloader-sig-1", &[]).await?;
+    let second = start_reloader(&env, "reloader-sig-2", &[]).await?;
+    wait_until(
+        "the versions are recorded",
+        Duration::from_secs(30),
+        || async { Ok(state::<Deployment>(&env, "sig").await?.2.is_some()) },
+    )
+    .await?;
+    assert_eq!(
+        pod_versions().await?,
+        vec![None, None],
+        "first sight tells nobody"
+    );
+
+    let version = rotate(&env, "p1", "rotated-in-place").await?;
+    let want = format!("{{\"secret/data/p1\":{version}}}");
+    let told = wait_until("both pods are told", Duration::from_secs(30), || async {
+        Ok(pod_versions()
+            .await?
+            .iter()
+            .all(|v| v.as_deref() == Some(want.as_str())))
+    })
+    .await;
+    if let Err(e) = told {
+        bail!(
+            "{e}: {:?}\nreloader 1:\n{}\nreloader 2:\n{}",
+            pod_versions().await?,
+            first.process.log_tail(30),
+            second.process.log_tail(30)
+        );
+    }
+    wait_until(
+        "the new version is recorded",
+        Duration::from_secs(30),
+        || async {
+            Ok(state::<Deployment>(&env, "sig")
+                .await?
+                .2
+                .is_some_and(|r| r.contains(&format!(":{version}"))))
+        },
+    )
+    .await?;
+    // Several polls of both replicas later: still no rollout, and the rotation counted once.
+    let polls = || async {
+        Ok::<u64, anyhow::Error>(
+            counter(&first.admin, "rotor_reloader_polls_total").await?
+                + counter(&second.admin, "rotor_reloader_polls_total").await?,
+        )
+    };
+    let target = polls().await? + 3;
+    wait_until(
+        "3 more polls by the leader",
+        Duration::from_secs(60),
+        || async { Ok(polls().await? >= target) },
+    )
+    .await?;
+    // (A Deployment's generation also moves with its annotations, the record among them: the
+    // pod template and the ReplicaSets say whether it rolled.)
+    let (_, rotated_at, _) = state::<Deployment>(&env, "sig").await?;
+    assert_eq!(rotated_at, None, "not rolled");
+    let replica_sets = Api::<ReplicaSet>::namespaced(env.stack.kube.clone(), &env.ns)
+        .list(&ListParams::default().labels("app=sig"))
+        .await?;
+    assert_eq!(replica_sets.items.len(), 1, "no new ReplicaSet");
+    let in_place = counter(&first.admin, "rotor_reloader_in_place_rotations_total").await?
+        + counter(&second.admin, "rotor_reloader_in_place_rotations_total").await?;
+    let told = counter(&first.admin, "rotor_reloader_pods_told_total").await?
+        + counter(&second.admin, "rotor_reloader_pods_told_total").await?;
+    assert_eq!((in_place, told), (1, 2));
+    let notes: Vec<String> = events_with_reason(&env, "SecretRotatedInPlace")
+        .await?
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("told 2 running pod(s)")
+            && notes[0].contains("SIGUSR1")
+            && !notes[0].contains("rotated-in-place"),
+        "{notes:?}"
+    );
+    Ok(())
+}

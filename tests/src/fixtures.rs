@@ -57,6 +57,16 @@ pub async fn connect_tls(
     port: u16,
     ca_pem: &str,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    connect_tls_to("127.0.0.1", port, "localhost", ca_pem).await
+}
+
+/// A TLS connection to `host:port` for server name `name`, trusting only `ca_pem`.
+pub async fn connect_tls_to(
+    host: &str,
+    port: u16,
+    name: &str,
+    ca_pem: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(cert.context("reading the CA PEM")?)?;
@@ -65,14 +75,24 @@ pub async fn connect_tls(
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())?;
     Ok(connector.connect(name, tcp).await?)
 }
 
 /// The DER of the leaf certificate a TLS server on `port` serves now.
 pub async fn served_certificate(port: u16, ca_pem: &str) -> Result<Vec<u8>> {
-    let tls = connect_tls(port, ca_pem).await?;
+    served_certificate_at("127.0.0.1", port, "localhost", ca_pem).await
+}
+
+/// [`served_certificate`] of `host:port` for server name `name`.
+pub async fn served_certificate_at(
+    host: &str,
+    port: u16,
+    name: &str,
+    ca_pem: &str,
+) -> Result<Vec<u8>> {
+    let tls = connect_tls_to(host, port, name, ca_pem).await?;
     let leaf = tls
         .get_ref()
         .1

@@ -164,4 +164,4 @@ pub fn plan_cycle(
 
 #[cfg(test)]
 #[path = "planner_tests.rs"]
-mod tests;
+pub(crate) mod tests;

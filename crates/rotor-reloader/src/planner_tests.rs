@@ -10,7 +10,7 @@ const SETTINGS: PlanSettings = PlanSettings {
     max_rollouts_per_poll: 2,
 };
 
-fn workload(name: &str, paths: &[&str], record: Option<&str>) -> Workload {
+pub(crate) fn workload(name: &str, paths: &[&str], record: Option<&str>) -> Workload {
     Workload {
         kind: Kind::Deployment,
         namespace: "shop".to_string(),

@@ -11,7 +11,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use rotor_core::contract::files::{VERSIONS_ANNOTATION, format_versions};
 use serde_json::json;
 
-use crate::decision::Versions;
+use std::collections::BTreeMap;
+
+use crate::decision::{Versions, record_key};
 use crate::workloads::Workload;
 
 /// Pods listed per page, and pods patched at once.
@@ -38,18 +40,28 @@ pub fn selector_string(selector: &LabelSelector) -> String {
     terms.join(",")
 }
 
-/// Writes `versions` on every running pod of `workload` whose annotation differs; returns how
-/// many pods were written. A workload without a selector has no pods to tell.
+/// The versions pods are told, by path (what rotor-init reads), from the workload's record
+/// (keyed by digest).
+pub fn versions_by_path(workload: &Workload, record: &Versions) -> BTreeMap<String, u64> {
+    workload
+        .paths
+        .iter()
+        .filter_map(|p| Some((p.clone(), *record.get(&record_key(p))?)))
+        .collect()
+}
+
+/// Writes the versions of `record` on every running pod of `workload` whose annotation differs;
+/// returns how many pods were written. A workload without a selector has no pods to tell.
 pub async fn tell_pods(
     client: &kube::Client,
     workload: &Workload,
-    versions: &Versions,
+    record: &Versions,
 ) -> Result<usize, kube::Error> {
     let Some(selector) = workload.selector.as_deref().filter(|s| !s.is_empty()) else {
         return Ok(0);
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), &workload.namespace);
-    let text = format_versions(versions);
+    let text = format_versions(&versions_by_path(workload, record));
     let mut stale = Vec::new();
     let mut params = ListParams::default().labels(selector).limit(PAGE);
     loop {
@@ -96,6 +108,20 @@ pub async fn tell_pods(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_are_told_versions_by_path() {
+        let mut w = crate::planner::tests::workload("w", &["secret/data/a", "secret/data/b"], None);
+        w.paths.insert("secret/data/unanswered".to_string());
+        let record = Versions::from([
+            (record_key("secret/data/a"), 3),
+            (record_key("secret/data/b"), 1),
+        ]);
+        assert_eq!(
+            format_versions(&versions_by_path(&w, &record)),
+            r#"{"secret/data/a":3,"secret/data/b":1}"#
+        );
+    }
 
     #[test]
     fn selectors_are_spelled_as_the_api_reads_them() {

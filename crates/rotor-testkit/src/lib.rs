@@ -37,7 +37,7 @@ pub use apiserver::{ApiServer, SERVICE_ACCOUNT_ISSUER};
 pub use controller_manager::ControllerManager;
 pub use etcd::Etcd;
 pub use node::Node;
-pub use openbao::{BaoAdmin, OpenBao, ROOT_TOKEN};
+pub use openbao::{AuditedRequest, BaoAdmin, OpenBao, ROOT_TOKEN};
 pub use pki::{CertifiedKey, Pki};
 pub use process::ManagedProcess;
 pub use registry::{ImageConfig, Registry};

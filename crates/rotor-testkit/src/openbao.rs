@@ -105,6 +105,35 @@ impl OpenBao {
     pub fn resume(&self) -> Result<()> {
         self.process.resume()
     }
+
+    /// Every request the store has received, in order, from its audit log.
+    pub fn audited_requests(&self) -> Result<Vec<AuditedRequest>> {
+        let text = match std::fs::read_to_string(audit_log(&self.dir)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).context("reading the OpenBao audit log"),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "request")
+            .map(|v| AuditedRequest {
+                operation: v["request"]["operation"].as_str().unwrap_or("").to_string(),
+                path: v["request"]["path"].as_str().unwrap_or("").to_string(),
+            })
+            .collect())
+    }
+}
+
+fn audit_log(dir: &Path) -> PathBuf {
+    dir.join("bao-audit.log")
+}
+
+/// One request as the store's audit log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditedRequest {
+    pub operation: String,
+    pub path: String,
 }
 
 fn spawn(dir: &Path, ip: Ipv4Addr, port: u16, tls: bool) -> Result<ManagedProcess> {
@@ -118,6 +147,18 @@ fn spawn(dir: &Path, ip: Ipv4Addr, port: u16, tls: bool) -> Result<ManagedProces
         "-dev-no-store-token".to_string(),
         "-log-level=warn".to_string(),
     ];
+    // Every request is written to an audit log (values hashed), so tests count what reached
+    // the store from the store's own record.
+    let audit = dir.join("bao-audit.hcl");
+    std::fs::write(
+        &audit,
+        format!(
+            "audit \"file\" \"rotor-audit\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+            audit_log(dir).display().to_string()
+        ),
+    )
+    .context("writing the OpenBao audit config")?;
+    args.push(format!("-config={}", audit.display()));
     if tls {
         let certs = dir.join("bao-tls");
         std::fs::create_dir_all(&certs).context("creating the OpenBao TLS dir")?;

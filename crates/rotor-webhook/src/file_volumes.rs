@@ -2,7 +2,6 @@
 //! no other container sees them, and nothing reaches a disk), and one downward-API volume with
 //! the templates and, in signal mode, the versions the reloader announces on the pod.
 
-use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::{Container, Volume};
 use rotor_core::contract::files::{
     POD_INFO_DIR, POD_INFO_VOLUME, TEMPLATES_SUBDIR, VERSIONS_ANNOTATION, VERSIONS_FILE,
@@ -11,19 +10,18 @@ use rotor_core::contract::files::{
 use rotor_core::contract::{FilesRequest, OnRotation};
 use serde_json::{Value, json};
 
-use crate::plan::{Deny, append_all};
+use crate::plan::Deny;
 
 /// The memory volumes are small: 32 files of at most 128 KiB each fit in 4 MiB.
 const FILES_VOLUME_SIZE: &str = "8Mi";
 
-/// Adds the volumes that are not there yet.
-pub fn add_file_volumes(
-    ops: &mut Vec<PatchOperation>,
+/// The volumes that are not there yet.
+pub fn new_file_volumes(
     volumes: Option<&[Volume]>,
     files: &FilesRequest,
     containers: usize,
     on_rotation: OnRotation,
-) {
+) -> Vec<Value> {
     let has_volume = |name: &str| volumes.unwrap_or_default().iter().any(|v| v.name == name);
     let mut new_volumes: Vec<Value> = (0..containers)
         .map(files_volume)
@@ -54,7 +52,7 @@ pub fn add_file_volumes(
         }
         new_volumes.push(json!({ "name": POD_INFO_VOLUME, "downwardAPI": { "items": items } }));
     }
-    append_all(ops, &["spec", "volumes"], volumes.is_some(), new_volumes);
+    new_volumes
 }
 
 /// The mounts of the `n`th container that gets the files; refused when the container already

@@ -104,16 +104,21 @@ pub fn plan_selection(
     let file_targets = targets.iter().filter(|t| t.files.is_some()).count();
 
     let mut ops: Vec<PatchOperation> = Vec::new();
-    add_volumes(&mut ops, spec.volumes.as_deref(), config, needs_token);
-    if let Some(files) = files {
-        crate::file_volumes::add_file_volumes(
-            &mut ops,
+    let file_volumes = files.map_or_else(Vec::new, |files| {
+        crate::file_volumes::new_file_volumes(
             spec.volumes.as_deref(),
             files,
             file_targets,
             on_rotation,
-        );
-    }
+        )
+    });
+    add_volumes(
+        &mut ops,
+        spec.volumes.as_deref(),
+        config,
+        needs_token,
+        file_volumes,
+    );
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     let has_copy = init_containers.iter().any(|c| c.name == COPY_CONTAINER);
     if !has_copy {
@@ -147,12 +152,14 @@ pub fn plan_selection(
     Ok(Plan::Patch(json_patch::Patch(ops)))
 }
 
-/// The in-memory volume for rotor-init and, for token-based logins, the projected token.
+/// The in-memory volume for rotor-init, for token-based logins the projected token, and
+/// `more` (the files' volumes): all in one list, so a pod without volumes gets every one.
 fn add_volumes(
     ops: &mut Vec<PatchOperation>,
     volumes: Option<&[k8s_openapi::api::core::v1::Volume]>,
     config: &InjectConfig,
     needs_token: bool,
+    more: Vec<Value>,
 ) {
     let has_volume = |name: &str| volumes.unwrap_or_default().iter().any(|v| v.name == name);
     let mut new_volumes = Vec::new();
@@ -172,6 +179,7 @@ fn add_volumes(
             }}]},
         }));
     }
+    new_volumes.extend(more);
     append_all(ops, &["spec", "volumes"], volumes.is_some(), new_volumes);
 }
 

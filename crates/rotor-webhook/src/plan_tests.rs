@@ -734,6 +734,41 @@ fn files_get_a_memory_volume_per_container_and_their_templates_through_the_downw
 }
 
 #[test]
+fn a_pod_without_volumes_gets_every_volume_its_mounts_name() {
+    let input = json!({
+        "metadata": { "name": "web", "namespace": "shop", "annotations": {
+            "rotor.dev/file.db.conf": "pw=${vault:secret/data/db#password}",
+        } },
+        "spec": { "containers": [{ "name": "web", "image": "web:1", "command": ["/web"] }] }
+    });
+    let plan = plan_mutation(&pod(input.clone()), &config()).unwrap();
+    let out = apply(&input, &plan);
+    let volumes: Vec<&str> = out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for list in ["initContainers", "containers"] {
+        for c in out["spec"][list].as_array().unwrap() {
+            for m in c["volumeMounts"].as_array().unwrap() {
+                let name = m["name"].as_str().unwrap();
+                assert!(volumes.contains(&name), "{name} not in {volumes:?}");
+            }
+        }
+    }
+    assert_eq!(
+        volumes,
+        vec![
+            "rotor-bin",
+            "rotor-token",
+            "rotor-files-0",
+            "rotor-pod-info"
+        ]
+    );
+}
+
+#[test]
 fn signal_mode_with_a_secret_in_env_only_and_clashing_mounts_are_refused() {
     let mut input = app_pod();
     input["metadata"]["annotations"]["rotor.dev/on-rotation"] = json!("signal");

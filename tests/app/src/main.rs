@@ -1,7 +1,8 @@
 //! The app the end-to-end tests run in pods on the real node. Its image holds this static binary
 //! alone (no shell, no libc), so whatever it reports is what the container really got.
 //!
-//! `rotor-test-app [--exit] [--file PATH]... NAME...` prints one line per line of evidence, then
+//! `rotor-test-app [--exit] [--file PATH]... [--tls PORT CERT KEY] NAME...` prints one line per
+//! line of evidence (with `--tls`, it serves TLS from the files, like nginx), then
 //! either exits (`--exit`, for init containers) or waits for SIGTERM/SIGINT, logs it and exits 0.
 //! On SIGHUP it logs it and prints the files' lines again (an app reloading its configuration):
 //!
@@ -15,6 +16,8 @@
 //!
 //! Values are never printed whole: a 3-character prefix, the length and an FNV-1a digest let a
 //! test check the exact value without the log carrying it.
+
+mod tls;
 
 use std::io::Write as _;
 
@@ -32,6 +35,16 @@ fn main() {
         files.push(args.remove(1));
         args.remove(0);
     }
+    let tls_files = match args.first().map(String::as_str) {
+        Some("--tls") if args.len() >= 4 => {
+            let mut taken: Vec<String> = args.drain(..4).skip(1).collect();
+            let key = taken.pop().unwrap_or_default();
+            let cert = taken.pop().unwrap_or_default();
+            let port = taken.pop().and_then(|p| p.parse().ok()).unwrap_or(8443);
+            Some(tls::TlsFiles { port, cert, key })
+        }
+        _ => None,
+    };
     // Block the signals before anything else, so none is lost between the report and the wait
     // (as PID 1 a blocked signal is still delivered; an unhandled default one would be dropped).
     let mut signals = SigSet::empty();
@@ -60,6 +73,7 @@ fn main() {
         "app: rotor-vars={rotor_vars} literal-references={literal}"
     );
     print_files(&mut out, &files);
+    let served = tls_files.as_ref().map(|t| start_tls(&mut out, t));
     let _ = out.flush();
     drop(out);
     if exit_at_once {
@@ -75,6 +89,23 @@ fn main() {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "app: received SIGHUP, reloading");
                 print_files(&mut out, &files);
+                if let (Some(t), Some(Some(served))) = (&tls_files, &served) {
+                    match tls::load(t) {
+                        Ok((config, line)) => {
+                            if let Ok(mut current) = served.write() {
+                                *current = config;
+                            }
+                            let _ = writeln!(out, "{line}");
+                        }
+                        Err(e) => {
+                            let _ = writeln!(
+                                out,
+                                "app: tls reload failed, serving the previous certificate: {e}"
+                            );
+                        }
+                    }
+                }
+                let _ = out.flush();
             }
             Ok(signal) => {
                 println!("app: received {}, exiting", signal.as_str());
@@ -84,6 +115,24 @@ fn main() {
                 eprintln!("app: waiting for a signal failed: {e}");
                 std::process::exit(70);
             }
+        }
+    }
+}
+
+/// Loads the certificate and serves it; `None` (and a line saying why) when it cannot.
+fn start_tls(out: &mut std::io::StdoutLock<'_>, files: &tls::TlsFiles) -> Option<tls::Served> {
+    let started = tls::load(files).and_then(|(config, line)| {
+        let served = std::sync::Arc::new(std::sync::RwLock::new(config));
+        tls::serve(files.port, served.clone()).map(|()| (served, line))
+    });
+    match started {
+        Ok((served, line)) => {
+            let _ = writeln!(out, "{line}");
+            Some(served)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "app: tls not served: {e}");
+            None
         }
     }
 }
