@@ -17,8 +17,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use rotor_e2e::fixtures::{binary, certificate_der, served_certificate_at, start_reloader};
 use rotor_e2e::node_pods::{
-    container_status, pod_names, push_node_images, replica_set_count, seed_app_secret,
-    seed_reloader_role, start_node_webhook, wait_for, wait_for_log,
+    container_status, pod_names, processes_in_container, push_node_images, replica_set_count,
+    seed_app_secret, seed_reloader_role, start_node_webhook, wait_for, wait_for_log,
+    wait_for_running_container_id,
 };
 use rotor_test_app::{file_line, fnv1a};
 use rotor_testkit::{Stack, StackOptions};
@@ -56,19 +57,7 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
 "#,
     )
     .await?;
-    bao.mount("pki", "pki", json!({})).await?;
-    bao.write("sys/mounts/pki/tune", json!({ "max_lease_ttl": "24h" }))
-        .await?;
-    bao.write(
-        "pki/root/generate/internal",
-        json!({ "common_name": "rotor.test", "ttl": "24h" }),
-    )
-    .await?;
-    bao.write(
-        "pki/roles/web",
-        json!({ "allowed_domains": "rotor.test", "allow_subdomains": true, "max_ttl": "1h" }),
-    )
-    .await?;
+    bao.enable_pki("pki", "rotor.test", "web").await?;
     let _webhook = start_node_webhook(&stack, &images).await?;
     stack.service_account(&ns, "shop").await?;
     stack.service_account(&ns, "rotor-reloader").await?;
@@ -80,7 +69,7 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
             .service_account_token(&ns, "rotor-reloader", "rotor", 3600)
             .await?,
     )?;
-    let (_reloader, admin) = start_reloader(
+    let (reloader, admin) = start_reloader(
         &stack,
         &binary("rotor-reloader")?,
         "files-reloader",
@@ -193,6 +182,27 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
         rendered(ROTATED)
     );
 
+    // rotor-init stays as the app's parent (PID 1 of the container, the app its child): its
+    // memory is the cost of signal mode.
+    let container_id = wait_for_running_container_id(&pods, &name, "web").await?;
+    let processes = processes_in_container(stack.node()?.dir(), &container_id)?;
+    let parent = processes
+        .iter()
+        .find(|(_, cmd)| cmd.starts_with("/rotor/bin/rotor-init"))
+        .with_context(|| format!("{processes:?}"))?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", parent.0))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    assert!(
+        processes.iter().any(|(_, cmd)| cmd.starts_with("/app")),
+        "{processes:?}"
+    );
+    eprintln!("rotor-init as the app's parent in signal mode: VmRSS {rss}");
+
     // The same pod, never restarted, no rollout, and an Event and metrics that say so.
     let pod = pods.get(&name).await?;
     assert_eq!(pod.metadata.uid.as_deref(), Some(uid.as_str()));
@@ -252,6 +262,17 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
         rotations[0].contains("secret/data/demo/db") && rotations[0].contains('2'),
         "{rotations:?}"
     );
+    // Where the delay comes from: the reloader's poll, then (its log's time to rotor-init's)
+    // the kubelet's refresh of the downward-API file and rotor-init's 1 s check.
+    let told_at = log_time(
+        &std::fs::read_to_string(reloader.log_path())?,
+        "rotation delivered in place",
+    )?;
+    let acted_at = log_time(&log, "rotation: read the new versions once")?;
+    eprintln!(
+        "pods told -> rotor-init re-read and signalled: {} ms",
+        acted_at.duration_since(told_at).as_millis()
+    );
     eprintln!(
         "rotation in place: store write -> app SIGHUP {delay:.1?}; store requests: 1 data read by the pod, \
          {metadata_reads} metadata read(s) by the reloader in that time by its metric, {audited_metadata_reads} in the \
@@ -289,6 +310,19 @@ fn deployment(image: &str) -> Result<Deployment> {
             },
         },
     }))?)
+}
+
+/// The timestamp of the first JSON log line containing `needle`.
+fn log_time(log: &str, needle: &str) -> Result<k8s_openapi::jiff::Timestamp> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(needle))
+        .with_context(|| format!("no log line with {needle:?}"))?;
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    Ok(value["timestamp"]
+        .as_str()
+        .context("a timestamp")?
+        .parse()?)
 }
 
 /// The value of the reloader's metric `name` (a counter without labels).

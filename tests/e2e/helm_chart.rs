@@ -129,8 +129,14 @@ fn lint_templates_and_schema() {
 
 /// The rendered NetworkPolicy named `name`, as JSON.
 fn network_policy(sets: &[&str], name: &str) -> serde_json::Value {
+    let mut sets = sets.to_vec();
+    sets.push("networkPolicy.enabled=true");
+    rendered(&sets, "NetworkPolicy", name)
+}
+
+/// The rendered object of `kind` named `name`, as JSON.
+fn rendered(sets: &[&str], kind: &str, name: &str) -> serde_json::Value {
     let mut args = vec!["template", "r", "charts/rotor", "-n", "rotor-system"];
-    args.extend(["--set", "networkPolicy.enabled=true"]);
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -138,8 +144,25 @@ fn network_policy(sets: &[&str], name: &str) -> serde_json::Value {
     serde_yaml::Deserializer::from_str(&out)
         .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
         .map(|v: serde_yaml::Value| serde_json::to_value(v).unwrap())
-        .find(|v| v["kind"] == "NetworkPolicy" && v["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no NetworkPolicy {name}"))
+        .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn the_reloader_may_patch_pods_only_for_in_place_rotation() {
+    let pod_rules = |sets: &[&str]| -> Vec<serde_json::Value> {
+        rendered(sets, "ClusterRole", "r-rotor-reloader")["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resources"].as_array().unwrap().contains(&"pods".into()))
+            .cloned()
+            .collect()
+    };
+    let rules = pod_rules(&[]);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["verbs"], serde_json::json!(["list", "patch"]));
+    assert!(pod_rules(&["reloader.inPlaceRotation=false"]).is_empty());
 }
 
 /// Every TCP/UDP port an egress (or ingress) rule list allows, with the peers of its rule.

@@ -121,19 +121,7 @@ async fn setup_secrets(bao: &BaoAdmin) -> Result<()> {
     bao.mount("kv1", "kv", json!({ "version": "1" })).await?;
     bao.write("kv1/legacy", json!({ "token": "legacy-value" }))
         .await?;
-    bao.mount("pki", "pki", json!({})).await?;
-    bao.write("sys/mounts/pki/tune", json!({ "max_lease_ttl": "24h" }))
-        .await?;
-    bao.write(
-        "pki/root/generate/internal",
-        json!({ "common_name": "rotor.test", "ttl": "24h" }),
-    )
-    .await?;
-    bao.write(
-        "pki/roles/web",
-        json!({ "allowed_domains": "rotor.test", "allow_subdomains": true, "max_ttl": "1h" }),
-    )
-    .await?;
+    bao.enable_pki("pki", "rotor.test", "web").await?;
     bao.write(
         "pki/roles/short",
         json!({ "allowed_domains": "rotor.test", "allow_subdomains": true, "ttl": "4s", "max_ttl": "4s", "generate_lease": true }),

@@ -292,6 +292,28 @@ impl BaoAdmin {
         .map(drop)
     }
 
+    /// A PKI engine at `mount` with a root CA for `domain` (24 h) and role `role` issuing
+    /// certificates for its subdomains (at most 1 h).
+    pub async fn enable_pki(&self, mount: &str, domain: &str, role: &str) -> Result<()> {
+        self.mount(mount, "pki", json!({})).await?;
+        self.write(
+            &format!("sys/mounts/{mount}/tune"),
+            json!({ "max_lease_ttl": "24h" }),
+        )
+        .await?;
+        self.write(
+            &format!("{mount}/root/generate/internal"),
+            json!({ "common_name": domain, "ttl": "24h" }),
+        )
+        .await?;
+        self.write(
+            &format!("{mount}/roles/{role}"),
+            json!({ "allowed_domains": domain, "allow_subdomains": true, "max_ttl": "1h" }),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn put_policy(&self, name: &str, hcl: &str) -> Result<()> {
         self.call(
             reqwest::Method::PUT,

@@ -115,6 +115,28 @@ mod tests {
     }
 
     #[test]
+    fn files_annotations_work_offline_too() {
+        let config = InjectConfig {
+            default_addr: Some("https://vault:8200".into()),
+            ..InjectConfig::default()
+        };
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    \
+                    metadata:\n      annotations:\n        rotor.dev/file.db.conf: 'pw=${vault:secret/data/db#pw}'\n    \
+                    spec: {containers: [{name: app, image: 'app:1', command: [/app]}]}\n";
+        let out = inject_manifests(text, &config).unwrap();
+        assert!(out.contains("/rotor/bin/rotor-init"), "{out}");
+        assert!(
+            out.contains("metadata.annotations['rotor.dev/file.db.conf']"),
+            "{out}"
+        );
+        assert!(
+            out.contains("rotor-files-0") && out.contains("ROTOR_FILES"),
+            "{out}"
+        );
+        assert_eq!(inject_manifests(&out, &config).unwrap(), out);
+    }
+
+    #[test]
     fn errors_name_the_document() {
         let config = InjectConfig::default();
         let text = "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: a, env: [{name: A, value: 'vault:x/y'}]}]}\n";

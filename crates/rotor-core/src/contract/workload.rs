@@ -9,7 +9,7 @@ use super::annotations::{self, PREFIX, get};
 use super::files::{
     FILES_CONTAINERS, FilesRequest, OnRotation, file_annotation, files_request, on_rotation,
 };
-use crate::reference::{ParseError, PathRef, parse_from_path, parse_value};
+use crate::reference::{ParseError, PathRef, Reference, parse_from_path, parse_value};
 
 /// At most this many references (inline ones counted singly) in one pod or pod template.
 pub const MAX_REFERENCES_PER_WORKLOAD: usize = 1024;
@@ -125,16 +125,7 @@ pub fn workload_references(
             })?;
             for r in template.iter().flat_map(|t| t.references()) {
                 referenced = true;
-                count += 1;
-                if count > MAX_REFERENCES_PER_WORKLOAD {
-                    return Err(WorkloadError::TooMany {
-                        what: "references",
-                        limit: MAX_REFERENCES_PER_WORKLOAD,
-                    });
-                }
-                if !r.is_write() && r.pinned_version().is_none() {
-                    out.watched_paths.insert(r.path.clone());
-                }
+                count_and_watch(&mut count, r, &mut out.watched_paths)?;
             }
         }
         if referenced || !out.from_path.is_empty() {
@@ -154,6 +145,25 @@ pub fn workload_references(
         }
     }
     Ok(out)
+}
+
+/// Counts `r` against the pod's cap and, when it reads a current version, watches its path.
+fn count_and_watch(
+    count: &mut usize,
+    r: &Reference,
+    watched: &mut BTreeSet<String>,
+) -> Result<(), WorkloadError> {
+    *count += 1;
+    if *count > MAX_REFERENCES_PER_WORKLOAD {
+        return Err(WorkloadError::TooMany {
+            what: "references",
+            limit: MAX_REFERENCES_PER_WORKLOAD,
+        });
+    }
+    if !r.is_write() && r.pinned_version().is_none() {
+        watched.insert(r.path.clone());
+    }
+    Ok(())
 }
 
 fn describe_env_only(paths: &[String]) -> String {
@@ -183,16 +193,7 @@ fn add_files(
             ))
         })?;
         for r in template.iter().flat_map(|t| t.references()) {
-            count += 1;
-            if count > MAX_REFERENCES_PER_WORKLOAD {
-                return Err(WorkloadError::TooMany {
-                    what: "references",
-                    limit: MAX_REFERENCES_PER_WORKLOAD,
-                });
-            }
-            if !r.is_write() && r.pinned_version().is_none() {
-                out.file_paths.insert(r.path.clone());
-            }
+            count_and_watch(&mut count, r, &mut out.file_paths)?;
         }
     }
     out.file_containers = match &files.containers {
