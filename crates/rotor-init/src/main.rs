@@ -127,23 +127,8 @@ fn run(command: Vec<String>) -> u8 {
         files: file_set,
         ..
     } = resolution;
-    if !file_set.is_empty() {
-        let written = file_set
-            .render()
-            .map_err(|e| e.to_string())
-            .and_then(|rendered| {
-                files::write_all(
-                    std::path::Path::new(&settings.init.files_dir),
-                    settings.init.files_mode,
-                    &rendered,
-                )
-                .map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
-            tracing::error!(error = %e, "the files cannot be written; the app is not started");
-            return exit_code::CANT_CREATE;
-        }
-        tracing::info!(files = settings.init.files.len(), dir = %settings.init.files_dir, mode = format!("{:04o}", settings.init.files_mode), "wrote the files");
+    if let Err(code) = write_files(&settings, &file_set) {
+        return code;
     }
     let mut client = client;
     let rotation = rotation_of(&settings, &client, file_set);
@@ -193,6 +178,26 @@ fn run(command: Vec<String>) -> u8 {
     let err = cmd.exec();
     eprintln!("rotor-init: cannot exec {program:?}: {err}");
     exec_error_code(&err)
+}
+
+/// Renders and writes the files (none: nothing to do); the exit code when they cannot be.
+fn write_files(settings: &Settings, file_set: &rotor_core::resolve::FileSet) -> Result<(), u8> {
+    if file_set.is_empty() {
+        return Ok(());
+    }
+    let dir = std::path::Path::new(&settings.init.files_dir);
+    let written = file_set
+        .render()
+        .map_err(|e| e.to_string())
+        .and_then(|rendered| {
+            files::write_all(dir, settings.init.files_mode, &rendered).map_err(|e| e.to_string())
+        });
+    if let Err(e) = written {
+        tracing::error!(error = %e, "the files cannot be written; the app is not started");
+        return Err(exit_code::CANT_CREATE);
+    }
+    tracing::info!(files = settings.init.files.len(), dir = %settings.init.files_dir, mode = format!("{:04o}", settings.init.files_mode), "wrote the files");
+    Ok(())
 }
 
 /// In signal mode with files that read secrets at their current version: what watches for
