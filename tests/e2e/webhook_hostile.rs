@@ -381,8 +381,8 @@ async fn one_http2_connection_with_100_stalled_streams_is_bounded_too() {
             .send()
             .await;
         match answer {
-            Ok(a) => (a.version(), a.status().as_u16()),
-            Err(e) => panic!("no answer to a stalled stream: {e}"),
+            Ok(a) => Ok((a.version(), a.status().as_u16())),
+            Err(e) => Err((e.is_timeout(), error_chain(&e))),
         }
     };
     let started = Instant::now();
@@ -393,13 +393,44 @@ async fn one_http2_connection_with_100_stalled_streams_is_bounded_too() {
         started.elapsed(),
         peak >> 20
     );
-    assert!(
-        answers
-            .iter()
-            .all(|(v, s)| *v == reqwest::Version::HTTP_2 && *s == 408),
-        "{answers:?}"
+    // The server answers 408 and resets the stream while the client is still sending; the
+    // client sometimes sees the reset before it reads the answer (an HTTP/2 race on its side).
+    // Either way the stream ended, not by the client's own timeout, and the server's count
+    // says it cut every one at the body timeout.
+    for answer in &answers {
+        match answer {
+            Ok((version, status)) => {
+                assert_eq!((*version, *status), (reqwest::Version::HTTP_2, 408));
+            }
+            Err((timed_out, chain)) => {
+                assert!(
+                    !timed_out && chain.contains("stream"),
+                    "not a stream reset: {chain}"
+                );
+            }
+        }
+    }
+    let answered = answers.iter().filter(|a| a.is_ok()).count();
+    eprintln!("{answered} of 100 read the 408 before the reset");
+    assert_eq!(
+        server
+            .metric("rotor_webhook_refused_total{reason=\"body_timeout\"}")
+            .await,
+        100.0
     );
     assert!(peak < CHART_LIMIT_BYTES, "{} MiB", peak >> 20);
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn bytes_of(n: usize) -> Vec<u8> {
