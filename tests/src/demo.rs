@@ -8,14 +8,15 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
+use rotor_core::contract::BinarySource;
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
 use crate::fixtures::{binary, start_reloader};
 use crate::node_pods::{
-    pod_names, push_node_images, replica_set_count, seed_app_secret, seed_reloader_role,
-    shop_deployment, start_node_webhook, wait_for, wait_for_log, wait_for_observed_versions,
-    wait_for_replacement,
+    binary_source, pod_names, push_node_images, replica_set_count, seed_app_secret,
+    seed_reloader_role, shop_deployment, start_node_webhook, wait_for, wait_for_log,
+    wait_for_observed_versions, wait_for_replacement,
 };
 
 /// What the demo saw, for the test to check.
@@ -34,6 +35,10 @@ pub struct DemoReport {
     pub replica_sets_before: usize,
     pub replica_sets_after: usize,
     pub event_note: String,
+    /// How rotor-init reached the pod (image volume on a node that mounts them, else the copy).
+    pub binary_source: BinarySource,
+    /// The init containers of the first pod as the API server stored it.
+    pub first_pod_init_containers: Vec<String>,
 }
 
 pub const NS: &str = "demo";
@@ -90,6 +95,19 @@ pub async fn run_demo() -> Result<DemoReport> {
 
     say("starting rotor-webhook and rotor-reloader as local processes; registering the webhook");
     let webhook = start_node_webhook(&stack, &images).await?;
+    let source = binary_source(&stack)?;
+    let node = &stack.node()?.versions;
+    eprintln!(
+        "    node: kubelet {}, {}; rotor-init reaches pods by: {}",
+        node.kubelet,
+        node.runtime,
+        match source {
+            BinarySource::ImageVolume =>
+                "image-volume (the rotor-init image mounted read-only, no init container)",
+            BinarySource::Copy =>
+                "copy (an init container copies rotor-init into an in-memory volume; this node has no image volumes)",
+        }
+    );
     let token_file = dir.join("reloader-token");
     std::fs::write(
         &token_file,
@@ -130,15 +148,28 @@ pub async fn run_demo() -> Result<DemoReport> {
 
     say("the pod as stored by the API server (mutated by rotor-webhook; the spec holds no value)");
     let spec = pod.spec.clone().context("pod without spec")?;
+    let first_pod_init_containers: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
     let shown = json!({
         "initContainers": spec.init_containers.iter().flatten().map(|c| json!({ "name": c.name, "image": c.image, "command": c.command })).collect::<Vec<_>>(),
         "containers": spec.containers.iter().map(|c| json!({ "name": c.name, "command": c.command, "args": c.args, "env": c.env })).collect::<Vec<_>>(),
-        "volumes": spec.volumes.iter().flatten().map(|v| v.name.clone()).collect::<Vec<_>>(),
+        "volumes": spec.volumes.iter().flatten().map(|v| match &v.image {
+            Some(image) => format!("{} (image volume: {})", v.name, image.reference.as_deref().unwrap_or_default()),
+            None => v.name.clone(),
+        }).collect::<Vec<_>>(),
     });
     eprint!("{}", indent(&serde_yaml::to_string(&shown)?));
 
     say(&format!(
-        "kubelet runs pod {first_pod}: the init container copies rotor-init, rotor-init logs in and execs the app; its log (kubectl logs):"
+        "kubelet runs pod {first_pod}: {}, rotor-init logs in and execs the app; its log (kubectl logs):",
+        match source {
+            BinarySource::ImageVolume => "rotor-init runs straight from the image volume",
+            BinarySource::Copy => "the init container copies rotor-init",
+        }
     ));
     let first_log = wait_for_log(
         &pods,
@@ -223,6 +254,8 @@ pub async fn run_demo() -> Result<DemoReport> {
         replica_sets_before,
         replica_sets_after,
         event_note,
+        binary_source: source,
+        first_pod_init_containers,
     };
     drop(webhook);
     drop(stack);

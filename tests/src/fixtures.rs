@@ -14,16 +14,17 @@ use serde_json::json;
 pub const INIT_IMAGE: &str = "rotor-init:local";
 
 /// One of rotor's binaries (`rotor-webhook`, `rotor-reloader`, `rotor-init`), built by this
-/// call in the profile of the running test (Cargo builds it once and finds it fresh after
-/// that), so no test depends on another crate having been built first.
+/// call in the profile of the running program (Cargo builds it once and finds it fresh after
+/// that), so no test depends on another crate having been built first. The running program may
+/// be a test or bench (`target/<profile>/deps/<name>-<hash>`) or a binary such as `rotor-demo`
+/// (`target/<profile>/<name>`): either way the binaries land in `target/<profile>`.
 pub fn binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the running executable")?;
-    // target/<profile>/deps/<test>: the binaries live in target/<profile>.
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test executable is not under target/<profile>/deps")?;
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let profile_dir = profile_dir_of(&exe)?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the profile directory has no name")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut build = std::process::Command::new(cargo);
     build.args([
@@ -34,10 +35,10 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         name,
         "--bin",
         name,
+        "--profile",
+        // Cargo calls the `dev` profile's directory `debug`.
+        if profile == "debug" { "dev" } else { profile },
     ]);
-    if release {
-        build.arg("--release");
-    }
     let status = build
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
@@ -47,9 +48,29 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     }
     let built = profile_dir.join(name);
     if !built.exists() {
-        bail!("{} is missing after cargo built it", built.display());
+        bail!(
+            "{} is missing after cargo built it (the running program is {}; is CARGO_TARGET_DIR \
+             set differently for it?)",
+            built.display(),
+            exe.display()
+        );
     }
     Ok(built)
+}
+
+/// `target/<profile>` for a program at `target/<profile>/deps/<test>` (tests, benches) or at
+/// `target/<profile>/<bin>` (binaries).
+fn profile_dir_of(exe: &Path) -> Result<PathBuf> {
+    let dir = exe
+        .parent()
+        .with_context(|| format!("{} has no parent directory", exe.display()))?;
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()
+            .with_context(|| format!("{} has no parent directory", dir.display()))?
+    } else {
+        dir
+    };
+    Ok(profile_dir.to_path_buf())
 }
 
 /// A TLS connection to `localhost:port` on loopback that trusts only `ca_pem`.
@@ -313,4 +334,31 @@ pub async fn start_reloader_via(
     let admin = format!("http://127.0.0.1:{admin_port}");
     rotor_testkit::ready::wait_http_ok(&mut process, &format!("{admin}/readyz"), None).await?;
     Ok((process, admin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_are_found_beside_tests_benches_and_binaries() {
+        for (exe, want) in [
+            ("/r/target/debug/deps/node_pods-0123abcd", "/r/target/debug"),
+            (
+                "/r/target/release/deps/node_pods-0123abcd",
+                "/r/target/release",
+            ),
+            ("/r/target/debug/rotor-demo", "/r/target/debug"),
+            (
+                "/r/target/release-init/rotor-demo",
+                "/r/target/release-init",
+            ),
+        ] {
+            assert_eq!(
+                profile_dir_of(Path::new(exe)).unwrap(),
+                PathBuf::from(want),
+                "{exe}"
+            );
+        }
+    }
 }

@@ -11,6 +11,7 @@ use futures::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, ListParams, LogParams};
+use rotor_core::contract::BinarySource;
 use rotor_testkit::{ImageConfig, Stack, dockerfile, tools::repo_root};
 
 use crate::fixtures::{Webhook, binary, register_webhook, start_webhook};
@@ -151,12 +152,24 @@ pub async fn start_node_webhook(stack: &Stack, images: &NodeImages) -> Result<We
         &[
             "--token-audience=rotor".to_string(),
             format!("--init-image={}", images.init),
+            format!("--init-binary-source={}", binary_source(stack)?),
             format!("--registry-insecure={}", stack.registry()?.host),
         ],
     )
     .await?;
     register_webhook(stack, webhook.port).await?;
     Ok(webhook)
+}
+
+/// How the webhook injects rotor-init on this stack's node: from an image volume where the node
+/// mounts them (Kubernetes >= 1.35 with containerd >= 2.1), else by the copy init container. So
+/// every node test runs the image-volume path on the newest stack and the copy path on the older.
+pub fn binary_source(stack: &Stack) -> Result<BinarySource> {
+    Ok(if stack.node()?.versions.image_volumes() {
+        BinarySource::ImageVolume
+    } else {
+        BinarySource::Copy
+    })
 }
 
 /// Waits until the reloader has recorded the versions Deployment `name` uses, and returns the

@@ -69,3 +69,12 @@ seccompProfile:
 {{- define "rotor.hasConfigMapEnv" -}}
 [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, (has(c.envFrom) && c.envFrom.exists(f, has(f.configMapRef))) || (has(c.env) && c.env.exists(e, has(e.valueFrom) && has(e.valueFrom.configMapKeyRef)))))
 {{- end -}}
+
+{{/* How rotor-init reaches pods; image volumes need Kubernetes >= 1.35 (README). */}}
+{{- define "rotor.initBinarySource" -}}
+{{- $source := .Values.initImage.source | default "copy" -}}
+{{- if and (eq $source "image-volume") (not (semverCompare ">=1.35-0" .Capabilities.KubeVersion.Version)) -}}
+{{- fail (printf "initImage.source=image-volume: this cluster is Kubernetes %s, image volumes need 1.35 or newer (and containerd >= 2.1 on every node); set initImage.source=copy" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- $source -}}
+{{- end -}}

@@ -9,13 +9,14 @@ pub mod init_settings;
 pub mod store_addr;
 pub mod workload;
 
-pub use choices::{AuthMethod, LogFormat, LogLevel, PullPolicy, parse_bool};
+pub use choices::{AuthMethod, BinarySource, LogFormat, LogLevel, PullPolicy, parse_bool};
 pub use files::{FilesRequest, OnRotation, RotationSignal};
 pub use init_settings::{CaSource, Credential, Hidden, InitSettings, SettingError, var};
 pub use store_addr::StoreAddr;
 pub use workload::{ContainerEnv, StoreChoice, WorkloadReferences, workload_references};
 
-/// The in-memory volume holding rotor-init, and where it is mounted.
+/// The volume holding rotor-init (in-memory, or the rotor-init image itself), and where it is
+/// mounted.
 pub const BIN_VOLUME: &str = "rotor-bin";
 pub const BIN_DIR: &str = "/rotor/bin";
 /// The wrapper as the injected command names it.

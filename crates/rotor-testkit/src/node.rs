@@ -42,6 +42,8 @@ pub struct Node {
     pub containerd: ManagedProcess,
     /// How long from starting containerd to the node reporting Ready.
     pub ready_after: Duration,
+    /// What the node reports of itself (`status.nodeInfo`).
+    pub versions: NodeVersions,
     dir: PathBuf,
     // Declared last: restored after everything above has stopped.
     _host: HostChanges,
@@ -65,6 +67,31 @@ pub fn apiserver_args(dir: &Path, pki: &Pki) -> Result<Vec<String>> {
         "--kubelet-preferred-address-types=InternalIP,Hostname".to_string(),
         "--enable-aggregator-routing=true".to_string(),
     ])
+}
+
+/// The kubelet's and the container runtime's versions, as the node reports them
+/// (`v1.37.2`, `containerd://2.4.2`).
+#[derive(Clone, Debug)]
+pub struct NodeVersions {
+    pub kubelet: String,
+    pub runtime: String,
+}
+
+impl NodeVersions {
+    /// Whether pods on this node can mount an image volume: kubelet >= 1.35 (on by default)
+    /// and containerd >= 2.1 (which mounts them).
+    pub fn image_volumes(&self) -> bool {
+        let minor = |v: &str| -> Option<(u32, u32)> {
+            let mut parts = v.trim_start_matches('v').split('.');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        };
+        let containerd = self
+            .runtime
+            .strip_prefix("containerd://")
+            .and_then(minor)
+            .is_some_and(|v| v >= (2, 1));
+        containerd && minor(&self.kubelet).is_some_and(|v| v >= (1, 35))
+    }
 }
 
 impl Node {
@@ -98,12 +125,13 @@ impl Node {
         let containerd = start_containerd(&dir, &registry.host)?;
         let scheduler = start_scheduler(&dir, pki, api).await?;
         let mut kubelet = start_kubelet(&dir, pki, api, &containerd).await?;
-        wait_node_ready(kube, &mut kubelet).await?;
+        let versions = wait_node_ready(kube, &mut kubelet).await?;
         Ok(Self {
             kubelet,
             scheduler,
             containerd,
             ready_after: started.elapsed(),
+            versions,
             dir,
             _host: host,
         })
@@ -458,7 +486,10 @@ shutdownGracePeriod: 0s
     Ok(process)
 }
 
-async fn wait_node_ready(kube: &kube::Client, kubelet: &mut ManagedProcess) -> Result<()> {
+async fn wait_node_ready(
+    kube: &kube::Client,
+    kubelet: &mut ManagedProcess,
+) -> Result<NodeVersions> {
     let nodes: Api<NodeObject> = Api::all(kube.clone());
     let start = Instant::now();
     loop {
@@ -468,20 +499,23 @@ async fn wait_node_ready(kube: &kube::Client, kubelet: &mut ManagedProcess) -> R
                 kubelet.log_tail(40)
             );
         }
-        let ready = nodes
+        let status = nodes
             .get_opt(NODE_NAME)
             .await
             .ok()
             .flatten()
-            .is_some_and(|n| {
-                n.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            .and_then(|n| n.status);
+        let ready = status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        if let (true, Some(info)) = (ready, status.and_then(|s| s.node_info)) {
+            return Ok(NodeVersions {
+                kubelet: info.kubelet_version,
+                runtime: info.container_runtime_version,
             });
-        if ready {
-            return Ok(());
         }
         if start.elapsed() > READY_TIMEOUT {
             bail!(

@@ -3,7 +3,7 @@
 //! with the same parsers rotor-init uses, so a bad flag stops the webhook, not every pod.
 
 use rotor_core::contract::init_settings::check_addr;
-use rotor_core::contract::{AuthMethod, LogFormat, PullPolicy, StoreAddr};
+use rotor_core::contract::{AuthMethod, BinarySource, LogFormat, PullPolicy, StoreAddr};
 
 /// The mutation settings (pure data, used by the planner).
 #[derive(Clone, Debug, clap::Args)]
@@ -15,9 +15,15 @@ pub struct InjectConfig {
         default_value = "ghcr.io/rotor-dev/rotor-init:0.1.0"
     )]
     pub init_image: String,
-    /// imagePullPolicy of the injected init container.
+    /// imagePullPolicy of the injected init container (or of the image volume).
     #[arg(long, env = "ROTOR_INIT_PULL_POLICY", default_value = "IfNotPresent")]
     pub init_pull_policy: PullPolicy,
+    /// How rotor-init reaches the pod: `copy` (an init container copies it into an in-memory
+    /// volume; any cluster) or `image-volume` (the rotor-init image mounted read-only, no init
+    /// container; every node needs Kubernetes >= 1.35 with image volumes on and containerd >=
+    /// 2.1). A pod may choose with the annotation rotor.dev/init-binary-source.
+    #[arg(long, env = "ROTOR_INIT_BINARY_SOURCE", default_value = "copy")]
+    pub init_binary_source: BinarySource,
     /// Default store address when a pod names none.
     #[arg(long, env = "ROTOR_DEFAULT_ADDR")]
     pub default_addr: Option<String>,
@@ -64,6 +70,7 @@ impl Default for InjectConfig {
         Self {
             init_image: "ghcr.io/rotor-dev/rotor-init:0.1.0".to_string(),
             init_pull_policy: PullPolicy::IfNotPresent,
+            init_binary_source: BinarySource::Copy,
             default_addr: None,
             addr_allowlist: Vec::new(),
             default_auth_method: AuthMethod::Kubernetes,

@@ -137,6 +137,25 @@ mod tests {
     }
 
     #[test]
+    fn image_volume_injection_works_offline_too() {
+        let config = InjectConfig {
+            default_addr: Some("https://vault:8200".into()),
+            init_binary_source: rotor_core::contract::BinarySource::ImageVolume,
+            ..InjectConfig::default()
+        };
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    \
+                    spec: {containers: [{name: app, image: 'app:1', command: [/app], env: [{name: A, value: 'vault:secret/data/a#k'}]}]}\n";
+        let out = inject_manifests(text, &config).unwrap();
+        assert!(out.contains("/rotor/bin/rotor-init"), "{out}");
+        assert!(
+            out.contains("reference: ghcr.io/rotor-dev/rotor-init:0.1.0"),
+            "{out}"
+        );
+        assert!(!out.contains("initContainers"), "{out}");
+        assert_eq!(inject_manifests(&out, &config).unwrap(), out);
+    }
+
+    #[test]
     fn errors_name_the_document() {
         let config = InjectConfig::default();
         let text = "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: a, env: [{name: A, value: 'vault:x/y'}]}]}\n";

@@ -12,7 +12,7 @@ use rotor_core::contract::annotations::{self, get, get_bool};
 pub use rotor_core::contract::{
     BIN_DIR, BIN_VOLUME, COPY_CONTAINER, TOKEN_DIR, TOKEN_VOLUME, WRAPPER,
 };
-use rotor_core::contract::{FilesRequest, InitSettings, PROJECTED_TOKEN, var};
+use rotor_core::contract::{BinarySource, FilesRequest, InitSettings, PROJECTED_TOKEN, var};
 use rotor_core::reference::PathRef;
 use serde_json::{Value, json};
 
@@ -87,7 +87,8 @@ pub fn plan_selection(
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(Plan::Unchanged("no spec"));
     };
-    crate::pod_checks::check_pod(spec)?;
+    crate::pod_checks::check_pod(spec, &config.init_image)?;
+    let source = binary_source(spec, annotations, config)?;
     let settings = init_settings(pod, annotations, config, from_path)?;
     let needs_token = settings.auth_method.uses_service_account_token();
     let vars = settings.to_env();
@@ -116,12 +117,14 @@ pub fn plan_selection(
         &mut ops,
         spec.volumes.as_deref(),
         config,
+        source,
         needs_token,
         file_volumes,
     );
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
-    let has_copy = init_containers.iter().any(|c| c.name == COPY_CONTAINER);
-    if !has_copy {
+    let needs_copy =
+        source == BinarySource::Copy && !init_containers.iter().any(|c| c.name == COPY_CONTAINER);
+    if needs_copy {
         let copy = copy_container(config);
         if spec.init_containers.is_none() {
             ops.push(add(&["spec", "initContainers"], json!([copy])));
@@ -130,7 +133,7 @@ pub fn plan_selection(
         }
     }
     // Indexes of init containers shift by one when ours is prepended.
-    let shift = usize::from(!has_copy);
+    let shift = usize::from(needs_copy);
     for target in targets {
         let (vars, files) = match (&file_vars, files, target.files) {
             (Some(file_vars), Some(files), Some(n)) => (file_vars, Some((files, n))),
@@ -152,22 +155,61 @@ pub fn plan_selection(
     Ok(Plan::Patch(json_patch::Patch(ops)))
 }
 
-/// The in-memory volume for rotor-init, for token-based logins the projected token, and
-/// `more` (the files' volumes): all in one list, so a pod without volumes gets every one.
+/// How rotor-init reaches this pod. A pod rotor already injected keeps the way it was injected
+/// (idempotence, reinvocation); otherwise the pod's annotation, else the webhook's flag.
+fn binary_source(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    annotations: &BTreeMap<String, String>,
+    config: &InjectConfig,
+) -> Result<BinarySource, Deny> {
+    let injected = spec.volumes.iter().flatten().find(|v| v.name == BIN_VOLUME);
+    if let Some(volume) = injected {
+        return Ok(if volume.image.is_some() {
+            BinarySource::ImageVolume
+        } else {
+            BinarySource::Copy
+        });
+    }
+    match get(annotations, &annotations::INIT_BINARY_SOURCE) {
+        Some((value, name)) => value.parse().map_err(|e| {
+            Deny(format!(
+                "annotation {name}={e}: copy works on every cluster, image-volume needs \
+                 Kubernetes >= 1.35 with containerd >= 2.1 on the node; remove the annotation for the \
+                 cluster's default"
+            ))
+        }),
+        None => Ok(config.init_binary_source),
+    }
+}
+
+/// rotor-init's volume (in-memory for the copy, or the rotor-init image itself), for token-based
+/// logins the projected token, and `more` (the files' volumes): all in one list, so a pod
+/// without volumes gets every one.
 fn add_volumes(
     ops: &mut Vec<PatchOperation>,
     volumes: Option<&[k8s_openapi::api::core::v1::Volume]>,
     config: &InjectConfig,
+    source: BinarySource,
     needs_token: bool,
     more: Vec<Value>,
 ) {
     let has_volume = |name: &str| volumes.unwrap_or_default().iter().any(|v| v.name == name);
     let mut new_volumes = Vec::new();
     if !has_volume(BIN_VOLUME) {
-        new_volumes.push(json!({
-            "name": BIN_VOLUME,
-            "emptyDir": { "medium": "Memory", "sizeLimit": config.bin_volume_size },
-        }));
+        new_volumes.push(match source {
+            BinarySource::Copy => json!({
+                "name": BIN_VOLUME,
+                "emptyDir": { "medium": "Memory", "sizeLimit": config.bin_volume_size },
+            }),
+            // The image holds /rotor-init alone; mounted at BIN_DIR it is the WRAPPER.
+            BinarySource::ImageVolume => json!({
+                "name": BIN_VOLUME,
+                "image": {
+                    "reference": config.init_image,
+                    "pullPolicy": config.init_pull_policy.as_str(),
+                },
+            }),
+        });
     }
     if needs_token && !has_volume(TOKEN_VOLUME) {
         new_volumes.push(json!({

@@ -788,3 +788,95 @@ fn signal_mode_with_a_secret_in_env_only_and_clashing_mounts_are_refused() {
         "{err}"
     );
 }
+
+fn image_volume_config() -> InjectConfig {
+    InjectConfig {
+        init_binary_source: BinarySource::ImageVolume,
+        init_image: "registry.local/rotor-init:1".to_string(),
+        ..config()
+    }
+}
+
+#[test]
+fn image_volume_injection_mounts_the_init_image_and_adds_no_init_container() {
+    let input = app_pod();
+    let plan = plan_mutation(&pod(input.clone()), &image_volume_config()).unwrap();
+    let out = apply(&input, &plan);
+    let spec = &out["spec"];
+    // The pod's own init container is first and still wrapped; nothing of rotor runs before it.
+    let inits = spec["initContainers"].as_array().unwrap();
+    assert_eq!(inits.len(), 1);
+    assert_eq!(inits[0]["name"], "migrate");
+    assert_eq!(inits[0]["command"], json!([WRAPPER]));
+    assert_eq!(inits[0]["args"], json!(["--", "/migrate"]));
+    let bin = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == BIN_VOLUME)
+        .unwrap();
+    assert_eq!(
+        bin,
+        &json!({ "name": BIN_VOLUME, "image": { "reference": "registry.local/rotor-init:1", "pullPolicy": "IfNotPresent" } })
+    );
+    let web = &spec["containers"][0];
+    assert_eq!(web["command"], json!([WRAPPER]));
+    assert_eq!(
+        web["volumeMounts"][1],
+        json!({ "name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true })
+    );
+    assert_eq!(env_of(web)["ROTOR_ADDR"], "https://vault.vault:8200");
+    // Planned again (reinvocation, or the other webhook setting): nothing changes, no copy added.
+    let copy_config = InjectConfig {
+        init_binary_source: BinarySource::Copy,
+        ..image_volume_config()
+    };
+    for config in [image_volume_config(), copy_config] {
+        assert_eq!(
+            plan_mutation(&pod(out.clone()), &config).unwrap(),
+            Plan::Unchanged("already injected")
+        );
+    }
+    // And a pod injected by copy stays a copy pod when the flag says image-volume.
+    let copied = apply(
+        &input,
+        &plan_mutation(&pod(input.clone()), &config()).unwrap(),
+    );
+    assert_eq!(
+        plan_mutation(&pod(copied), &image_volume_config()).unwrap(),
+        Plan::Unchanged("already injected")
+    );
+}
+
+#[test]
+fn a_pod_chooses_its_binary_source_and_a_wrong_choice_is_refused() {
+    let with = |value: &str| {
+        let mut input = app_pod();
+        input["metadata"]["annotations"]["rotor.dev/init-binary-source"] = json!(value);
+        input
+    };
+    let has_copy = |input: &Value, config: &InjectConfig| {
+        let out = apply(input, &plan_mutation(&pod(input.clone()), config).unwrap());
+        out["spec"]["initContainers"][0]["name"] == COPY_CONTAINER
+    };
+    assert!(!has_copy(&with("image-volume"), &config()));
+    assert!(has_copy(&with("copy"), &image_volume_config()));
+    assert!(has_copy(&app_pod(), &config()));
+    assert!(!has_copy(&app_pod(), &image_volume_config()));
+    let Deny(msg) = plan_mutation(&pod(with("oci")), &config()).unwrap_err();
+    assert!(
+        msg.contains("rotor.dev/init-binary-source=\"oci\"") && msg.contains("image-volume"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_rotor_bin_image_volume_of_another_image_is_not_rotors() {
+    let mut input = app_pod();
+    input["spec"]["volumes"] = json!([{ "name": BIN_VOLUME, "image": { "reference": "evil:1" } }]);
+    let Deny(msg) = plan_mutation(&pod(input), &image_volume_config()).unwrap_err();
+    assert!(
+        msg.contains("spec.volumes") && msg.contains("rotor-bin"),
+        "{msg}"
+    );
+}

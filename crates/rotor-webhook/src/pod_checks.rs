@@ -9,8 +9,9 @@ use rotor_core::reference::has_reference;
 
 use crate::plan::Deny;
 
-/// Pod-wide checks, before anything is planned.
-pub fn check_pod(spec: &PodSpec) -> Result<(), Deny> {
+/// Pod-wide checks, before anything is planned. `init_image` is the rotor-init image the webhook
+/// injects (a `rotor-bin` image volume of another image is not rotor's).
+pub fn check_pod(spec: &PodSpec, init_image: &str) -> Result<(), Deny> {
     if spec.os.as_ref().is_some_and(|os| os.name == "windows") {
         return Err(Deny(
             "spec.os.name is windows: rotor-init is a Linux binary; run this workload without references (rotor.dev/inject: \"false\")"
@@ -19,10 +20,14 @@ pub fn check_pod(spec: &PodSpec) -> Result<(), Deny> {
     }
     for v in spec.volumes.iter().flatten() {
         let ours = match v.name.as_str() {
-            BIN_VOLUME => v
-                .empty_dir
-                .as_ref()
-                .is_some_and(|e| e.medium.as_deref() == Some("Memory")),
+            BIN_VOLUME => {
+                v.empty_dir
+                    .as_ref()
+                    .is_some_and(|e| e.medium.as_deref() == Some("Memory"))
+                    || v.image
+                        .as_ref()
+                        .is_some_and(|i| i.reference.as_deref() == Some(init_image))
+            }
             TOKEN_VOLUME => v.projected.as_ref().is_some_and(|p| {
                 p.sources
                     .iter()

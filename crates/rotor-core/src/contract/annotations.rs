@@ -59,6 +59,12 @@ pub const RELOAD: Key = Key {
     rotor: "reload",
     bank_vaults: &[],
 };
+/// Per-pod choice of how rotor-init reaches the pod (`copy` or `image-volume`), over the
+/// webhook's `--init-binary-source`.
+pub const INIT_BINARY_SOURCE: Key = Key {
+    rotor: "init-binary-source",
+    bank_vaults: &[],
+};
 pub const MUTATE: Key = Key {
     rotor: "mutate",
     bank_vaults: &["mutate"],
@@ -77,6 +83,7 @@ pub const ALL: &[&Key] = &[
     &PASSTHROUGH,
     &DAEMON,
     &RELOAD,
+    &INIT_BINARY_SOURCE,
 ];
 
 /// The value of `key`: `rotor.dev/<key>` first, then the Bank-Vaults spellings.

@@ -103,6 +103,16 @@ impl LogLevel {
 }
 
 choice!(
+    /// How rotor-init reaches the pod (README, "Where rotor-init comes from"): mounted read-only
+    /// from the rotor-init image as an `image` volume (Kubernetes >= 1.35 with containerd >= 2.1:
+    /// no init container), or copied into an in-memory volume by an init container (any cluster).
+    BinarySource {
+        Copy => "copy",
+        ImageVolume => "image-volume" | "image",
+    }
+);
+
+choice!(
     /// Kubernetes imagePullPolicy.
     PullPolicy {
         Always => "Always",
