@@ -118,10 +118,14 @@ async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()
             "rotor.dev/init-binary-source".to_string(),
             "image-volume".to_string(),
         );
-    let stored = pods.create(&PostParams::default(), &by_image).await?;
-    let spec = stored.spec.clone().unwrap();
-    assert!(spec.init_containers.is_none(), "{:?}", spec.init_containers);
-    let bin = spec
+    let by_image = pods.create(&PostParams::default(), &by_image).await?;
+    let image_spec = by_image.spec.clone().unwrap();
+    assert!(
+        image_spec.init_containers.is_none(),
+        "{:?}",
+        image_spec.init_containers
+    );
+    let bin = image_spec
         .volumes
         .iter()
         .flatten()
@@ -133,7 +137,7 @@ async fn injects_pods_through_the_real_apiserver_and_the_pod_runs() -> Result<()
         "{bin:?}"
     );
     assert_eq!(
-        spec.containers[0].command.as_deref(),
+        image_spec.containers[0].command.as_deref(),
         Some(&["/rotor/bin/rotor-init".to_string()][..])
     );
 

@@ -251,7 +251,6 @@ fn push_pause_image(registry: &Registry, dir: &Path) -> Result<()> {
 }
 
 fn start_containerd(dir: &Path, registry_host: &str) -> Result<ManagedProcess> {
-    let d = dir.display();
     let certs = dir.join("certs.d").join(registry_host);
     std::fs::create_dir_all(&certs).context("creating containerd's certs.d")?;
     write(
@@ -269,51 +268,12 @@ fn start_containerd(dir: &Path, registry_host: &str) -> Result<ManagedProcess> {
             cni_bin.display()
         );
     }
-    let config = format!(
-        r#"version = 2
-root = "{d}/containerd/root"
-state = "{d}/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{registry_host}/{PAUSE_REPO_TAG}"
-  netns_mounts_under_state_dir = true
-  disable_apparmor = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  disable_hugetlb_controller = true
-  tolerate_missing_hugetlb_controller = true
-  systemd_cgroup = false
-  # This VM withholds CAP_SYS_RESOURCE, so no process may lower its oom_score_adj below 0;
-  # kubelet asks -998 for sandboxes and runc fails. Clamp to containerd's own score (0).
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    # Plain copies of the (tiny) layers: no overlay mounts to leak if a test is killed.
-    snapshotter = "native"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{runc}"
-        Root = "{d}/runc"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni}"
-    conf_dir = "{d}/cni/net.d"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{d}/certs.d"
-"#,
-        runc = runc.display(),
-        cni = cni_bin.display(),
+    let config = containerd_config(
+        containerd_version(&tool("containerd")?)?,
+        dir,
+        registry_host,
+        &runc,
+        &cni_bin,
     );
     let config_file = write(dir, "containerd.toml", &config)?;
     // No masquerade: no iptables binary is needed, and pods only talk to the host and each other.
@@ -346,6 +306,134 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         &["--config".to_string(), config_file.display().to_string()],
         &[("PATH", path.as_str())],
         dir,
+    )
+}
+
+/// `containerd --version` as (major, minor): "containerd github.com/containerd/containerd/v2
+/// v2.4.2 release" or Debian's "containerd github.com/containerd/containerd 1.6.20~ds1".
+fn containerd_version(containerd: &Path) -> Result<(u32, u32)> {
+    let out = std::process::Command::new(containerd)
+        .arg("--version")
+        .output()
+        .context("running containerd --version")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| {
+            let mut parts = v.trim_start_matches('v').split(['.', '~', '-', '+']);
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .with_context(|| format!("reading containerd's version from {text:?}"))
+}
+
+/// containerd's configuration in the schema its version reads without migrating: version 2
+/// for containerd 1.x (one `cri` plugin), version 3 for 2.0-2.3 (CRI split into images and
+/// runtime), version 4 for 2.4+ (the gRPC and ttrpc servers are plugins too). Nothing is
+/// imported from the host's /etc/containerd.
+fn containerd_config(
+    (major, minor): (u32, u32),
+    dir: &Path,
+    registry_host: &str,
+    runc: &Path,
+    cni_bin: &Path,
+) -> String {
+    let d = dir.display();
+    let runc = runc.display();
+    let cni = cni_bin.display();
+    let head = format!(
+        r#"root = "{d}/containerd/root"
+state = "{d}/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/containerd/opt"
+"#
+    );
+    // This VM withholds CAP_SYS_RESOURCE, so no process may lower its oom_score_adj below 0;
+    // kubelet asks -998 for sandboxes and runc fails: clamp to containerd's own score (0).
+    // Layers are plain copies ("native"): no overlay mounts to leak if a test is killed.
+    if major < 2 {
+        return format!(
+            r#"version = 2
+{head}[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{registry_host}/{PAUSE_REPO_TAG}"
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_hugetlb_controller = true
+  tolerate_missing_hugetlb_controller = true
+  systemd_cgroup = false
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+        Root = "{d}/runc"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni}"
+    conf_dir = "{d}/cni/net.d"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
+"#
+        );
+    }
+    let (version, grpc, ttrpc) = if minor >= 4 {
+        (
+            4,
+            r#"plugins."io.containerd.server.v1.grpc""#,
+            r#"plugins."io.containerd.server.v1.ttrpc""#,
+        )
+    } else {
+        (3, "grpc", "ttrpc")
+    };
+    format!(
+        r#"version = {version}
+imports = []
+{head}[{grpc}]
+  address = "{d}/containerd.sock"
+[{ttrpc}]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "native"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{registry_host}/{PAUSE_REPO_TAG}"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{d}/certs.d"
+[plugins."io.containerd.cri.v1.runtime"]
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  enable_selinux = false
+  disable_hugetlb_controller = true
+  tolerate_missing_hugetlb_controller = true
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+        Root = "{d}/runc"
+        SystemdCgroup = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{cni}"]
+    conf_dir = "{d}/cni/net.d"
+    max_conf_num = 1
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"#
     )
 }
 
@@ -524,5 +612,48 @@ async fn wait_node_ready(
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_containerd_gets_the_config_schema_it_reads_without_migrating() {
+        let config = |v| {
+            containerd_config(
+                v,
+                Path::new("/n"),
+                "127.0.0.1:5000",
+                Path::new("/bin/runc"),
+                Path::new("/cni"),
+            )
+        };
+        let old = config((1, 6));
+        assert!(old.starts_with("version = 2\n") && old.contains("sandbox_image = "));
+        let v3 = config((2, 1));
+        assert!(v3.starts_with("version = 3\n") && v3.contains("\n[grpc]\n"));
+        let v4 = config((2, 4));
+        assert!(v4.starts_with("version = 4\n"));
+        assert!(v4.contains(r#"[plugins."io.containerd.server.v1.grpc"]"#));
+        for c in [&v3, &v4] {
+            assert!(c.contains("sandbox = \"127.0.0.1:5000/pause:3.10\""), "{c}");
+            assert!(c.contains("restrict_oom_score_adj = true") && c.contains("imports = []"));
+        }
+    }
+
+    #[test]
+    fn image_volumes_need_kubelet_1_35_and_containerd_2_1() {
+        let v = |kubelet: &str, runtime: &str| NodeVersions {
+            kubelet: kubelet.into(),
+            runtime: runtime.into(),
+        };
+        assert!(v("v1.37.2", "containerd://2.4.2").image_volumes());
+        assert!(v("v1.35.0", "containerd://2.1.0").image_volumes());
+        assert!(!v("v1.34.4", "containerd://2.4.2").image_volumes());
+        assert!(!v("v1.37.2", "containerd://2.0.5").image_volumes());
+        assert!(!v("v1.34.4", "containerd://1.6.20~ds1").image_volumes());
+        assert!(!v("v1.37.2", "cri-o://1.33.0").image_volumes());
     }
 }
