@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use rotor_core::contract::{BIN_VOLUME, BinarySource, COPY_CONTAINER};
 use rotor_e2e::node_pods::{
-    NodeImages, container_status, describe, follow_log_until_end, processes_in_container,
-    push_node_images, seed_app_secret, start_node_webhook, wait_for, wait_for_exit_code,
-    wait_for_log, wait_for_running_container_id,
+    NodeImages, binary_source, container_status, describe, follow_log_until_end,
+    processes_in_container, push_node_images, seed_app_secret, start_node_webhook, wait_for,
+    wait_for_exit_code, wait_for_log, wait_for_running_container_id,
 };
 use rotor_test_app::env_line;
 use rotor_testkit::{Stack, StackOptions};
@@ -155,6 +156,35 @@ async fn static_app_is_pid_1_and_gets_sigterm(stack: &Stack, images: &NodeImages
     if !log.contains("app: pid=1 ") {
         bail!("the app is not PID 1 in its container:\n{log}");
     }
+    // rotor-init reached the pod the way this node supports: an image volume and no init
+    // container on the newest stack, the copy init container on the older.
+    let spec = pods
+        .get("static-app")
+        .await?
+        .spec
+        .context("pod without spec")?;
+    let inits: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    let from_image = spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == BIN_VOLUME && v.image.is_some());
+    let expected = match binary_source(stack)? {
+        BinarySource::ImageVolume => (true, vec![]),
+        BinarySource::Copy => (false, vec![COPY_CONTAINER.to_string()]),
+    };
+    if (from_image, inits.clone()) != expected {
+        bail!(
+            "rotor-init should come from {:?}: image volume {from_image}, init containers {inits:?}",
+            binary_source(stack)?
+        );
+    }
+    eprintln!("    rotor-init from: {}", binary_source(stack)?);
     // From the host: the container's PID namespace holds the app alone, no rotor process.
     let id = wait_for_running_container_id(&pods, "static-app", "app").await?;
     let processes = processes_in_container(stack.node()?.dir(), &id)?;

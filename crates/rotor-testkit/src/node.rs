@@ -433,6 +433,14 @@ imports = []
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+# containerd 2 pulls through the transfer service, which unpacks only into the snapshotters
+# listed here (by default overlayfs): without this entry every pull fails with "no unpack
+# platforms defined".
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "native"
+    differ = "walking"
 "#
     )
 }
