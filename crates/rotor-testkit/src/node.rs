@@ -512,7 +512,8 @@ authentication:
   x509: {{clientCAFile: {ca}}}
 authorization: {{mode: Webhook}}
 containerRuntimeEndpoint: unix://{d}/containerd.sock
-# No systemd here; containerd's runc uses cgroupfs too. This host is cgroup v1.
+# No systemd here; containerd's runc uses cgroupfs too. The test VM's kernel has cgroup v1,
+# which kubelet >= 1.35 refuses unless told otherwise: a property of this machine, not of rotor.
 cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
