@@ -501,6 +501,21 @@ fn what_would_fail_later_is_refused_now_with_the_field_and_the_fix() {
             "spec.volumes has \"rotor-bin\"",
         ),
         (
+            "a user hostPath named like rotor's files volume",
+            Box::new(|p: &mut Value| {
+                p["spec"]["volumes"] =
+                    json!([{ "name": "rotor-files-7", "hostPath": { "path": "/var/tmp" } }])
+            }),
+            "spec.volumes has \"rotor-files-7\"",
+        ),
+        (
+            "a user volume named like rotor's pod info",
+            Box::new(|p: &mut Value| {
+                p["spec"]["volumes"] = json!([{ "name": "rotor-pod-info", "emptyDir": {} }])
+            }),
+            "spec.volumes has \"rotor-pod-info\"",
+        ),
+        (
             "a user init container named like rotor's",
             Box::new(|p: &mut Value| {
                 p["spec"]["initContainers"] =
