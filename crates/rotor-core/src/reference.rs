@@ -310,6 +310,33 @@ fn balanced_end(s: &str) -> Option<usize> {
     None
 }
 
+/// The one path rule, for every reference and from-path entry (so rotor-init, the webhook and
+/// the reloader's tenancy judge the same text): a path has one normal form, its text. Anything an
+/// HTTP client or the store would decode or normalise into another path is refused here, before
+/// any allowlist or tenancy check: percent-encoding (`%2e%2e` is `..`), a query or fragment
+/// marker, a backslash, and empty, `.` or `..` segments. `None` when the path is fine.
+pub fn path_problem(path: &str) -> Option<String> {
+    if path.is_empty() {
+        return Some("the path is empty".to_string());
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("the path contains whitespace".to_string());
+    }
+    if let Some(c) = path.chars().find(|c| matches!(c, '%' | '?' | '\\')) {
+        return Some(format!(
+            "the path contains {c:?}, which a client or the store would decode or normalise into \
+             another path; write the path as the store names it, without percent-encoding, '?' or '\\'"
+        ));
+    }
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Some("the path has an empty, '.' or '..' segment".to_string());
+    }
+    None
+}
+
 /// Parses one reference (`vault:...`, `bao:...`, `>>vault:...`).
 pub fn parse_reference(var: &str, text: &str) -> Result<Reference, ParseError> {
     let fail = |problem: String| ParseError {
@@ -325,19 +352,8 @@ pub fn parse_reference(var: &str, text: &str) -> Result<Reference, ParseError> {
         .split_once('#')
         .ok_or_else(|| fail("the '#KEY' part is missing".to_string()))?;
     let path = path.trim_matches('/');
-    if path.is_empty() {
-        return Err(fail("the path is empty".to_string()));
-    }
-    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(fail("the path contains whitespace".to_string()));
-    }
-    if path
-        .split('/')
-        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        return Err(fail(
-            "the path has an empty, '.' or '..' segment".to_string(),
-        ));
+    if let Some(problem) = path_problem(path) {
+        return Err(fail(problem));
     }
     let (key, extra) = match after_path.split_once('#') {
         Some((key, extra)) => (key, Some(extra)),
@@ -426,10 +442,8 @@ pub fn parse_from_path(source: &str, list: &str) -> Result<Vec<PathRef>, ParseEr
             },
         };
         let path = path.trim_matches('/');
-        if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "..") {
-            return Err(fail(
-                "the path is empty or has an empty or '..' segment".to_string(),
-            ));
+        if let Some(problem) = path_problem(path) {
+            return Err(fail(problem));
         }
         out.push(PathRef {
             path: path.to_string(),

@@ -108,6 +108,11 @@ fn errors_name_the_var_quote_the_reference_and_say_what_is_expected() {
         ("vault:secret/db#k#0", "not a positive integer"),
         ("vault:secret//db#k", "empty, '.' or '..' segment"),
         ("vault:secret/../sys#k", "empty, '.' or '..' segment"),
+        ("vault:secret/./sys#k", "empty, '.' or '..' segment"),
+        ("vault:secret/%2e%2e/team-b#k", "contains '%'"),
+        ("vault:secret/.%2E/team-b#k", "contains '%'"),
+        ("vault:secret/db?version=2#k", "contains '?'"),
+        ("vault:secret\\db#k", "contains '\\\\'"),
         ("x${vault:sec ret#k}", "whitespace"),
         (">>vault:pki/issue/x#k#not json", "not a JSON object"),
         (">>vault:pki/issue/x#k#[1]", "not a JSON object"),
@@ -116,6 +121,22 @@ fn errors_name_the_var_quote_the_reference_and_say_what_is_expected() {
     ] {
         let msg = parse_value("V", value).unwrap_err().to_string();
         assert!(msg.contains(problem), "{value:?}: {msg}");
+    }
+}
+
+#[test]
+fn from_path_entries_follow_the_same_path_rule() {
+    for (list, problem) in [
+        ("secret/%2e%2e/team-b", "contains '%'"),
+        ("secret/./team-b", "empty, '.' or '..' segment"),
+        ("secret/../team-b", "empty, '.' or '..' segment"),
+        ("secret/a?b", "contains '?'"),
+        ("secret/a b", "whitespace"),
+    ] {
+        let msg = parse_from_path("rotor.dev/from-path", list)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(problem), "{list:?}: {msg}");
     }
 }
 

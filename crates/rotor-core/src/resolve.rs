@@ -185,8 +185,10 @@ impl FileSet {
         Ok(())
     }
 
-    /// Every file, rendered from the answers held.
+    /// Every file, rendered from the answers held; refused when together they would pass
+    /// [`MAX_RENDERED_BYTES`].
     pub fn render(&self) -> Result<Vec<RenderedFile>, ResolveError> {
+        let mut total = 0usize;
         self.templates
             .iter()
             .map(|(name, t)| {
@@ -206,6 +208,13 @@ impl FileSet {
                             source,
                         })?,
                 };
+                total += content.len();
+                if total > MAX_RENDERED_BYTES {
+                    return Err(ResolveError::FilesTooLarge {
+                        name: name.clone(),
+                        total,
+                    });
+                }
                 Ok(RenderedFile {
                     name: name.clone(),
                     content,
@@ -214,6 +223,10 @@ impl FileSet {
             .collect()
     }
 }
+
+/// The most all of a container's rendered files may hold together: half of its 8 MiB memory
+/// volume, so that rewriting every file (new beside old, then renamed) still fits.
+pub const MAX_RENDERED_BYTES: usize = 4 << 20;
 
 fn no_answer(r: &Reference) -> StoreError {
     StoreError::Decode {
@@ -234,6 +247,11 @@ pub enum ResolveError {
         key: String,
         why: &'static str,
     },
+    #[error(
+        "file {name}: the files rendered so far hold {total} bytes, more than rotor's limit of {} bytes for all files of a container (its memory volume is 8 MiB and a rewrite needs room for old and new); render fewer or smaller secrets as files, or read large ones in the app",
+        MAX_RENDERED_BYTES
+    )]
+    FilesTooLarge { name: String, total: usize },
     #[error("env {var}: reference {reference:?}: {source}")]
     Store {
         var: String,
@@ -248,7 +266,7 @@ impl ResolveError {
     pub fn store_error(&self) -> Option<&StoreError> {
         match self {
             Self::Store { source, .. } => Some(source),
-            Self::Parse(_) | Self::FromPathKey { .. } => None,
+            Self::Parse(_) | Self::FromPathKey { .. } | Self::FilesTooLarge { .. } => None,
         }
     }
 }

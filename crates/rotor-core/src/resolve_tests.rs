@@ -327,3 +327,34 @@ async fn a_file_whose_secret_is_missing_is_an_error_naming_the_file() {
     assert!(err.starts_with("env file db.conf: reference"), "{err}");
     assert!(!err.contains(CANARY));
 }
+
+#[tokio::test]
+async fn files_that_together_pass_the_cap_are_refused_naming_the_file_never_the_value() {
+    let store = Arc::new(FakeStore::new());
+    // A 1 MiB value, referenced five times in one template: 5 MiB once rendered.
+    let big = format!("{CANARY}{}", "x".repeat((1 << 20) - CANARY.len()));
+    store.put("big", &[("blob", big.as_str())]);
+    let files = vec![
+        ("small.txt".to_string(), "no references".to_string()),
+        (
+            "big.txt".to_string(),
+            "${vault:secret/data/big#blob}".repeat(5),
+        ),
+    ];
+    let err = resolve_with_files(
+        &client_of(&store),
+        Vec::new(),
+        &files,
+        &[],
+        ResolveOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(store.count("secret/data/big"), 1, "one read for five uses");
+    let err = format!("{err} {err:?}");
+    assert!(
+        err.starts_with("file big.txt:") && err.contains(&MAX_RENDERED_BYTES.to_string()),
+        "{err}"
+    );
+    assert!(!err.contains(CANARY));
+}

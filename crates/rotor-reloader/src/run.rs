@@ -196,7 +196,7 @@ impl RunArgs {
             poller: Poller::new(concurrency, max_requests_per_second),
             metrics,
             config: ControllerConfig {
-                poll_interval: seconds(poll_interval, "poll-interval")?,
+                poll_interval: checked_poll_interval(seconds(poll_interval, "poll-interval")?)?,
                 jitter: poll_jitter,
                 settle: seconds(settle, "settle")?,
                 max_rollouts_per_poll: max_rollouts_per_poll.max(1),
@@ -231,6 +231,23 @@ struct StoreArgs<'a> {
 }
 
 /// The settings every store's client starts from, and how the reloader logs in. The reloader's
+/// The shortest poll interval: each poll reads the version of every watched path, so a zero or
+/// sub-second interval would give the store no rest (`--poll-interval 0` used to be accepted).
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `--poll-interval`, refused below [`MIN_POLL_INTERVAL`] with the flag and the fix.
+fn checked_poll_interval(interval: Duration) -> Result<Duration> {
+    if interval < MIN_POLL_INTERVAL {
+        anyhow::bail!(
+            "--poll-interval={}: must be at least {} s (each poll reads the version of every watched \
+             path); the default is 30",
+            interval.as_secs_f64(),
+            MIN_POLL_INTERVAL.as_secs()
+        );
+    }
+    Ok(interval)
+}
+
 /// requests are short and retried by the next poll, so its deadline is seconds, not
 /// rotor-init's minute.
 fn store_config(args: StoreArgs<'_>) -> Result<(StoreConfig, Auth)> {
@@ -299,4 +316,26 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_interval_below_one_second_is_refused_with_the_flag() {
+        for bad in [0.0, 0.2, 0.999] {
+            let err = checked_poll_interval(Duration::from_secs_f64(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--poll-interval=") && err.contains("at least 1 s"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            checked_poll_interval(Duration::from_secs(1)).unwrap(),
+            Duration::from_secs(1)
+        );
+    }
 }

@@ -55,22 +55,22 @@ impl Stores {
 
     /// The store a workload's pods read from, or why the reloader will not poll it.
     pub fn resolve(&self, choice: &StoreChoice) -> Result<StoreKey, String> {
+        // One judgement with the webhook's (InjectConfig::addr_allowed): parsed scheme, host,
+        // port and path, the default store first, so an address the webhook lets a pod use is
+        // one the reloader watches, and one server is one client however it is spelled.
         let addr = match &choice.addr {
             None => self.default.addr.clone(),
-            Some(addr) if addr.trim_end_matches('/') == self.default.addr.trim_end_matches('/') => {
-                self.default.addr.clone()
-            }
-            Some(addr) => {
-                let allowed = StoreAddr::parse(addr).is_ok_and(|parsed| {
-                    self.allowlist.iter().any(|entry| parsed.allowed_by(entry))
-                });
-                if !allowed {
+            Some(addr) => match StoreAddr::parse(addr) {
+                Ok(parsed) if parsed.allowed_by(&self.default.addr) => self.default.addr.clone(),
+                Ok(parsed) if self.allowlist.iter().any(|entry| parsed.allowed_by(entry)) => {
+                    parsed.to_string()
+                }
+                _ => {
                     return Err(format!(
                         "its store {addr} is neither the default store nor on the allowlist (--addr-allowlist, the chart's store.addrAllowlist)"
                     ));
                 }
-                addr.trim_end_matches('/').to_string()
-            }
+            },
         };
         Ok(StoreKey {
             addr,
@@ -160,6 +160,25 @@ mod tests {
             s.resolve(&choice(Some("https://eu.internal:8200"), None))
                 .is_ok()
         );
+        // Spelled differently, judged as the webhook judges it: the same server.
+        assert_eq!(
+            s.resolve(&choice(Some("https://VAULT.vault:8200"), None))
+                .unwrap()
+                .addr,
+            "https://vault.vault:8200"
+        );
+        let team = Stores::new(
+            StoreConfig::new("https://vault.vault:8200"),
+            vec!["https://vault.team-b".to_string()],
+            Auth::Token("t".to_string()),
+        );
+        for spelling in ["https://vault.team-b:443", "https://Vault.Team-B/"] {
+            assert_eq!(
+                team.resolve(&choice(Some(spelling), None)).unwrap().addr,
+                "https://vault.team-b:443",
+                "{spelling}"
+            );
+        }
         let err = s
             .resolve(&choice(
                 Some("https://vault.team-a:8200@evil.example"),

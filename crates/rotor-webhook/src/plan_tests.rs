@@ -501,6 +501,21 @@ fn what_would_fail_later_is_refused_now_with_the_field_and_the_fix() {
             "spec.volumes has \"rotor-bin\"",
         ),
         (
+            "a user hostPath named like rotor's files volume",
+            Box::new(|p: &mut Value| {
+                p["spec"]["volumes"] =
+                    json!([{ "name": "rotor-files-7", "hostPath": { "path": "/var/tmp" } }])
+            }),
+            "spec.volumes has \"rotor-files-7\"",
+        ),
+        (
+            "a user volume named like rotor's pod info",
+            Box::new(|p: &mut Value| {
+                p["spec"]["volumes"] = json!([{ "name": "rotor-pod-info", "emptyDir": {} }])
+            }),
+            "spec.volumes has \"rotor-pod-info\"",
+        ),
+        (
             "a user init container named like rotor's",
             Box::new(|p: &mut Value| {
                 p["spec"]["initContainers"] =
@@ -549,12 +564,19 @@ mod fuzz {
     use super::*;
 
     fn value() -> impl Strategy<Value = String> {
-        let shapes: Vec<String> = rotor_core::reference::shape_cases()
-            .into_iter()
+        use rotor_core::reference::Shape;
+        let cases = rotor_core::reference::shape_cases();
+        let shapes: Vec<String> = cases.iter().map(|(v, _)| v.to_string()).collect();
+        // The accepted shapes again on their own, so that patched pods stay common however many
+        // refused rows the table grows.
+        let accepted: Vec<String> = cases
+            .iter()
+            .filter(|(_, shape)| matches!(shape, Shape::Whole | Shape::Inline))
             .map(|(v, _)| v.to_string())
             .collect();
         prop_oneof![
             prop::sample::select(shapes),
+            prop::sample::select(accepted),
             "(>>)?(vault|bao):[a-z/#{}\" .:0-9]{0,24}",
             "[a-z ]{0,6}\\$\\{(vault|bao|>>vault):[a-z/#{}.0-9]{0,20}\\}?[a-z ]{0,6}",
             any::<String>(),

@@ -3,7 +3,8 @@
 //! `$(VAR)` of a referenced variable in command or args (the kubelet would expand it to the
 //! literal reference, silently).
 
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
+use rotor_core::contract::files::{FILES_VOLUME_PREFIX, POD_INFO_VOLUME};
 use rotor_core::contract::{BIN_DIR, BIN_VOLUME, COPY_CONTAINER, TOKEN_DIR, TOKEN_VOLUME};
 use rotor_core::reference::has_reference;
 
@@ -21,9 +22,7 @@ pub fn check_pod(spec: &PodSpec, init_image: &str) -> Result<(), Deny> {
     for v in spec.volumes.iter().flatten() {
         let ours = match v.name.as_str() {
             BIN_VOLUME => {
-                v.empty_dir
-                    .as_ref()
-                    .is_some_and(|e| e.medium.as_deref() == Some("Memory"))
+                in_memory(v)
                     || v.image
                         .as_ref()
                         .is_some_and(|i| i.reference.as_deref() == Some(init_image))
@@ -34,6 +33,10 @@ pub fn check_pod(spec: &PodSpec, init_image: &str) -> Result<(), Deny> {
                     .flatten()
                     .any(|s| s.service_account_token.is_some())
             }),
+            POD_INFO_VOLUME => v.downward_api.is_some(),
+            // rotor-files-N: the rendered secrets land there, so a user's hostPath or PVC of that
+            // name would receive them.
+            name if name.starts_with(FILES_VOLUME_PREFIX) => in_memory(v),
             _ => true,
         };
         if !ours {
@@ -47,6 +50,12 @@ pub fn check_pod(spec: &PodSpec, init_image: &str) -> Result<(), Deny> {
         }
     }
     Ok(())
+}
+
+fn in_memory(v: &Volume) -> bool {
+    v.empty_dir
+        .as_ref()
+        .is_some_and(|e| e.medium.as_deref() == Some("Memory"))
 }
 
 fn reserved(field: &str, name: &str) -> Deny {

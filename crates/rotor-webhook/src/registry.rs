@@ -393,16 +393,11 @@ impl RegistryClient {
         };
         let realm = param("realm").ok_or("the registry's Bearer challenge has no realm")?;
         let insecure = self.config.insecure.iter().any(|h| h == &image.registry);
-        if basic.is_some() && realm.starts_with("http://") && !insecure {
-            return Err(format!(
-                "{} sends credentials to a plain-http token service ({realm}); refused \
-                 (list the registry in --registry-insecure only if that is intended)",
-                image.registry
-            ));
-        }
+        let realm_url = token_realm(&realm, basic.is_some(), insecure)
+            .map_err(|e| format!("{}: {e}", image.registry))?;
         let mut request = self
             .http
-            .get(&realm)
+            .get(realm_url)
             .query(&[("scope", format!("repository:{}:pull", image.repository))]);
         if let Some(service) = param("service") {
             request = request.query(&[("service", service)]);
@@ -486,6 +481,30 @@ pub fn pick_platform(manifests: &[IndexEntry], platform: &str) -> Result<String,
         })
 }
 
+/// The token service a registry's Bearer challenge names, judged by its parsed scheme (so
+/// `HTTP://` is plain http too): https always; plain http only without credentials or for a
+/// registry listed in --registry-insecure; nothing else.
+fn token_realm(
+    realm: &str,
+    with_credentials: bool,
+    insecure: bool,
+) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(realm)
+        .map_err(|e| format!("the Bearer challenge's realm {realm:?} is not a URL ({e})"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if !with_credentials || insecure => Ok(url),
+        "http" => Err(format!(
+            "sends credentials to a plain-http token service ({realm}); refused (list the \
+             registry in --registry-insecure only if that is intended)"
+        )),
+        other => Err(format!(
+            "the Bearer challenge's realm {realm:?} has scheme {other:?}; only https (or http \
+             for a registry in --registry-insecure) is used"
+        )),
+    }
+}
+
 /// Credentials for `registry` in a `.dockerconfigjson` document.
 pub fn credential_from_docker_config(json: &[u8], registry: &str) -> Option<Credential> {
     use base64::Engine as _;
@@ -526,6 +545,31 @@ pub fn credential_from_docker_config(json: &[u8], registry: &str) -> Option<Cred
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn credentials_go_to_a_token_service_by_its_parsed_scheme() {
+        for realm in [
+            "http://auth.example/token",
+            "HTTP://auth.example/token",
+            "Http://a/t",
+        ] {
+            let err = token_realm(realm, true, false).unwrap_err();
+            assert!(err.contains("plain-http token service"), "{realm}: {err}");
+            assert!(
+                token_realm(realm, false, false).is_ok(),
+                "{realm}: no credentials"
+            );
+            assert!(
+                token_realm(realm, true, true).is_ok(),
+                "{realm}: insecure registry"
+            );
+        }
+        assert!(token_realm("HTTPS://auth.example/token", true, false).is_ok());
+        let err = token_realm("file:///etc/passwd", false, true).unwrap_err();
+        assert!(err.contains("scheme \"file\""), "{err}");
+        let err = token_realm("not a url", false, false).unwrap_err();
+        assert!(err.contains("is not a URL"), "{err}");
+    }
 
     #[test]
     fn picks_the_configured_platform_and_says_what_exists() {

@@ -51,8 +51,10 @@ pub const MAX_FILE_NAME: usize = 128;
 /// The memory volume of the files of the `n`th container that gets them (one per container, so
 /// no container sees another's files).
 pub fn files_volume(n: usize) -> String {
-    format!("rotor-files-{n}")
+    format!("{FILES_VOLUME_PREFIX}{n}")
 }
+/// The start of every files volume's name: reserved, whatever number follows.
+pub const FILES_VOLUME_PREFIX: &str = "rotor-files-";
 /// The downward-API volume: the file templates (`files/NAME`) and the versions annotation
 /// (`versions`), as the API server has them now.
 pub const POD_INFO_VOLUME: &str = "rotor-pod-info";

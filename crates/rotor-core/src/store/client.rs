@@ -506,6 +506,44 @@ fn secret_from(answer: &Value) -> Secret {
     }
 }
 
+/// The longest excerpt of a store's own error text that rotor repeats.
+const STORE_TEXT_MAX: usize = 300;
+
+/// A store's error text as rotor may log it: anything token-like masked (a JWT, a store token, a
+/// long run of letters and digits, as a store that echoes what it was sent would put there), then
+/// cut to [`STORE_TEXT_MAX`] characters. Words are judged between `/` and other separators, so
+/// paths and role names stay readable.
+fn store_text_excerpt(text: &str) -> String {
+    let token_char =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '=' | '~');
+    let token_like = |word: &str| {
+        let jwt = word.starts_with("eyJ") && word.matches('.').count() >= 2;
+        let letters = word.chars().filter(char::is_ascii_alphabetic).count();
+        let digits = word.chars().filter(char::is_ascii_digit).count();
+        jwt || (word.len() >= 16 && letters > 0 && digits > 0)
+    };
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if token_like(word) {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if token_char(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(if c.is_control() { ' ' } else { c });
+        }
+    }
+    flush(&mut word, &mut out);
+    out.chars().take(STORE_TEXT_MAX).collect()
+}
+
 /// A 2xx answer as JSON; otherwise the store's `errors` list as the message. Error texts from
 /// the store describe the request, never secret data.
 fn decode(answer: &Answer, op: &str) -> Result<Value, StoreError> {
@@ -538,7 +576,7 @@ fn decode(answer: &Answer, op: &str) -> Result<Value, StoreError> {
         }
         (404, true) => "not found".to_string(),
         (403, true) => "permission denied".to_string(),
-        (_, _) => message.chars().take(300).collect(),
+        (_, _) => store_text_excerpt(&message),
     };
     Err(StoreError::Status {
         op: op.to_string(),

@@ -208,6 +208,36 @@ async fn login_keeps_the_token_and_a_redirect_is_an_error_not_followed() {
     assert!(!err.is_transient());
 }
 
+#[test]
+fn a_store_that_echoes_what_it_was_sent_gets_no_token_or_value_into_rotors_errors() {
+    const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlLWNhbmFyeQ";
+    const TOKEN: &str = "hvs.CAESIcanary0token9f8e7d6c5b4a";
+    const VALUE: &str = "s3cr3t-canary-Value-9f8e7d6c";
+    let body = serde_json::json!({ "errors": [
+        format!("invalid JWT {JWT} for role \"shop\""),
+        format!("token={TOKEN}; value:{VALUE}"),
+        "no handler for route \"secret/data/team-a/db\"",
+    ]})
+    .to_string();
+    let err = decode(&Answer { status: 400, body }, "logging in").unwrap_err();
+    let msg = err.to_string();
+    for canary in [JWT, TOKEN, VALUE, "canary"] {
+        assert!(!msg.contains(canary), "{canary} leaked: {msg}");
+    }
+    assert!(msg.contains("role \"shop\""), "{msg}");
+    assert!(msg.contains("\"secret/data/team-a/db\""), "{msg}");
+    let long = "x ".repeat(1000);
+    let err = decode(
+        &Answer {
+            status: 500,
+            body: serde_json::json!({ "errors": [long] }).to_string(),
+        },
+        "reading",
+    )
+    .unwrap_err();
+    assert!(err.to_string().len() < 400, "{err}");
+}
+
 #[tokio::test]
 async fn a_forbidden_path_is_not_a_refused_token() {
     let store = store();
