@@ -193,6 +193,51 @@ async fn slow_bodies_are_cut_at_the_body_timeout_and_memory_stays_under_the_char
 }
 
 #[tokio::test]
+async fn slow_bodies_from_48_clients_leave_legitimate_reviews_their_room() {
+    use rotor_e2e::slow_bodies::{Attack, attack, legitimate_reviews};
+    let server = start(&[]).await;
+    let (port, ca) = (server.webhook.port, server.pki.ca_pem().to_string());
+    // 24 clients from 24 addresses declaring 3 MiB and sending a byte a second (these held the
+    // whole 32 MiB budget when it was reserved from the declared length), and 24 from one
+    // address sending all but the last byte and stalling (bounded by the peer's 8 MiB share).
+    let _trickle = attack(port, &ca, 24, Attack::Trickle, false);
+    let _filled = attack(port, &ca, 24, Attack::FillAndStall, true);
+    // Evidence the attack is on: the stalling address holds its share, every address is seen.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = server.metric("rotor_webhook_body_bytes_held ").await;
+        let peers = server.metric("rotor_webhook_body_peers ").await;
+        if held >= 6.0 * 1024.0 * 1024.0 && peers >= 25.0 {
+            assert!(
+                held <= 9.0 * 1024.0 * 1024.0,
+                "the stalling address holds at most its 8 MiB share (and the tricklers a few \
+                 bytes): {held}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attack never took hold: {held} bytes held, {peers} peers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pod = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"],
+        "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } });
+    let body = std::sync::Arc::new(review(pod).into_bytes());
+    let (mut latencies, refused) = legitimate_reviews(port, &ca, body, 200).await.unwrap();
+    latencies.sort();
+    let (p50, p99) = (
+        rotor_e2e::slow_bodies::quantile(&latencies, 0.5),
+        rotor_e2e::slow_bodies::quantile(&latencies, 0.99),
+    );
+    eprintln!("under 48 slow-body clients: p50 {p50:?}, p99 {p99:?}");
+    assert_eq!(refused, 0, "no legitimate review is refused");
+    // Generous (the goal is p99 < 100 ms): with the budget held, reviews waited for seconds.
+    let slowest = latencies.last().copied().unwrap_or_default();
+    assert!(slowest < Duration::from_millis(2500), "{slowest:?}");
+}
+
+#[tokio::test]
 async fn megabytes_of_reference_look_alikes_are_reviewed_in_linear_time() {
     let server = start(&[]).await;
     // Near the API server's 3 MiB limit, in the shapes that made the old scanner quadratic.

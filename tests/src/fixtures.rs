@@ -88,6 +88,28 @@ pub async fn connect_tls_to(
     name: &str,
     ca_pem: &str,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tls_over(tcp, name, ca_pem).await
+}
+
+/// [`connect_tls`] from the loopback address `source` (any of 127.0.0.0/8), so a server sees
+/// distinct peers.
+pub async fn connect_tls_from(
+    source: std::net::IpAddr,
+    port: u16,
+    ca_pem: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await?;
+    tls_over(tcp, "localhost", ca_pem).await
+}
+
+async fn tls_over(
+    tcp: tokio::net::TcpStream,
+    name: &str,
+    ca_pem: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(cert.context("reading the CA PEM")?)?;
@@ -96,7 +118,6 @@ pub async fn connect_tls_to(
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
     let name = rustls::pki_types::ServerName::try_from(name.to_string())?;
     Ok(connector.connect(name, tcp).await?)
 }

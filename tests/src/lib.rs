@@ -5,3 +5,4 @@
 pub mod demo;
 pub mod fixtures;
 pub mod node_pods;
+pub mod slow_bodies;

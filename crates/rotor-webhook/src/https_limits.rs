@@ -1,5 +1,6 @@
 //! What one client may cost the HTTPS port: the bytes of a request body and the time to send
-//! it, the bytes of all bodies being read at once, connections, and HTTP/2 streams. Whoever
+//! it, its share of the bytes of all bodies being read at once (`body_budget`), connections,
+//! and HTTP/2 streams. Whoever
 //! reaches the port can only get their own requests refused; memory stays bounded.
 
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
 use http_body_util::BodyExt as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::body_budget::{BodyBudget, BudgetSizes, ConnectionBudget, Held};
 use crate::metrics::Metrics;
 
 /// Limits on request bodies.
@@ -19,40 +20,44 @@ pub struct BodyLimits {
     pub max_bytes: usize,
     /// Time allowed to receive a whole body, once the headers are in.
     pub read_timeout: Duration,
-    /// Bytes of all bodies being read or reviewed at once; a body waits (within
-    /// `read_timeout`) for room.
-    pub in_flight: Arc<Semaphore>,
+    /// Bytes of bodies being read or reviewed at once, in total, per peer address and per
+    /// connection; a body waits (within `read_timeout`) for room.
+    pub budget: Arc<BodyBudget>,
 }
 
 impl BodyLimits {
-    pub fn new(max_bytes: usize, read_timeout: Duration, in_flight_bytes: usize) -> Self {
+    pub fn new(max_bytes: usize, read_timeout: Duration, sizes: BudgetSizes) -> Self {
         Self {
             max_bytes,
             read_timeout,
-            in_flight: Arc::new(Semaphore::new(in_flight_bytes)),
+            budget: BodyBudget::new(sizes),
         }
     }
 }
 
-/// A body that was received, and its share of the in-flight budget (released on drop).
+/// A body that was received, and its share of the budget (released on drop).
 pub struct Received {
     pub bytes: Bytes,
-    pub _budget: Option<OwnedSemaphorePermit>,
+    pub _budget: Held,
 }
 
 /// Why a body was refused: the status and the message to answer with.
 pub type Refusal = (StatusCode, String);
 
-/// Reads `body` within the limits. The refusal names the flag to change. With a `declared`
-/// length (already checked against the maximum) the budget is taken once, up front, and the
-/// buffer sized exactly; without one it is taken chunk by chunk.
+/// The first allocation for a body with a declared length: what is declared is not trusted
+/// with memory, what arrives is.
+const FIRST_ALLOCATION: usize = 64 * 1024;
+
+/// Reads `body` within the limits, drawing on `shares` for every chunk as it arrives. The
+/// refusal names the flag to change.
 pub async fn read_body(
     body: Body,
     declared: Option<usize>,
+    shares: &ConnectionBudget,
     limits: &BodyLimits,
     metrics: &Metrics,
 ) -> Result<Received, Refusal> {
-    let read = read_within_size(body, declared, limits);
+    let read = read_within_size(body, declared, shares, limits);
     match tokio::time::timeout(limits.read_timeout, read).await {
         Ok(Ok(received)) => Ok(received),
         Ok(Err((reason, refusal))) => {
@@ -75,6 +80,7 @@ pub async fn read_body(
 async fn read_within_size(
     mut body: Body,
     declared: Option<usize>,
+    shares: &ConnectionBudget,
     limits: &BodyLimits,
 ) -> Result<Received, (&'static str, Refusal)> {
     let too_large = || {
@@ -98,22 +104,12 @@ async fn read_within_size(
             ),
         )
     };
-    let declared = declared.filter(|n| *n <= limits.max_bytes);
-    let mut budget: Option<OwnedSemaphorePermit> = None;
-    let mut reserved = 0usize;
-    if let Some(length) = declared {
-        let share = u32::try_from(length).map_err(|_| too_large())?;
-        budget = Some(
-            limits
-                .in_flight
-                .clone()
-                .acquire_many_owned(share)
-                .await
-                .map_err(|_| shutting_down())?,
-        );
-        reserved = length;
-    }
-    let mut received = Vec::with_capacity(reserved);
+    let first = declared
+        .unwrap_or(0)
+        .min(limits.max_bytes)
+        .min(FIRST_ALLOCATION);
+    let mut received = Vec::with_capacity(first);
+    let mut held = Held::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             (
@@ -127,26 +123,17 @@ async fn read_within_size(
         if received.len() + data.len() > limits.max_bytes {
             return Err(too_large());
         }
-        let beyond = (received.len() + data.len()).saturating_sub(reserved);
-        if beyond > 0 {
-            let share = u32::try_from(beyond).map_err(|_| too_large())?;
-            let permit = limits
-                .in_flight
-                .clone()
-                .acquire_many_owned(share)
+        held.merge(
+            shares
+                .reserve(data.len())
                 .await
-                .map_err(|_| shutting_down())?;
-            match &mut budget {
-                Some(held) => held.merge(permit),
-                None => budget = Some(permit),
-            }
-            reserved += beyond;
-        }
+                .map_err(|_| shutting_down())?,
+        );
         received.extend_from_slice(&data);
     }
     Ok(Received {
         bytes: Bytes::from(received),
-        _budget: budget,
+        _budget: held,
     })
 }
 
@@ -159,4 +146,6 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_streams: u32,
+    /// The body budget each connection gets its shares of.
+    pub budget: Arc<BodyBudget>,
 }

@@ -1,6 +1,7 @@
 //! rotor-webhook: the mutating admission webhook (planner, server, offline injection).
 
 pub mod admission;
+pub mod body_budget;
 pub mod config;
 pub mod configmap_references;
 pub mod file_volumes;

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub registry_lookups: Family<ResultLabels, Counter>,
     pub registry_cache_hits: Counter,
     pub refused: Family<RefusedLabels, Counter>,
+    /// Set at each scrape from the body budget.
+    pub body_bytes_held: Gauge,
+    pub body_peers: Gauge,
 }
 
 impl Metrics {
@@ -94,6 +97,18 @@ impl Metrics {
             "Requests and connections the HTTPS port refused before review, by reason",
             refused.clone(),
         );
+        let body_bytes_held = Gauge::default();
+        registry.register(
+            "body_bytes_held",
+            "Bytes of request bodies received and held now (of --max-inflight-body-bytes)",
+            body_bytes_held.clone(),
+        );
+        let body_peers = Gauge::default();
+        registry.register(
+            "body_peers",
+            "Peer addresses with a connection open to the HTTPS port",
+            body_peers.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -103,6 +118,8 @@ impl Metrics {
             registry_lookups,
             registry_cache_hits,
             refused,
+            body_bytes_held,
+            body_peers,
         })
     }
 

@@ -6,18 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::admission::AdmissionContext;
+use crate::body_budget::{BodyBudget, BudgetSizes, ConnectionBudget};
 use crate::config::InjectConfig;
 use crate::https_limits::{BodyLimits, ConnectionLimits, read_body};
 use crate::metrics::Metrics;
@@ -48,9 +50,17 @@ pub struct ServeArgs {
     /// Time allowed to receive a whole request body once its headers are in, in milliseconds.
     #[arg(long, env = "ROTOR_BODY_TIMEOUT_MS", default_value_t = 5_000)]
     pub body_timeout_ms: u64,
-    /// Bytes of all request bodies being read or reviewed at once; more wait for room.
+    /// Bytes of all request bodies being read or reviewed at once; more wait for room. Bytes
+    /// are counted as they arrive, never from a declared length.
     #[arg(long, env = "ROTOR_MAX_INFLIGHT_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_inflight_body_bytes: usize,
+    /// Of those, what the connections from one peer address may hold together, so a few
+    /// clients that send most of a body and stall cannot hold the API server's room.
+    #[arg(long, env = "ROTOR_MAX_INFLIGHT_BODY_BYTES_PER_PEER", default_value_t = 8 * 1024 * 1024)]
+    pub max_inflight_body_bytes_per_peer: usize,
+    /// Of those, what the streams of one connection may hold together.
+    #[arg(long, env = "ROTOR_MAX_INFLIGHT_BODY_BYTES_PER_CONNECTION", default_value_t = 4 * 1024 * 1024)]
+    pub max_inflight_body_bytes_per_connection: usize,
     /// Time allowed for a TLS handshake and for request headers, in milliseconds.
     #[arg(long, env = "ROTOR_HEADER_TIMEOUT_MS", default_value_t = 5_000)]
     pub header_timeout_ms: u64,
@@ -82,6 +92,8 @@ pub struct ServeArgs {
 pub struct AppState {
     pub admission: Arc<AdmissionContext>,
     pub resolver: Arc<CertResolver>,
+    /// The HTTPS port's body budget, shown in the metrics.
+    pub budget: Arc<BodyBudget>,
 }
 
 /// The webhook port's routes: `POST /mutate`, with bodies read within `limits`.
@@ -118,6 +130,8 @@ impl ServeArgs {
             max_body_bytes,
             body_timeout_ms,
             max_inflight_body_bytes,
+            max_inflight_body_bytes_per_peer,
+            max_inflight_body_bytes_per_connection,
             header_timeout_ms,
             max_connections,
             max_streams,
@@ -127,11 +141,12 @@ impl ServeArgs {
             inject,
             registry,
         } = self;
-        if max_inflight_body_bytes < max_body_bytes {
-            anyhow::bail!(
-                "--max-inflight-body-bytes={max_inflight_body_bytes} must be at least --max-body-bytes={max_body_bytes}"
-            );
-        }
+        let sizes = BudgetSizes {
+            total: max_inflight_body_bytes,
+            per_peer: max_inflight_body_bytes_per_peer,
+            per_connection: max_inflight_body_bytes_per_connection,
+        };
+        check_budget(sizes, max_body_bytes)?;
         let metrics = Metrics::new();
         let (watcher, seen) = CertWatcher::load(&tls_cert_file, &tls_key_file, metrics.clone())?;
         let resolver = watcher.resolver.clone();
@@ -143,6 +158,12 @@ impl ServeArgs {
         } else {
             None
         };
+        let body_limits = BodyLimits::new(
+            max_body_bytes,
+            Duration::from_millis(body_timeout_ms),
+            sizes,
+        );
+        let budget = body_limits.budget.clone();
         let state = AppState {
             admission: Arc::new(AdmissionContext {
                 config: Arc::new(inject.validated()?),
@@ -154,12 +175,8 @@ impl ServeArgs {
                 configmap_references,
             }),
             resolver: resolver.clone(),
+            budget: budget.clone(),
         };
-        let body_limits = BodyLimits::new(
-            max_body_bytes,
-            Duration::from_millis(body_timeout_ms),
-            max_inflight_body_bytes,
-        );
         let app = webhook_router(state.clone(), body_limits);
         let admin = admin_router(state);
 
@@ -185,6 +202,7 @@ impl ServeArgs {
                 header_timeout: Duration::from_millis(header_timeout_ms),
                 max_connections,
                 max_streams,
+                budget,
             },
             metrics,
             Duration::from_secs(shutdown_grace_seconds),
@@ -194,6 +212,33 @@ impl ServeArgs {
         tracing::info!("rotor-webhook stopped");
         Ok(())
     }
+}
+
+/// Every share must hold one body of the largest size, or such a body could never be read; a
+/// peer's share must leave room for other peers.
+fn check_budget(sizes: BudgetSizes, max_body_bytes: usize) -> Result<()> {
+    for (flag, bytes) in [
+        ("--max-inflight-body-bytes", sizes.total),
+        ("--max-inflight-body-bytes-per-peer", sizes.per_peer),
+        (
+            "--max-inflight-body-bytes-per-connection",
+            sizes.per_connection,
+        ),
+    ] {
+        if bytes < max_body_bytes {
+            anyhow::bail!("{flag}={bytes} must be at least --max-body-bytes={max_body_bytes}");
+        }
+    }
+    if sizes.per_peer > sizes.total || sizes.per_connection > sizes.per_peer {
+        anyhow::bail!(
+            "the body budgets must nest: --max-inflight-body-bytes-per-connection={} <= \
+             --max-inflight-body-bytes-per-peer={} <= --max-inflight-body-bytes={}",
+            sizes.per_connection,
+            sizes.per_peer,
+            sizes.total
+        );
+    }
+    Ok(())
 }
 
 /// A declared Content-Length over the limit is answered 413 from the headers, before any body
@@ -227,11 +272,13 @@ fn declared_length(request: &axum::extract::Request) -> Option<u64> {
 
 async fn mutate(
     State((state, limits)): State<(AppState, BodyLimits)>,
+    shares: Option<Extension<Arc<ConnectionBudget>>>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
     let metrics = &state.admission.metrics;
     let declared = declared_length(&request).and_then(|n| usize::try_from(n).ok());
-    match read_body(request.into_body(), declared, &limits, metrics).await {
+    let shares = shares.map_or_else(|| limits.budget.unattributed(), |Extension(s)| s);
+    match read_body(request.into_body(), declared, &shares, &limits, metrics).await {
         Ok(received) => {
             let answer = crate::admission::review(&received.bytes, &state.admission).await;
             axum::Json(answer).into_response()
@@ -252,6 +299,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let metrics = &state.admission.metrics;
+    metrics
+        .body_bytes_held
+        .set(i64::try_from(state.budget.held()).unwrap_or(i64::MAX));
+    metrics
+        .body_peers
+        .set(i64::try_from(state.budget.peers()).unwrap_or(i64::MAX));
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         state.admission.metrics.encode(),
@@ -300,7 +354,13 @@ pub async fn serve_https(
         };
         warned_full = false;
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let shares = limits.budget.connect(peer.ip());
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(shares.clone());
+                request
+            },
+        ));
         let watcher = graceful.watcher();
         let max_streams = limits.max_streams;
         tokio::spawn(async move {

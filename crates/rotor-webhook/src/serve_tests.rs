@@ -35,11 +35,20 @@ fn state(loaded: bool) -> AppState {
             configmap_references: false,
         }),
         resolver: Arc::new(CertResolver::new(pair)),
+        budget: crate::body_budget::BodyBudget::new(sizes()),
+    }
+}
+
+fn sizes() -> crate::body_budget::BudgetSizes {
+    crate::body_budget::BudgetSizes {
+        total: 4 * LIMIT,
+        per_peer: 2 * LIMIT,
+        per_connection: LIMIT,
     }
 }
 
 fn limits() -> BodyLimits {
-    BodyLimits::new(LIMIT, Duration::from_secs(5), 4 * LIMIT)
+    BodyLimits::new(LIMIT, Duration::from_secs(5), sizes())
 }
 
 async fn call(router: Router, request: Request<Body>) -> (StatusCode, String) {
@@ -114,7 +123,7 @@ async fn a_body_that_stops_arriving_is_refused_at_the_body_timeout() {
     let metrics = state.admission.metrics.clone();
     let router = webhook_router(
         state,
-        BodyLimits::new(LIMIT, Duration::from_millis(300), 4 * LIMIT),
+        BodyLimits::new(LIMIT, Duration::from_millis(300), sizes()),
     );
     let first = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{"))]);
     let stalled = first.chain(futures::stream::pending());
@@ -128,4 +137,49 @@ async fn a_body_that_stops_arriving_is_refused_at_the_body_timeout() {
         "{}",
         metrics.encode()
     );
+}
+
+#[tokio::test]
+async fn a_declared_length_holds_no_budget_only_the_bytes_that_arrived_do() {
+    let limits = limits();
+    let budget = limits.budget.clone();
+    let router = webhook_router(state(true), limits);
+    let first = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{"))]);
+    let stalled = first.chain(futures::stream::pending());
+    let request = mutate(Body::from_stream(stalled), Some(LIMIT));
+    let call = tokio::spawn(call(router, request));
+    // Evidence that the body is being read: the byte that arrived is held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while budget.available() == 4 * LIMIT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the body was never read"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        budget.available(),
+        4 * LIMIT - 1,
+        "one byte held, not the {LIMIT} declared"
+    );
+    call.abort();
+}
+
+#[test]
+fn body_budgets_must_hold_one_largest_body_and_nest() {
+    let sizes = |total, per_peer, per_connection| crate::body_budget::BudgetSizes {
+        total,
+        per_peer,
+        per_connection,
+    };
+    assert!(check_budget(sizes(32, 8, 4), 3).is_ok());
+    let small = check_budget(sizes(32, 8, 2), 3).unwrap_err().to_string();
+    assert!(
+        small.contains(
+            "--max-inflight-body-bytes-per-connection=2 must be at least --max-body-bytes=3"
+        ),
+        "{small}"
+    );
+    let inverted = check_budget(sizes(32, 40, 4), 3).unwrap_err().to_string();
+    assert!(inverted.contains("must nest"), "{inverted}");
 }

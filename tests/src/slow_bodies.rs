@@ -1,0 +1,152 @@
+//! Clients that hold the webhook's HTTPS port with slow request bodies, and a legitimate client
+//! that measures review latency meanwhile (the e2e test and the `admission_under_attack` bench).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// What one attacking connection does after declaring a body of the largest size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    /// Sends one byte a second (the attack the in-flight budget fell to when it was reserved
+    /// from the declared length).
+    Trickle,
+    /// Sends all but the last byte at once and stalls.
+    FillAndStall,
+}
+
+/// The declared length of every attacking body: the API server's own limit on a request.
+pub const DECLARED: usize = 3 * 1024 * 1024;
+
+/// Attacking connections, reconnecting whenever the server cuts one, until dropped.
+pub struct Attackers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Attackers {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The loopback address attacker `i` connects from: one address for all (`shared`), or one
+/// each (127.0.1.x; the legitimate client uses 127.0.0.1).
+pub fn attacker_source(i: usize, shared: bool) -> IpAddr {
+    if shared {
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))
+    } else {
+        let i = u8::try_from(i % 250).unwrap_or(0);
+        IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + i))
+    }
+}
+
+/// Starts `count` attackers of one `shape` against `port`.
+pub fn attack(port: u16, ca_pem: &str, count: usize, shape: Attack, shared: bool) -> Attackers {
+    let tasks = (0..count)
+        .map(|i| {
+            let (ca, source) = (ca_pem.to_string(), attacker_source(i, shared));
+            tokio::spawn(async move {
+                loop {
+                    // An error (reset, refused at the connection limit) is a cut: reconnect.
+                    let _ = one_attack(port, &ca, source, shape).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        })
+        .collect();
+    Attackers { tasks }
+}
+
+/// One connection's attack, until the server answers or closes it.
+async fn one_attack(port: u16, ca: &str, source: IpAddr, shape: Attack) -> Result<()> {
+    let tls = crate::fixtures::connect_tls_from(source, port, ca).await?;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {DECLARED}\r\n\r\n"
+    );
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        match shape {
+            Attack::Trickle => {
+                for _ in 0..DECLARED - 1 {
+                    writer.write_all(b" ").await?;
+                    writer.flush().await?;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Attack::FillAndStall => {
+                let chunk = vec![b' '; 64 * 1024];
+                let mut left = DECLARED - 1;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    writer.write_all(&chunk[..n]).await?;
+                    left -= n;
+                }
+                writer.flush().await?;
+            }
+        }
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    // Any answer or a close ends this connection's attack.
+    let mut buf = [0u8; 512];
+    let _ = reader.read(&mut buf).await;
+    sender.abort();
+    Ok(())
+}
+
+/// Latencies of `count` legitimate reviews sent one after another over one connection from
+/// 127.0.0.1, and how many were not answered 200 with `allowed: true`.
+pub async fn legitimate_reviews(
+    port: u16,
+    ca_pem: &str,
+    body: Arc<Vec<u8>>,
+    count: usize,
+) -> Result<(Vec<Duration>, usize)> {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("reading the CA")?;
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .local_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("https://localhost:{port}/mutate");
+    let mut latencies = Vec::with_capacity(count);
+    let mut refused = 0;
+    for _ in 0..count {
+        let started = Instant::now();
+        let answer = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.as_ref().clone())
+            .send()
+            .await;
+        let allowed = match answer {
+            Ok(a) if a.status().is_success() => a
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["response"]["allowed"] == true),
+            _ => false,
+        };
+        latencies.push(started.elapsed());
+        if !allowed {
+            refused += 1;
+        }
+    }
+    Ok((latencies, refused))
+}
+
+/// The `p`-quantile (0..=1) of sorted latencies.
+pub fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[i]
+}
