@@ -157,13 +157,11 @@ fn run(command: Vec<String>) -> u8 {
         .envs(app_env.iter().map(|(k, v)| (k, v)));
     if stays {
         tracing::info!(%program, leases = leases.len(), signal_mode = rotation.is_some(), "starting the app under rotor-init (daemon or signal mode)");
-        let mut child = tokio::process::Command::from(cmd);
+        daemon::harden();
+        let grace = settings.init.daemon_grace;
         let code = runtime.block_on(async {
-            match child.spawn() {
-                Ok(child) => {
-                    daemon::supervise(child, client, leases, settings.init.daemon_grace, rotation)
-                        .await
-                }
+            match daemon::supervise(&mut cmd, client, leases, grace, rotation).await {
+                Ok(code) => code,
                 Err(e) => {
                     tracing::error!(%program, error = %e, "cannot start the app");
                     i32::from(exec_error_code(&e))

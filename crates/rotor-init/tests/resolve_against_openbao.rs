@@ -1040,3 +1040,72 @@ async fn files_are_rendered_and_a_rotation_rewrites_them_in_place_and_signals_th
     assert!(!err.contains(CANARY), "the canary leaked:\n{err}");
     Ok(())
 }
+
+/// The app's view of rotor-init staying resident: orphans it creates are adopted and reaped,
+/// and `/proc/<ppid>/environ` shows none of rotor-init's `ROTOR_*` settings (it started with
+/// ROTOR_ADDR and others). It polls (up to 10 s) until the orphans it saw
+/// adopted are gone and none is left a zombie, then prints what it saw.
+const PROBE: &str = r#"p=$PPID
+for i in $(seq 30); do (sleep 1 &); done
+adopted=0; n=0
+while [ $n -lt 100 ]; do
+  z=0; alive=0
+  for f in /proc/[0-9]*/stat; do
+    set -- $(cat "$f" 2>/dev/null)
+    [ "$4" = "$p" ] && [ "$2" = "(sleep)" ] || continue
+    if [ "$3" = Z ]; then z=$((z+1)); else alive=$((alive+1)); fi
+  done
+  [ $alive -gt $adopted ] && adopted=$alive
+  [ $alive -eq 0 ] && [ $z -eq 0 ] && break
+  sleep 0.1; n=$((n+1))
+done
+echo "adopted=$adopted zombies=$z"
+if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -q '^ROTOR_'; then echo environ=exposed; else echo environ=clear; fi"#;
+
+#[tokio::test]
+async fn resident_rotor_init_reaps_orphans_and_its_environment_is_unreadable() -> Result<()> {
+    let f = Fixture::new().await?;
+    let env = with(
+        &f.base_env(),
+        &[
+            ("DB", "vault:secret/data/api#key"),
+            ("ROTOR_DAEMON", "true"),
+        ],
+    );
+    // As root, the test's CAP_SYS_PTRACE would read any process: drop it as a container does.
+    let mut command = if nix_is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set=-sys_ptrace", "--", rotor_init()]);
+        c
+    } else {
+        Command::new(rotor_init())
+    };
+    let out = command
+        .args(["--", "sh", "-c", PROBE])
+        .env_clear()
+        .envs(&env)
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", stderr(&out));
+    let adopted: usize = said
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("adopted="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(adopted > 0, "the orphans reached rotor-init: {said}");
+    assert!(said.contains("zombies=0"), "every orphan reaped: {said}");
+    assert!(
+        said.contains("environ=clear"),
+        "rotor-init's ROTOR_* settings are not in its /proc/<pid>/environ: {said}"
+    );
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        == Some("0")
+}
