@@ -794,6 +794,25 @@ async fn verifies_tls_with_the_injected_ca() -> Result<()> {
         !stderr(&out).contains("retrying"),
         "a certificate error is not retried"
     );
+    // http:// to the HTTPS store: named at once as the address's mistake, not retried.
+    let plain = bao.addr.replacen("https://", "http://", 1);
+    let started = Instant::now();
+    let out = run(
+        &with(&env, &[("ROTOR_ADDR", &plain), ("ROTOR_CACERT_PEM", &ca)]),
+        "env",
+        &["-0"],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("change it to https://"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "before the deadline"
+    );
     Ok(())
 }
 

@@ -548,6 +548,9 @@ fn store_text_excerpt(text: &str) -> String {
 /// the store describe the request, never secret data.
 fn decode(answer: &Answer, op: &str) -> Result<Value, StoreError> {
     let Answer { status, body } = answer;
+    if *status == 400 && body.contains("Client sent an HTTP request to an HTTPS server") {
+        return Err(StoreError::PlainHttpToHttps { op: op.to_string() });
+    }
     if (200..300).contains(status) {
         if body.trim().is_empty() {
             return Ok(Value::Null);

@@ -268,3 +268,12 @@ async fn a_revoked_token_is_forgotten_and_refused() {
             .is_permission_denied()
     );
 }
+
+#[test]
+fn plain_http_to_an_https_store_is_named_as_the_address_and_never_retried() {
+    // What Go's servers (Vault, OpenBao) answer to plain HTTP on a TLS port.
+    let body = "Client sent an HTTP request to an HTTPS server.\n".to_string();
+    let err = decode(&Answer { status: 400, body }, "logging in").unwrap_err();
+    assert!(err.to_string().contains("change it to https://"), "{err}");
+    assert!(err.is_setup() && !err.is_transient(), "{err:?}");
+}

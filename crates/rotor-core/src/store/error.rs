@@ -26,6 +26,13 @@ pub enum StoreError {
         "{op}: TLS: {message}; trust the store's CA with ROTOR_CACERT (or the chart's store.caConfigMap)"
     )]
     Tls { op: String, message: String },
+    /// The address says `http://` and the store serves HTTPS there (Go's servers, Vault's and
+    /// OpenBao's, answer 400 "Client sent an HTTP request to an HTTPS server"): a setting, never
+    /// retried.
+    #[error(
+        "{op}: the store serves HTTPS at this address but the address says http://; change it to https:// (ROTOR_ADDR, the chart's store.address or rotor.dev/vault-addr)"
+    )]
+    PlainHttpToHttps { op: String },
     /// Transient failures kept happening until the overall deadline passed.
     #[error("gave up after {attempts} attempts in {elapsed:?} (deadline {deadline:?}): {last}")]
     Deadline {
@@ -102,6 +109,7 @@ impl StoreError {
     pub fn is_setup(&self) -> bool {
         match self {
             Self::Tls { .. }
+            | Self::PlainHttpToHttps { .. }
             | Self::NotKv2 { .. }
             | Self::BadBody { .. }
             | Self::CaBundle(_)
