@@ -1077,8 +1077,9 @@ async fn a_workload_first_seen_after_its_secret_rotated_rolls_once() -> Result<(
 }
 
 /// `rotor.dev/on-rotation: signal`: the pods are told the new version (their
-/// `rotor.dev/versions` annotation), the workload is not rolled, and with two replicas running
-/// it happens once: one Event, one in-place rotation counted.
+/// `rotor.dev/versions` annotation, merged with other paths already there), the workload is not
+/// rolled, and with two replicas running it happens once: one Event, one in-place rotation
+/// counted. A pod with the same labels that another controller owns is not told.
 #[tokio::test]
 async fn signal_mode_tells_every_pod_and_never_rolls() -> Result<()> {
     let env = setup().await?;
@@ -1122,14 +1123,55 @@ async fn signal_mode_tells_every_pod_and_never_rolls() -> Result<()> {
         vec![None, None],
         "first sight tells nobody"
     );
+    // A pod with the same labels that another controller owns (a Job's, say) is not this
+    // Deployment's and is never told; a version of another path on one of its own pods is kept.
+    let owner = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+            "metadata": { "name": "owner-of-foreign" },
+            "spec": { "containers": [{ "name": "c", "image": "busybox" }] } }))?,
+        )
+        .await?;
+    let foreign = json!({
+        "metadata": { "name": "foreign", "labels": { "app": "sig" },
+            "ownerReferences": [{ "apiVersion": "v1", "kind": "Pod", "name": "owner-of-foreign",
+                "uid": owner.uid().unwrap(), "controller": true }] },
+        "spec": { "containers": [{ "name": "c", "image": "busybox" }] } });
+    pods.create(&PostParams::default(), &serde_json::from_value(foreign)?)
+        .await?;
+    let own = pods
+        .list(&ListParams::default().labels("app=sig"))
+        .await?
+        .items
+        .into_iter()
+        .find(|p| p.name_any() != "foreign")
+        .unwrap();
+    let other_path = json!({ "metadata": { "annotations": {
+        "rotor.dev/versions": "{\"secret/data/other\":5}" } } });
+    pods.patch(
+        &own.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&other_path),
+    )
+    .await?;
 
     let version = rotate(&env, "p1", "rotated-in-place").await?;
     let want = format!("{{\"secret/data/p1\":{version}}}");
+    let merged = format!("{{\"secret/data/other\":5,\"secret/data/p1\":{version}}}");
     let told = wait_until("both pods are told", Duration::from_secs(30), || async {
-        Ok(pod_versions()
-            .await?
-            .iter()
-            .all(|v| v.as_deref() == Some(want.as_str())))
+        let list = pods.list(&ListParams::default().labels("app=sig")).await?;
+        Ok(list.items.iter().all(|p| {
+            let v = p
+                .annotations()
+                .get("rotor.dev/versions")
+                .map(String::as_str);
+            match p.name_any() {
+                n if n == "foreign" => true,
+                n if n == own.name_any() => v == Some(merged.as_str()),
+                _ => v == Some(want.as_str()),
+            }
+        }))
     })
     .await;
     if let Err(e) = told {
@@ -1178,6 +1220,12 @@ async fn signal_mode_tells_every_pod_and_never_rolls() -> Result<()> {
     let told = counter(&first.admin, "rotor_reloader_pods_told_total").await?
         + counter(&second.admin, "rotor_reloader_pods_told_total").await?;
     assert_eq!((in_place, told), (1, 2));
+    let foreign = pods.get("foreign").await?;
+    assert_eq!(
+        foreign.annotations().get("rotor.dev/versions"),
+        None,
+        "a pod another controller owns is never told"
+    );
     let notes: Vec<String> = events_with_reason(&env, "SecretRotatedInPlace")
         .await?
         .into_iter()
