@@ -5,4 +5,5 @@
 pub mod demo;
 pub mod fixtures;
 pub mod node_pods;
+pub mod observe;
 pub mod slow_bodies;

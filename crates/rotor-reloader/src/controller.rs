@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use rotor_core::contract::OnRotation;
 
+use crate::fair_share::{select_paths, waiting};
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, StoreAnswer, plan_cycle};
 use crate::poll::Poller;
-use crate::stores::{StoreKey, Stores};
+use crate::stores::{Store, StoreKey, Stores};
 use crate::tenancy::WatchablePaths;
 use crate::workloads::{Caches, Patched, Workload, patch_workload};
 
@@ -34,6 +35,8 @@ pub struct ControllerConfig {
     pub all_workloads: bool,
     /// Which paths a workload's namespace may have watched.
     pub watchable: WatchablePaths,
+    /// Distinct paths of one namespace polled per poll; more are polled in turns.
+    pub paths_per_namespace: usize,
 }
 
 pub struct Controller {
@@ -49,7 +52,13 @@ pub struct Controller {
     pub leading: Arc<AtomicBool>,
     pub ready: Arc<AtomicBool>,
     pub identity: String,
+    /// Polls so far: which window of an over-budget namespace's paths is polled.
+    pub turn: u64,
 }
+
+/// Time one store's poll may take (login, mount lookups, metadata reads); past it that store
+/// counts as not answering this poll, and the others go on.
+const STORE_DEADLINE: Duration = Duration::from_secs(15);
 
 enum Cycle {
     /// Polled; wake again after this long.
@@ -146,10 +155,13 @@ impl Controller {
             }
         }
         let workloads = kept;
-        let mut by_store: BTreeMap<StoreKey, BTreeSet<String>> = BTreeMap::new();
+        // Per store, per namespace: each namespace's paths are polled within its budget.
+        let mut by_store: BTreeMap<StoreKey, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
         for (w, key) in workloads.iter().zip(&stores) {
             by_store
                 .entry(key.clone())
+                .or_default()
+                .entry(w.namespace.clone())
                 .or_default()
                 .extend(w.paths.iter().cloned());
         }
@@ -161,14 +173,28 @@ impl Controller {
             self.metrics.paths_watched.set(0);
             return Cycle::Done(interval);
         }
+        self.turn = self.turn.wrapping_add(1);
+        let budget = self.config.paths_per_namespace;
+        let selected: BTreeMap<StoreKey, BTreeSet<String>> = by_store
+            .iter()
+            .map(|(key, by_ns)| (key.clone(), select_paths(by_ns, budget, self.turn)))
+            .collect();
+        let waiting: usize = by_store.values().map(|by_ns| waiting(by_ns, budget)).sum();
+        self.metrics
+            .paths_waiting_turn
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        let watched: BTreeMap<StoreKey, BTreeSet<String>> = by_store
+            .iter()
+            .map(|(key, by_ns)| (key.clone(), by_ns.values().flatten().cloned().collect()))
+            .collect();
         let mut versions: BTreeMap<StoreKey, StoreAnswer> = BTreeMap::new();
         let mut requests = 0usize;
         let mut down = 0usize;
-        for (key, paths) in &by_store {
-            match self.poll_store(key, paths).await {
+        for (key, outcome) in self.poll_stores(&selected, &watched).await {
+            match outcome {
                 Some((answered, made)) => {
                     requests += made;
-                    versions.insert(key.clone(), answered);
+                    versions.insert(key, answered);
                 }
                 None => down += 1,
             }
@@ -213,77 +239,46 @@ impl Controller {
         Cycle::Done(plan.wake_within.map_or(interval, |w| w.min(interval)))
     }
 
-    /// Polls every distinct path of one store once (logging in first when needed, and again
-    /// once if the token was refused): the versions and the requests made, or `None` when the
-    /// store did not answer or the login failed.
-    async fn poll_store(
+    /// Polls the stores at once, each within its own deadline, so a store that hangs or resets
+    /// holds back only its own workloads (and, with its failures remembered, only once per
+    /// backoff): each store's answer, or `None` when it did not answer.
+    async fn poll_stores(
         &mut self,
-        key: &StoreKey,
-        paths: &BTreeSet<String>,
-    ) -> Option<(StoreAnswer, usize)> {
-        let started = Instant::now();
-        let auth = self.stores.auth.clone();
-        let store = match self.stores.get(key) {
-            Ok(store) => store,
-            Err(e) => {
+        selected: &BTreeMap<StoreKey, BTreeSet<String>>,
+        watched: &BTreeMap<StoreKey, BTreeSet<String>>,
+    ) -> Vec<(StoreKey, Option<(StoreAnswer, usize)>)> {
+        let mut outcomes = Vec::new();
+        for key in selected.keys() {
+            if let Err(e) = self.stores.get(key) {
                 tracing::warn!(store = %key, error = %e, "no client for the store");
-                return None;
+                outcomes.push((key.clone(), None));
             }
-        };
-        if !store.logged_in {
-            match store.client.login(&auth).await {
-                Ok(()) => store.logged_in = true,
-                Err(e) => {
-                    tracing::warn!(store = %key, error = %e, "store login failed; retrying");
-                    return None;
+        }
+        let auth = self.stores.auth.clone();
+        let (poller, metrics) = (&self.poller, &self.metrics);
+        let polls = self
+            .stores
+            .entries_mut()
+            .filter_map(|(key, store)| Some((key, store, selected.get(key)?)))
+            .map(|(key, store, paths)| {
+                let auth = &auth;
+                async move {
+                    let poll = poll_store(store, key, paths, auth, poller, metrics);
+                    let outcome = match tokio::time::timeout(STORE_DEADLINE, poll).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            tracing::warn!(store = %key, deadline_s = STORE_DEADLINE.as_secs(), "the store's poll did not finish within its deadline; its workloads wait for the next poll");
+                            None
+                        }
+                    };
+                    if let Some(paths) = watched.get(key) {
+                        store.lookups.retain(|p| paths.contains(p));
+                    }
+                    (key.clone(), outcome)
                 }
-            }
-        }
-        let mut result = self.poller.poll_versions(&store.client, paths).await;
-        // A 403 is either a path this reloader may not read or a token that is gone: log in
-        // again only for the second, so one forbidden path does not mint a token per poll.
-        let token_refused =
-            result.needs_login() && matches!(store.client.token_accepted().await, Ok(false));
-        if token_refused {
-            match store.client.login(&auth).await {
-                Ok(()) => result = self.poller.poll_versions(&store.client, paths).await,
-                Err(e) => {
-                    tracing::warn!(store = %key, error = %e, "store login failed");
-                    store.logged_in = false;
-                }
-            }
-        }
-        self.metrics
-            .poll_duration
-            .observe(started.elapsed().as_secs_f64());
-        // Distinct secrets, however they are spelled: one request each per poll.
-        self.metrics.store_requests.inc_by(result.requests as u64);
-        self.metrics.store_errors.inc_by(result.errors.len() as u64);
-        for (path, error) in result.errors.iter().take(5) {
-            tracing::warn!(store = %key, %path, %error, "polling a path failed");
-        }
-        if result.store_unreachable() {
-            return None;
-        }
-        self.metrics.store_last_success.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .and_then(|d| i64::try_from(d.as_secs()).ok())
-                .unwrap_or(0),
-        );
-        tracing::debug!(
-            store = %key,
-            paths = paths.len(),
-            requests = result.requests,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "poll done"
-        );
-        let answer = StoreAnswer {
-            versions: result.versions,
-            written: result.written,
-        };
-        Some((answer, result.requests))
+            });
+        outcomes.extend(futures::future::join_all(polls).await);
+        outcomes
     }
 
     /// Logs and counts what the plan found before anything is applied.
@@ -554,4 +549,86 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// Polls every selected path of one store once (logging in first when needed and its backoff
+/// allows, and again once if the token was refused): the versions and the requests made, or
+/// `None` when the store did not answer or the login failed.
+async fn poll_store(
+    store: &mut Store,
+    key: &StoreKey,
+    paths: &BTreeSet<String>,
+    auth: &rotor_core::store::Auth,
+    poller: &Poller,
+    metrics: &Metrics,
+) -> Option<(StoreAnswer, usize)> {
+    let started = Instant::now();
+    if !store.logged_in {
+        if !store.login_backoff.ready(started) {
+            tracing::debug!(store = %key, "the store's login waits for its backoff");
+            return None;
+        }
+        match store.client.login(auth).await {
+            Ok(()) => {
+                store.logged_in = true;
+                store.login_backoff.succeeded();
+            }
+            Err(e) => {
+                let wait = store.login_backoff.failed(Instant::now());
+                tracing::warn!(store = %key, error = %e, retry_in_s = wait.as_secs(), "store login failed");
+                return None;
+            }
+        }
+    }
+    let mut result = poller
+        .poll_versions(&store.client, paths, &mut store.lookups)
+        .await;
+    // A 403 is either a path this reloader may not read or a token that is gone: log in
+    // again only for the second, so one forbidden path does not mint a token per poll.
+    let token_refused =
+        result.needs_login() && matches!(store.client.token_accepted().await, Ok(false));
+    if token_refused {
+        match store.client.login(auth).await {
+            Ok(()) => {
+                result = poller
+                    .poll_versions(&store.client, paths, &mut store.lookups)
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(store = %key, error = %e, "store login failed");
+                store.logged_in = false;
+            }
+        }
+    }
+    metrics
+        .poll_duration
+        .observe(started.elapsed().as_secs_f64());
+    // Distinct secrets, however they are spelled: one request each per poll.
+    metrics.store_requests.inc_by(result.requests as u64);
+    metrics.store_errors.inc_by(result.errors.len() as u64);
+    for (path, error) in result.errors.iter().take(5) {
+        tracing::warn!(store = %key, %path, %error, "polling a path failed");
+    }
+    if result.store_unreachable() {
+        return None;
+    }
+    metrics.store_last_success.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .unwrap_or(0),
+    );
+    tracing::debug!(
+        store = %key,
+        paths = paths.len(),
+        requests = result.requests,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "poll done"
+    );
+    let answer = StoreAnswer {
+        versions: result.versions,
+        written: result.written,
+    };
+    Some((answer, result.requests))
 }

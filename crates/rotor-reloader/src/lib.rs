@@ -1,8 +1,10 @@
 //! rotor-reloader: polls the store for new versions of referenced secrets and rolls exactly
 //! the workloads that use them, once. State lives in the API (an annotation on each workload).
 
+pub mod backoff;
 pub mod controller;
 pub mod decision;
+pub mod fair_share;
 pub mod leader;
 pub mod metrics;
 pub mod planner;

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub pods_told: Counter,
     pub patch_conflicts: Counter,
     pub paths_not_watched: Counter,
+    pub paths_waiting_turn: Gauge,
     pub detection_to_patch: Histogram,
     pub poll_duration: Histogram,
     pub leader: Gauge,
@@ -60,6 +61,7 @@ impl Metrics {
             pods_told: Counter::default(),
             patch_conflicts: Counter::default(),
             paths_not_watched: Counter::default(),
+            paths_waiting_turn: Gauge::default(),
             detection_to_patch: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             poll_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
@@ -84,6 +86,11 @@ impl Metrics {
             "paths_not_watched",
             "Paths workloads reference that their namespace may not have watched (--watchable-paths), counted once per template generation",
             m.paths_not_watched.clone(),
+        );
+        r.register(
+            "paths_waiting_turn",
+            "Paths not polled in the last poll because their namespace has more than --paths-per-namespace-per-poll (polled in turns)",
+            m.paths_waiting_turn.clone(),
         );
         r.register(
             "store_requests",

@@ -2,10 +2,10 @@
 //! versions recorded, which roll (after the settle window, within the rollout cap), which wait.
 //! The controller polls, calls [`plan_cycle`], applies the steps and publishes what happened.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::decision::{Change, Decision, Recorded, Versions, decide, recorded};
+use crate::decision::{Change, Decision, Recorded, Versions, decide, record_key, recorded};
 use crate::workloads::{Kind, Workload};
 
 /// A workload's identity across polls.
@@ -81,7 +81,7 @@ pub struct CyclePlan {
     pub steps: Vec<Step>,
     /// Workloads whose rotation was first seen in this cycle.
     pub detected: Vec<usize>,
-    /// Workloads due to roll but held back by the rollout cap.
+    /// Workloads due to roll but held back by the rollout cap (served fairly: see `fair_order`).
     pub deferred: Vec<usize>,
     /// The wait before the next cycle should not exceed this (settle windows, deferrals).
     pub wake_within: Option<Duration>,
@@ -104,7 +104,7 @@ pub fn plan_cycle(
     let wake = |d: Duration, plan: &mut CyclePlan| {
         plan.wake_within = Some(plan.wake_within.map_or(d, |w| w.min(d)));
     };
-    let mut rollouts = 0usize;
+    let mut due = Vec::new();
     let nothing_answered = StoreAnswer::default();
     for (index, workload) in workloads.iter().enumerate() {
         let key = workload.key();
@@ -116,9 +116,16 @@ pub fn plan_cycle(
                 continue;
             }
             Decision::Record(versions) => {
-                let stale = match record_now {
+                // First sight of the workload, or of a path the record lacks (its namespace's
+                // paths are polled in turns, or it did not answer before): a version written
+                // after the pods' template changed means the pods hold an older value.
+                let stale = match &record_now {
                     Recorded::Absent => rotated_before_first_sight(workload, answer),
-                    _ => Vec::new(),
+                    Recorded::Versions(old) => rotated_before_first_sight(workload, answer)
+                        .into_iter()
+                        .filter(|p| !old.contains_key(&record_key(p)))
+                        .collect(),
+                    Recorded::Unreadable(_) => Vec::new(),
                 };
                 if stale.is_empty() {
                     plan.steps.push(Step::Record {
@@ -146,20 +153,60 @@ pub fn plan_cycle(
             wake(settle - waited, &mut plan);
             continue;
         }
-        if rollouts >= settings.max_rollouts_per_poll.max(1) {
-            plan.deferred.push(index);
-            wake(Duration::from_secs(1), &mut plan);
-            continue;
-        }
-        rollouts += 1;
-        plan.steps.push(Step::Roll {
+        due.push(Step::Roll {
             workload: index,
             reason,
             record,
             since,
         });
     }
+    let cap = settings.max_rollouts_per_poll.max(1);
+    for (served, step) in fair_order(due, workloads).into_iter().enumerate() {
+        if served < cap {
+            plan.steps.push(step);
+        } else if let Step::Roll { workload, .. } = step {
+            plan.deferred.push(workload);
+            wake(Duration::from_secs(1), &mut plan);
+        }
+    }
     plan
+}
+
+/// The order rollouts due are served in under the cap: in rounds, one per namespace per round,
+/// each namespace's oldest (first detected) first, and within a round the namespace whose
+/// rollout has waited longest first. So a tenant with many rollouts due (or one rotating every
+/// second) takes one place per round and never pushes another tenant's rollout back.
+fn fair_order(due: Vec<Step>, workloads: &[Workload]) -> Vec<Step> {
+    let mut by_namespace: BTreeMap<&str, Vec<(Instant, usize, Step)>> = BTreeMap::new();
+    for step in due {
+        if let Step::Roll {
+            workload, since, ..
+        } = &step
+        {
+            let namespace = workloads[*workload].namespace.as_str();
+            by_namespace
+                .entry(namespace)
+                .or_default()
+                .push((*since, *workload, step));
+        }
+    }
+    let mut queues: Vec<std::collections::VecDeque<(Instant, usize, Step)>> = by_namespace
+        .into_values()
+        .map(|mut q| {
+            q.sort_by_key(|(since, index, _)| (*since, *index));
+            q.into()
+        })
+        .collect();
+    let mut ordered = Vec::new();
+    loop {
+        let mut round: Vec<(Instant, usize, Step)> =
+            queues.iter_mut().filter_map(|q| q.pop_front()).collect();
+        if round.is_empty() {
+            return ordered;
+        }
+        round.sort_by_key(|(since, index, _)| (*since, *index));
+        ordered.extend(round.into_iter().map(|(_, _, step)| step));
+    }
 }
 
 #[cfg(test)]

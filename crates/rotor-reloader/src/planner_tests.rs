@@ -322,4 +322,74 @@ fn a_workload_first_seen_after_its_secret_rotated_rolls_once() {
     let mut known = workload("web", &["a", "b"], Some(r#"{"a":3,"b":1}"#));
     known.started_at = Some(template_changed);
     assert!(plan_one(&known, &answer(after)).is_empty());
+    // A path the record lacks (polled in turns, or silent until now) is first seen now: the
+    // same rule holds for it alone.
+    let mut partial = workload("web", &["a", "b"], Some(r#"{"b":1}"#));
+    partial.started_at = Some(template_changed);
+    let steps = plan_one(&partial, &answer(after));
+    assert!(
+        matches!(steps.as_slice(), [Step::Roll { reason: Reason::RotatedBeforeFirstSight(p), .. }] if p == &vec!["a".to_string()]),
+        "{steps:?}"
+    );
+    let steps = plan_one(&partial, &answer(before));
+    assert!(
+        matches!(steps.as_slice(), [Step::Record { .. }]),
+        "{steps:?}"
+    );
+}
+
+fn in_namespace(namespace: &str, name: &str, paths: &[&str], record: &str) -> Workload {
+    let mut w = workload(name, paths, Some(record));
+    w.namespace = namespace.to_string();
+    w
+}
+
+#[test]
+fn a_tenant_with_many_rollouts_due_takes_one_place_per_round() {
+    let t0 = Instant::now();
+    // Cache order puts the noisy tenant first (the old planner served it first every cycle).
+    let mut workloads: Vec<Workload> = (0..4)
+        .map(|i| in_namespace("noisy", &format!("n{i}"), &["noisy/a"], r#"{"noisy/a":1}"#))
+        .collect();
+    workloads.push(in_namespace("quiet", "q", &["quiet/b"], r#"{"quiet/b":1}"#));
+    let settings = PlanSettings {
+        settle: Duration::ZERO,
+        max_rollouts_per_poll: 2,
+    };
+    let mut pending = Pending::new();
+    let plan = plan_all(
+        &workloads,
+        &current(&[("noisy/a", 2), ("quiet/b", 2)]),
+        &mut pending,
+        t0,
+        settings,
+    );
+    assert_eq!(rolled(&plan), vec![0, 4], "one of each tenant");
+    assert_eq!(plan.deferred, vec![1, 2, 3]);
+}
+
+#[test]
+fn the_rollout_waiting_longest_is_served_first() {
+    let t0 = Instant::now();
+    let workloads = vec![
+        in_namespace("a", "late", &["p"], r#"{"p":1}"#),
+        in_namespace("b", "early", &["q"], r#"{"q":1}"#),
+    ];
+    let settings = PlanSettings {
+        settle: Duration::ZERO,
+        max_rollouts_per_poll: 1,
+    };
+    let mut pending = Pending::new();
+    // "early" became due a minute before "late" (both still pending from earlier cycles).
+    pending.insert(workloads[1].key(), t0);
+    pending.insert(workloads[0].key(), t0 + Duration::from_secs(60));
+    let plan = plan_all(
+        &workloads,
+        &current(&[("p", 2), ("q", 2)]),
+        &mut pending,
+        t0 + Duration::from_secs(61),
+        settings,
+    );
+    assert_eq!(rolled(&plan), vec![1]);
+    assert_eq!(plan.deferred, vec![0]);
 }

@@ -10,6 +10,8 @@ use k8s_openapi::jiff;
 use rotor_core::store::{StoreClient, StoreError};
 use tokio::sync::Mutex;
 
+use crate::backoff::Remembered;
+
 #[derive(Debug, Default)]
 pub struct PollResult {
     pub versions: HashMap<String, u64>,
@@ -61,18 +63,41 @@ impl Poller {
 
     /// The current version of every path in `paths`: one request per distinct secret, however
     /// it is spelled (`secret/db` and `secret/data/db` are one request).
+    /// A path whose mount lookup failed is not looked up again until its backoff in
+    /// `lookups` has passed (its last error stands for it meanwhile); lookups run concurrently.
     pub async fn poll_versions(
         &self,
         client: &StoreClient,
         paths: &BTreeSet<String>,
+        lookups: &mut Remembered<StoreError>,
     ) -> PollResult {
         // Spellings → canonical paths (the mount lookup is cached per mount).
+        let now = std::time::Instant::now();
         let mut spellings: HashMap<String, Vec<String>> = HashMap::new();
         let mut failed = Vec::new();
+        let mut to_look_up = Vec::new();
         for path in paths {
-            match client.canonical_path(path).await {
-                Ok(canonical) => spellings.entry(canonical).or_default().push(path.clone()),
-                Err(e) => failed.push((path.clone(), e)),
+            match lookups.waiting(path, now) {
+                Some(e) => failed.push((path.clone(), e)),
+                None => to_look_up.push(path),
+            }
+        }
+        let looked_up: Vec<(&String, Result<String, StoreError>)> =
+            futures::stream::iter(to_look_up)
+                .map(|path| async move { (path, client.canonical_path(path).await) })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+        for (path, canonical) in looked_up {
+            match canonical {
+                Ok(canonical) => {
+                    lookups.succeeded(path);
+                    spellings.entry(canonical).or_default().push(path.clone());
+                }
+                Err(e) => {
+                    lookups.failed(path, e.clone(), std::time::Instant::now());
+                    failed.push((path.clone(), e));
+                }
             }
         }
         let canonical: Vec<String> = spellings.keys().cloned().collect();

@@ -77,6 +77,14 @@ pub struct RunArgs {
     /// Store requests started per second at most (0: no limit).
     #[arg(long, env = "ROTOR_MAX_REQUESTS_PER_SECOND", default_value_t = 100)]
     pub max_requests_per_second: u32,
+    /// Distinct paths of one namespace polled per poll; a namespace with more has them polled
+    /// in turns, so its size delays its own rotations, not other namespaces'.
+    #[arg(
+        long,
+        env = "ROTOR_PATHS_PER_NAMESPACE_PER_POLL",
+        default_value_t = 200
+    )]
+    pub paths_per_namespace_per_poll: usize,
     /// Watch every workload that has references, not only those annotated rotor.dev/reload.
     #[arg(long, env = "ROTOR_ALL_WORKLOADS")]
     pub all_workloads: bool,
@@ -131,6 +139,7 @@ impl RunArgs {
             backoff_cap,
             concurrency,
             max_requests_per_second,
+            paths_per_namespace_per_poll,
             all_workloads,
             watchable_paths,
             watch_namespace,
@@ -204,10 +213,12 @@ impl RunArgs {
                 all_workloads,
                 watchable: crate::tenancy::WatchablePaths::parse(&watchable_paths)
                     .map_err(anyhow::Error::msg)?,
+                paths_per_namespace: paths_per_namespace_per_poll.max(1),
             },
             announced: std::collections::HashSet::new(),
             leading,
             ready,
+            turn: 0,
             identity,
         };
         controller.run(cancel.clone()).await;

@@ -28,6 +28,10 @@ impl std::fmt::Display for StoreKey {
 pub struct Store {
     pub client: StoreClient,
     pub logged_in: bool,
+    /// Failed logins wait for this before the next attempt.
+    pub login_backoff: crate::backoff::Backoff,
+    /// Paths whose mount lookup failed, each waiting for its backoff.
+    pub lookups: crate::backoff::Remembered<rotor_core::store::StoreError>,
 }
 
 pub struct Stores {
@@ -93,6 +97,8 @@ impl Stores {
                 Store {
                     client,
                     logged_in: false,
+                    login_backoff: Default::default(),
+                    lookups: Default::default(),
                 },
             );
         }
@@ -102,6 +108,11 @@ impl Stores {
     }
 
     /// Forgets the clients of stores no workload uses any more.
+    /// Every store with a client, to poll each with its own state.
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = (&StoreKey, &mut Store)> {
+        self.clients.iter_mut()
+    }
+
     pub fn retain(&mut self, used: &std::collections::BTreeSet<StoreKey>) {
         self.clients.retain(|key, _| used.contains(key));
     }

@@ -1,0 +1,301 @@
+//! One tenant can neither starve nor stall another's rotations, against the real reloader, API
+//! server and OpenBao: a tenant rotating every half second, a tenant with many paths, and a
+//! store on the allowlist that resets every connection. Each waits for evidence (a rollout, a
+//! metric), then asserts; the bounds are generous (the old reloader took 42-60 s or never).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt as _;
+use kube::api::{Api, PostParams};
+use rotor_e2e::fixtures::{binary, start_reloader_via};
+use rotor_e2e::observe::{metric, wait_until};
+use rotor_testkit::{ManagedProcess, ROOT_TOKEN, Stack, StackOptions};
+use serde_json::json;
+
+struct Tenants {
+    stack: Stack,
+    a: String,
+    b: String,
+}
+
+async fn tenants() -> Result<Tenants> {
+    let stack = Stack::start(StackOptions {
+        controller_manager: false,
+        registry: false,
+        node: false,
+    })
+    .await?;
+    let a = stack.namespace("team-a").await?;
+    let b = stack.namespace("team-b").await?;
+    Ok(Tenants { stack, a, b })
+}
+
+impl Tenants {
+    /// Deployment `name` in `namespace` whose one container reads every path of `paths`.
+    async fn deployment(
+        &self,
+        namespace: &str,
+        name: &str,
+        paths: &[String],
+        store: Option<&str>,
+    ) -> Result<()> {
+        let env: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| json!({ "name": format!("S{i}"), "value": format!("vault:secret/data/{p}#value") }))
+            .collect();
+        let annotations = store.map_or(json!({}), |s| json!({ "rotor.dev/vault-addr": s }));
+        let object: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": name, "annotations": { "rotor.dev/reload": "true" } },
+            "spec": { "selector": { "matchLabels": { "app": name } }, "template": {
+                "metadata": { "labels": { "app": name }, "annotations": annotations },
+                "spec": { "containers": [{ "name": "app", "image": "app:1", "command": ["/app"], "env": env }] } } },
+        }))?;
+        Api::<Deployment>::namespaced(self.stack.kube.clone(), namespace)
+            .create(&PostParams::default(), &object)
+            .await?;
+        Ok(())
+    }
+
+    async fn put(&self, path: &str, value: &str) -> Result<u64> {
+        self.stack
+            .bao_admin()?
+            .put_kv2("secret", path, json!({ "value": value }))
+            .await
+    }
+
+    /// (recorded versions, rolled-at) of a Deployment.
+    async fn state(&self, namespace: &str, name: &str) -> Result<(Option<String>, Option<String>)> {
+        let d = Api::<Deployment>::namespaced(self.stack.kube.clone(), namespace)
+            .get(name)
+            .await?;
+        let rolled = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("rotor.dev/rotated-at").cloned());
+        Ok((
+            d.annotations().get("rotor.dev/observed-versions").cloned(),
+            rolled,
+        ))
+    }
+
+    async fn recorded(&self, namespace: &str, name: &str) -> Result<()> {
+        wait_until(
+            &format!("{name} is recorded"),
+            Duration::from_secs(90),
+            || async { Ok(self.state(namespace, name).await?.0.is_some()) },
+        )
+        .await
+    }
+
+    /// The reloader over every namespace, with the root token, polling every second.
+    async fn reloader(&self, extra: &[String]) -> Result<(ManagedProcess, String)> {
+        let mut args = vec![
+            "--auth-method=token".to_string(),
+            format!("--token={ROOT_TOKEN}"),
+        ];
+        args.extend(extra.iter().cloned());
+        let dir = tempfile::tempdir()?;
+        let unused = dir.path().join("no-token-file");
+        start_reloader_via(
+            &self.stack,
+            &binary("rotor-reloader")?,
+            "reloader-fair",
+            &unused,
+            &self.a,
+            &args,
+            self.stack.kubeconfig(),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_rotating_every_half_second_does_not_hold_back_anothers_rollout() -> Result<()> {
+    let t = tenants().await?;
+    t.put("churn", "0").await?;
+    t.put("quiet", "0").await?;
+    for i in 0..4 {
+        t.deployment(
+            &t.a.clone(),
+            &format!("churner-{i}"),
+            &["churn".to_string()],
+            None,
+        )
+        .await?;
+    }
+    t.deployment(&t.b.clone(), "quiet", &["quiet".to_string()], None)
+        .await?;
+    let (_reloader, admin) = t
+        .reloader(&["--max-rollouts-per-poll=1".to_string()])
+        .await?;
+    for i in 0..4 {
+        t.recorded(&t.a, &format!("churner-{i}")).await?;
+    }
+    t.recorded(&t.b, "quiet").await?;
+    // Team A rotates its own secret every half second from now on.
+    let churn = {
+        let admin = t.stack.bao_admin()?;
+        tokio::spawn(async move {
+            for i in 1.. {
+                let _ = admin
+                    .put_kv2("secret", "churn", json!({ "value": format!("{i}") }))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    wait_until(
+        "team A's rollouts are being deferred",
+        Duration::from_secs(60),
+        || async { Ok(metric(&admin, "rotor_reloader_rollouts_total").await? >= 2.0) },
+    )
+    .await?;
+    t.put("quiet", "rotated").await?;
+    let started = Instant::now();
+    let rolled = wait_until(
+        "team B's workload rolled",
+        Duration::from_secs(30),
+        || async { Ok(t.state(&t.b, "quiet").await?.1.is_some()) },
+    )
+    .await;
+    churn.abort();
+    rolled?;
+    eprintln!(
+        "team B rolled {:?} after its rotation, while team A churned",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tenant_with_many_paths_is_polled_in_turns_and_others_every_poll() -> Result<()> {
+    let t = tenants().await?;
+    let many: Vec<String> = (0..40).map(|i| format!("many/{i:02}")).collect();
+    for p in &many {
+        t.put(p, "0").await?;
+    }
+    t.put("quiet", "0").await?;
+    t.deployment(&t.a.clone(), "many", &many, None).await?;
+    t.deployment(&t.b.clone(), "quiet", &["quiet".to_string()], None)
+        .await?;
+    let (_reloader, admin) = t
+        .reloader(&[
+            "--paths-per-namespace-per-poll=5".to_string(),
+            "--max-requests-per-second=4".to_string(),
+        ])
+        .await?;
+    t.recorded(&t.b, "quiet").await?;
+    // Evidence of the budget: 35 of team A's paths wait their turn in each poll, and a poll
+    // makes at most 5 + 1 requests (all 41 took ten seconds a poll at this rate limit).
+    wait_until(
+        "a poll with paths waiting",
+        Duration::from_secs(30),
+        || async { Ok(metric(&admin, "rotor_reloader_paths_waiting_turn").await? == 35.0) },
+    )
+    .await?;
+    let polls = metric(&admin, "rotor_reloader_polls_total").await?;
+    let requests = metric(&admin, "rotor_reloader_store_requests_total").await?;
+    wait_until("3 more polls", Duration::from_secs(60), || async {
+        Ok(metric(&admin, "rotor_reloader_polls_total").await? >= polls + 3.0)
+    })
+    .await?;
+    let polled = metric(&admin, "rotor_reloader_polls_total").await? - polls;
+    let made = metric(&admin, "rotor_reloader_store_requests_total").await? - requests;
+    assert!(
+        made <= (polled + 1.0) * 6.0,
+        "{made} requests in {polled} polls"
+    );
+    // Team B's rotation is seen in its next poll; team A's in its turn, but surely.
+    t.put("quiet", "rotated").await?;
+    wait_until(
+        "team B's workload rolled",
+        Duration::from_secs(30),
+        || async { Ok(t.state(&t.b, "quiet").await?.1.is_some()) },
+    )
+    .await?;
+    wait_until(
+        "all 40 of team A's paths are recorded, in turns",
+        Duration::from_secs(120),
+        || async {
+            let record = t.state(&t.a, "many").await?.0.unwrap_or_default();
+            let recorded: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&record).unwrap_or_default();
+            Ok(recorded.len() == 40)
+        },
+    )
+    .await?;
+    t.put("many/39", "rotated").await?;
+    wait_until(
+        "team A's workload rolled in its turn",
+        Duration::from_secs(120),
+        || async { Ok(t.state(&t.a, "many").await?.1.is_some()) },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A store that accepts every connection and resets it at once; counts the connections.
+async fn resetting_store() -> Result<(u16, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // A zero linger resets at close without blocking (the deprecation is about others).
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
+            drop(stream);
+        }
+    });
+    Ok((port, accepted))
+}
+
+#[tokio::test]
+async fn a_store_that_resets_connections_holds_back_only_its_own_workloads() -> Result<()> {
+    let t = tenants().await?;
+    let (port, accepted) = resetting_store().await?;
+    let bad = format!("http://127.0.0.1:{port}");
+    t.put("steady", "0").await?;
+    t.deployment(&t.a.clone(), "steady", &["steady".to_string()], None)
+        .await?;
+    t.deployment(&t.b.clone(), "on-bad-store", &["x".to_string()], Some(&bad))
+        .await?;
+    let (_reloader, admin) = t.reloader(&[format!("--addr-allowlist={bad}")]).await?;
+    t.recorded(&t.a, "steady").await?;
+    wait_until(
+        "the resetting store was tried",
+        Duration::from_secs(30),
+        || async { Ok(accepted.load(std::sync::atomic::Ordering::Relaxed) > 0) },
+    )
+    .await?;
+    t.put("steady", "rotated").await?;
+    let started = Instant::now();
+    wait_until(
+        "the default store's workload rolled",
+        Duration::from_secs(25),
+        || async { Ok(t.state(&t.a, "steady").await?.1.is_some()) },
+    )
+    .await?;
+    let delay = started.elapsed();
+    // Its failures are remembered: over the next polls it is tried once per backoff.
+    let polls = metric(&admin, "rotor_reloader_polls_total").await?;
+    let before = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until("10 more polls", Duration::from_secs(120), || async {
+        Ok(metric(&admin, "rotor_reloader_polls_total").await? >= polls + 10.0)
+    })
+    .await?;
+    let tried = accepted.load(std::sync::atomic::Ordering::Relaxed) - before;
+    eprintln!(
+        "rolled {delay:?} after the rotation; the resetting store saw {tried} connections in 10 polls"
+    );
+    assert_eq!(t.state(&t.b, "on-bad-store").await?.0, None);
+    Ok(())
+}
