@@ -7,113 +7,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::ResourceExt as _;
-use kube::api::{Api, PostParams};
-use rotor_e2e::fixtures::{binary, start_reloader_via};
 use rotor_e2e::observe::{metric, wait_until};
-use rotor_testkit::{ManagedProcess, ROOT_TOKEN, Stack, StackOptions};
+use rotor_e2e::tenants::{resetting_store, tenants};
 use serde_json::json;
-
-struct Tenants {
-    stack: Stack,
-    a: String,
-    b: String,
-}
-
-async fn tenants() -> Result<Tenants> {
-    let stack = Stack::start(StackOptions {
-        controller_manager: false,
-        registry: false,
-        node: false,
-    })
-    .await?;
-    let a = stack.namespace("team-a").await?;
-    let b = stack.namespace("team-b").await?;
-    Ok(Tenants { stack, a, b })
-}
-
-impl Tenants {
-    /// Deployment `name` in `namespace` whose one container reads every path of `paths`.
-    async fn deployment(
-        &self,
-        namespace: &str,
-        name: &str,
-        paths: &[String],
-        store: Option<&str>,
-    ) -> Result<()> {
-        let env: Vec<_> = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| json!({ "name": format!("S{i}"), "value": format!("vault:secret/data/{p}#value") }))
-            .collect();
-        let annotations = store.map_or(json!({}), |s| json!({ "rotor.dev/vault-addr": s }));
-        let object: Deployment = serde_json::from_value(json!({
-            "metadata": { "name": name, "annotations": { "rotor.dev/reload": "true" } },
-            "spec": { "selector": { "matchLabels": { "app": name } }, "template": {
-                "metadata": { "labels": { "app": name }, "annotations": annotations },
-                "spec": { "containers": [{ "name": "app", "image": "app:1", "command": ["/app"], "env": env }] } } },
-        }))?;
-        Api::<Deployment>::namespaced(self.stack.kube.clone(), namespace)
-            .create(&PostParams::default(), &object)
-            .await?;
-        Ok(())
-    }
-
-    async fn put(&self, path: &str, value: &str) -> Result<u64> {
-        self.stack
-            .bao_admin()?
-            .put_kv2("secret", path, json!({ "value": value }))
-            .await
-    }
-
-    /// (recorded versions, rolled-at) of a Deployment.
-    async fn state(&self, namespace: &str, name: &str) -> Result<(Option<String>, Option<String>)> {
-        let d = Api::<Deployment>::namespaced(self.stack.kube.clone(), namespace)
-            .get(name)
-            .await?;
-        let rolled = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get("rotor.dev/rotated-at").cloned());
-        Ok((
-            d.annotations().get("rotor.dev/observed-versions").cloned(),
-            rolled,
-        ))
-    }
-
-    async fn recorded(&self, namespace: &str, name: &str) -> Result<()> {
-        wait_until(
-            &format!("{name} is recorded"),
-            Duration::from_secs(90),
-            || async { Ok(self.state(namespace, name).await?.0.is_some()) },
-        )
-        .await
-    }
-
-    /// The reloader over every namespace, with the root token, polling every second.
-    async fn reloader(&self, extra: &[String]) -> Result<(ManagedProcess, String)> {
-        let mut args = vec![
-            "--auth-method=token".to_string(),
-            format!("--token={ROOT_TOKEN}"),
-        ];
-        args.extend(extra.iter().cloned());
-        let dir = tempfile::tempdir()?;
-        let unused = dir.path().join("no-token-file");
-        start_reloader_via(
-            &self.stack,
-            &binary("rotor-reloader")?,
-            "reloader-fair",
-            &unused,
-            &self.a,
-            &args,
-            self.stack.kubeconfig(),
-        )
-        .await
-    }
-}
 
 #[tokio::test]
 async fn a_tenant_rotating_every_half_second_does_not_hold_back_anothers_rollout() -> Result<()> {
@@ -238,24 +134,6 @@ async fn a_tenant_with_many_paths_is_polled_in_turns_and_others_every_poll() -> 
     )
     .await?;
     Ok(())
-}
-
-/// A store that accepts every connection and resets it at once; counts the connections.
-async fn resetting_store() -> Result<(u16, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // A zero linger resets at close without blocking (the deprecation is about others).
-            #[allow(deprecated)]
-            let _ = stream.set_linger(Some(Duration::ZERO));
-            drop(stream);
-        }
-    });
-    Ok((port, accepted))
 }
 
 #[tokio::test]

@@ -7,3 +7,4 @@ pub mod fixtures;
 pub mod node_pods;
 pub mod observe;
 pub mod slow_bodies;
+pub mod tenants;
