@@ -49,8 +49,8 @@ async fn static_release_binary_runs_in_an_empty_root() -> Result<()> {
         file.trim()
     );
     assert!(
-        size < 8 * 1024 * 1024,
-        "DESIGN.md budget: < 8 MB, got {size}"
+        size < 5 * 1000 * 1000,
+        "ARCHITECTURE.md budget: < 5 MB, got {size}"
     );
 
     let dir = tempfile::tempdir()?;

@@ -1,4 +1,4 @@
-//! In-process planning of typical pods (DESIGN.md budget: 5-container pod < 50 µs), planning
+//! In-process planning of typical pods (ARCHITECTURE.md budget: 5-container pod < 50 µs), planning
 //! time against the size of a value (linear), and the size of an answer's patch as base64
 //! against kube-core's array of numbers.
 
