@@ -12,9 +12,10 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use crate::config::InjectConfig;
+use crate::deny::{Deny, DenyReason};
 use crate::image_ref::ImageRef;
 use crate::metrics::{Metrics, OutcomeLabels};
-use crate::plan::{Deny, ImageCommands, Plan, plan_selection, pod_display_name};
+use crate::plan::{ImageCommands, Plan, plan_selection, pod_display_name};
 use crate::registry::RegistryClient;
 use crate::targets::{LookupNeed, select_targets};
 
@@ -135,6 +136,7 @@ async fn decide(body: &[u8], ctx: &AdmissionContext) -> Decided {
         request.sub_resource.as_deref(),
     ) {
         let message = format!("rotor: the pod object does not parse as a v1 Pod: {pod_error}");
+        ctx.metrics.deny(DenyReason::NotAPod);
         return (response.deny(message), "denied").into();
     }
     (response, "unchanged").into()
@@ -155,6 +157,7 @@ async fn decide_pod(request: &AdmissionRequest<Pod>, ctx: &AdmissionContext) -> 
         return (response, "unchanged").into();
     }
     let Some(pod) = request.object.as_ref() else {
+        ctx.metrics.deny(DenyReason::NotAPod);
         return (
             response.deny("rotor: the admission request carries no pod object"),
             "denied",
@@ -170,11 +173,14 @@ async fn decide_pod(request: &AdmissionRequest<Pod>, ctx: &AdmissionContext) -> 
     let planned = tokio::time::timeout(ctx.review_timeout, plan_with_lookups(Arc::new(pod), ctx))
         .await
         .unwrap_or_else(|_| {
-            Err(Deny(format!(
-                "reviewing the pod took longer than {} ms (--review-timeout-ms); \
-                 look for image lookups that hang or references far beyond the usual",
-                ctx.review_timeout.as_millis()
-            )))
+            Err(Deny::new(
+                DenyReason::ReviewTimeout,
+                format!(
+                    "reviewing the pod took longer than {} ms (--review-timeout-ms); \
+                     look for image lookups that hang or references far beyond the usual",
+                    ctx.review_timeout.as_millis()
+                ),
+            ))
         });
     let decided = match planned {
         Ok(Plan::Unchanged(reason)) => {
@@ -183,12 +189,18 @@ async fn decide_pod(request: &AdmissionRequest<Pod>, ctx: &AdmissionContext) -> 
         }
         Ok(Plan::Patch(patch)) => match serde_json::to_vec(&patch) {
             Ok(bytes) => Decided::Patch(response, bytes),
-            Err(e) => Decided::Answer(
-                response.deny(format!("rotor: cannot encode the patch: {e}")),
-                "denied",
-            ),
+            Err(e) => {
+                ctx.metrics.deny(DenyReason::Internal);
+                Decided::Answer(
+                    response.deny(format!("rotor: cannot encode the patch: {e}")),
+                    "denied",
+                )
+            }
         },
-        Err(deny) => Decided::Answer(response.deny(format!("rotor: {deny}")), "denied"),
+        Err(deny) => {
+            ctx.metrics.deny(deny.reason);
+            Decided::Answer(response.deny(format!("rotor: {deny}")), "denied")
+        }
     };
     let outcome = match &decided {
         Decided::Answer(_, outcome) => *outcome,
@@ -222,10 +234,10 @@ async fn plan_off_the_workers<T: Send + 'static>(
         .planners
         .acquire()
         .await
-        .map_err(|_| Deny("the webhook is shutting down".to_string()))?;
+        .map_err(|_| Deny::new(DenyReason::Internal, "the webhook is shutting down"))?;
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Deny(format!("planning failed: {e}")))?
+        .map_err(|e| Deny::new(DenyReason::Internal, format!("planning failed: {e}")))?
 }
 
 /// Selects the containers to wrap, reads what planning needs from outside (containers with
@@ -237,7 +249,7 @@ async fn plan_with_lookups(pod: Arc<Pod>, ctx: &AdmissionContext) -> Result<Plan
         (Some(kube), true) => {
             crate::configmap_references::containers_with_configmap_references(kube, &pod)
                 .await
-                .map_err(Deny)?
+                .map_err(|e| Deny::new(DenyReason::BadReference, e))?
         }
         _ => HashSet::new(),
     };
@@ -264,7 +276,9 @@ async fn plan_with_lookups(pod: Arc<Pod>, ctx: &AdmissionContext) -> Result<Plan
         FirstPass::Done(plan) => return Ok(plan),
         FirstPass::LookUp(needs) => needs,
     };
-    let image_commands = look_up_entrypoints(&pod, &needs, ctx).await.map_err(Deny)?;
+    let image_commands = look_up_entrypoints(&pod, &needs, ctx)
+        .await
+        .map_err(|e| Deny::new(DenyReason::NoEntrypoint, e))?;
     let config = ctx.config.clone();
     plan_off_the_workers(ctx, move || {
         let selection = select_targets(&pod, &configmap_references)?;

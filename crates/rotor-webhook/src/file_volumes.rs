@@ -10,7 +10,7 @@ use rotor_core::contract::files::{
 use rotor_core::contract::{FilesRequest, OnRotation};
 use serde_json::{Value, json};
 
-use crate::plan::Deny;
+use crate::deny::{Deny, DenyReason};
 
 /// The memory volumes are small: 32 files of at most 128 KiB each fit in 4 MiB.
 const FILES_VOLUME_SIZE: &str = "8Mi";
@@ -67,11 +67,14 @@ pub fn file_mounts(
     for mount in container.volume_mounts.iter().flatten() {
         let path = mount.mount_path.trim_end_matches('/');
         if path == files.dir || path == POD_INFO_DIR {
-            return Err(Deny(format!(
-                "container {:?} already mounts {} at {path} (spec.{list}[{index}].volumeMounts); \
+            return Err(Deny::new(
+                DenyReason::ReservedName,
+                format!(
+                    "container {:?} already mounts {} at {path} (spec.{list}[{index}].volumeMounts); \
                  choose another directory for the files with rotor.dev/files-dir",
-                container.name, mount.name
-            )));
+                    container.name, mount.name
+                ),
+            ));
         }
     }
     Ok(vec![

@@ -4,6 +4,7 @@ pub mod admission;
 pub mod body_budget;
 pub mod config;
 pub mod configmap_references;
+pub mod deny;
 pub mod file_volumes;
 pub mod https_limits;
 pub mod image_ref;

@@ -33,6 +33,12 @@ pub struct RefusedLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    /// One of `DenyReason::label`
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<OutcomeLabels, Counter>,
@@ -42,12 +48,22 @@ pub struct Metrics {
     pub registry_lookups: Family<ResultLabels, Counter>,
     pub registry_cache_hits: Counter,
     pub refused: Family<RefusedLabels, Counter>,
+    pub denials: Family<DenialLabels, Counter>,
     /// Set at each scrape from the body budget.
     pub body_bytes_held: Gauge,
     pub body_peers: Gauge,
 }
 
 impl Metrics {
+    /// Counts one pod refused, by why.
+    pub fn deny(&self, reason: crate::deny::DenyReason) {
+        self.denials
+            .get_or_create(&DenialLabels {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
     /// Counts one refusal of the HTTPS port.
     pub fn refuse(&self, reason: &'static str) {
         self.refused.get_or_create(&RefusedLabels { reason }).inc();
@@ -97,6 +113,12 @@ impl Metrics {
             "Requests and connections the HTTPS port refused before review, by reason",
             refused.clone(),
         );
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "denials",
+            "Pods refused, by reason (bad_annotation, bad_reference, store_not_allowed, rotor_setting, reserved_name, no_entrypoint, expanded_reference, unsupported_os, review_timeout, internal, not_a_pod)",
+            denials.clone(),
+        );
         let body_bytes_held = Gauge::default();
         registry.register(
             "body_bytes_held",
@@ -118,6 +140,7 @@ impl Metrics {
             registry_lookups,
             registry_cache_hits,
             refused,
+            denials,
             body_bytes_held,
             body_peers,
         })

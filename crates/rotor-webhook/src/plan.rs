@@ -17,6 +17,7 @@ use rotor_core::reference::PathRef;
 use serde_json::{Value, json};
 
 use crate::config::InjectConfig;
+pub use crate::deny::{Deny, DenyReason};
 use crate::registry::ImageCommand;
 pub use crate::targets::LookupNeed;
 use crate::targets::{Selection, Target, select_targets};
@@ -29,11 +30,6 @@ pub enum Plan {
     /// Admit with this patch.
     Patch(json_patch::Patch),
 }
-
-/// Why a pod is refused. The message names the object, the field and the fix.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Deny(pub String);
 
 /// Plans the mutation of `pod` (containers without `command` are denied: no registry here).
 pub fn plan_mutation(pod: &Pod, config: &InjectConfig) -> Result<Plan, Deny> {
@@ -172,7 +168,7 @@ fn binary_source(
     }
     match get(annotations, &annotations::INIT_BINARY_SOURCE) {
         Some((value, name)) => value.parse().map_err(|e| {
-            Deny(format!(
+            Deny::new(DenyReason::BadAnnotation, format!(
                 "annotation {name}={e}: copy works on every cluster, image-volume needs \
                  Kubernetes >= 1.35 with containerd >= 2.1 on the node; remove the annotation for the \
                  cluster's default"
@@ -258,13 +254,16 @@ fn wrap_container(
             e.name.starts_with(var::PREFIX) && !var::POD_TUNABLE.contains(&e.name.as_str())
         })
     {
-        return Err(Deny(format!(
-            "container {:?} sets {} in its env: rotor's store settings come from the pod's \
+        return Err(Deny::new(
+            DenyReason::RotorSetting,
+            format!(
+                "container {:?} sets {} in its env: rotor's store settings come from the pod's \
              annotations (rotor.dev/vault-addr, …) and the webhook's flags; remove it (only {} may be set there)",
-            container.name,
-            own.name,
-            var::POD_TUNABLE.join(", ")
-        )));
+                container.name,
+                own.name,
+                var::POD_TUNABLE.join(", ")
+            ),
+        ));
     }
     let index = if *list == "initContainers" {
         index + shift
@@ -327,11 +326,14 @@ fn wrapped_args(
         return Ok(args);
     }
     let Some(image) = image_commands.get(&container.name) else {
-        return Err(Deny(format!(
-            "container {:?} has references but no command: rotor must know the entrypoint to wrap it; \
+        return Err(Deny::new(
+            DenyReason::NoEntrypoint,
+            format!(
+                "container {:?} has references but no command: rotor must know the entrypoint to wrap it; \
              set spec.{list}[{index}].command (and args) to the image's ENTRYPOINT and CMD",
-            container.name
-        )));
+                container.name
+            ),
+        ));
     };
     args.extend(image.entrypoint.iter().cloned());
     match container.args.as_ref().filter(|a| !a.is_empty()) {
@@ -339,11 +341,14 @@ fn wrapped_args(
         None => args.extend(image.cmd.iter().cloned()),
     }
     if args.len() == 1 {
-        return Err(Deny(format!(
-            "container {:?}: image {:?} has neither ENTRYPOINT nor CMD; set spec.{list}[{index}].command",
-            container.name,
-            container.image.as_deref().unwrap_or_default()
-        )));
+        return Err(Deny::new(
+            DenyReason::NoEntrypoint,
+            format!(
+                "container {:?}: image {:?} has neither ENTRYPOINT nor CMD; set spec.{list}[{index}].command",
+                container.name,
+                container.image.as_deref().unwrap_or_default()
+            ),
+        ));
     }
     Ok(args)
 }
@@ -359,7 +364,7 @@ fn init_settings(
     let addr = match get(annotations, &annotations::ADDR) {
         Some((addr, name)) => {
             if !config.addr_allowed(addr) {
-                return Err(Deny(format!(
+                return Err(Deny::new(DenyReason::StoreNotAllowed, format!(
                     "pod {pod_name}: annotation {name}={addr:?} is not on the webhook's store allowlist; \
                      use the cluster's default store (remove the annotation) or ask the platform team to add it \
                      to --addr-allowlist"
@@ -368,15 +373,18 @@ fn init_settings(
             addr.to_string()
         }
         None => config.default_addr.clone().ok_or_else(|| {
-            Deny(format!(
+            Deny::new(DenyReason::StoreNotAllowed, format!(
                 "pod {pod_name}: no store address: annotate rotor.dev/vault-addr or start the webhook with --default-addr"
             ))
         })?,
     };
     let method = match get(annotations, &annotations::AUTH_METHOD) {
-        Some((v, name)) => v
-            .parse()
-            .map_err(|e| Deny(format!("pod {pod_name}: annotation {name}={e}")))?,
+        Some((v, name)) => v.parse().map_err(|e| {
+            Deny::new(
+                DenyReason::BadAnnotation,
+                format!("pod {pod_name}: annotation {name}={e}"),
+            )
+        })?,
         None => config.default_auth_method,
     };
     let mut settings = InitSettings::new(&addr, method);
@@ -403,7 +411,10 @@ fn init_settings(
         .store_ca_pem
         .clone()
         .map(rotor_core::contract::CaSource::Pem);
-    let flag = |key| get_bool(annotations, key).map_err(|e| Deny(format!("pod {pod_name}: {e}")));
+    let flag = |key| {
+        get_bool(annotations, key)
+            .map_err(|e| Deny::new(DenyReason::BadAnnotation, format!("pod {pod_name}: {e}")))
+    };
     settings.ignore_missing = flag(&annotations::IGNORE_MISSING)?.unwrap_or(false);
     settings.daemon = flag(&annotations::DAEMON)?.unwrap_or(false);
     settings.passthrough = get(annotations, &annotations::PASSTHROUGH)

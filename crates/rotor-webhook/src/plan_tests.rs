@@ -170,7 +170,11 @@ fn denials_name_the_object_the_field_and_the_fix() {
         .as_object_mut()
         .unwrap()
         .remove("command");
-    let Deny(msg) = plan_mutation(&pod(no_command), &config()).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation(&pod(no_command), &config()).unwrap_err();
+    assert_eq!(reason, DenyReason::NoEntrypoint);
     assert!(
         msg.contains("\"web\"") && msg.contains("spec.containers[0].command"),
         "{msg}"
@@ -178,7 +182,11 @@ fn denials_name_the_object_the_field_and_the_fix() {
 
     let mut bad_ref = app_pod();
     bad_ref["spec"]["containers"][0]["env"][0]["value"] = json!("vault:secret/data/db");
-    let Deny(msg) = plan_mutation(&pod(bad_ref), &config()).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation(&pod(bad_ref), &config()).unwrap_err();
+    assert_eq!(reason, DenyReason::BadReference);
     assert!(
         msg.contains("container \"web\"") && msg.contains("env DB") && msg.contains("expected"),
         "{msg}"
@@ -187,7 +195,11 @@ fn denials_name_the_object_the_field_and_the_fix() {
     let mut evil = app_pod();
     evil["metadata"]["annotations"]["rotor.dev/vault-addr"] =
         json!("https://attacker.example:8200");
-    let Deny(msg) = plan_mutation(&pod(evil), &config()).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation(&pod(evil), &config()).unwrap_err();
+    assert_eq!(reason, DenyReason::StoreNotAllowed);
     assert!(
         msg.contains("rotor.dev/vault-addr") && msg.contains("allowlist"),
         "{msg}"
@@ -195,7 +207,11 @@ fn denials_name_the_object_the_field_and_the_fix() {
 
     let mut bad_bool = app_pod();
     bad_bool["metadata"]["annotations"]["rotor.dev/daemon"] = json!("sometimes");
-    let Deny(msg) = plan_mutation(&pod(bad_bool), &config()).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation(&pod(bad_bool), &config()).unwrap_err();
+    assert_eq!(reason, DenyReason::BadAnnotation);
     assert!(
         msg.contains("rotor.dev/daemon") && msg.contains("expected"),
         "{msg}"
@@ -205,7 +221,11 @@ fn denials_name_the_object_the_field_and_the_fix() {
         default_addr: None,
         ..config()
     };
-    let Deny(msg) = plan_mutation(&pod(app_pod()), &no_default).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation(&pod(app_pod()), &no_default).unwrap_err();
+    assert_eq!(reason, DenyReason::StoreNotAllowed);
     assert!(
         msg.contains("shop/app") && msg.contains("--default-addr"),
         "{msg}"
@@ -402,7 +422,11 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
         .as_object_mut()
         .unwrap()
         .remove("args");
-    let Deny(msg) = plan_mutation_with(&pod(input), &config(), &lookups(&empty)).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation_with(&pod(input), &config(), &lookups(&empty)).unwrap_err();
+    assert_eq!(reason, DenyReason::NoEntrypoint);
     assert!(
         msg.contains("neither ENTRYPOINT nor CMD") && msg.contains("command"),
         "{msg}"
@@ -425,9 +449,13 @@ fn looked_up_entrypoints_are_wrapped_like_the_runtime_runs_them() {
     let mut bad = app_pod();
     bad["metadata"]["annotations"]["rotor.dev/inject"] = json!("sometimes");
     let bad = pod(bad);
-    let Deny(msg) = select_targets(&bad, &HashSet::new()).unwrap_err();
-    assert!(msg.contains("rotor.dev/inject=\"sometimes\""), "{msg}");
-    assert_eq!(plan_mutation(&bad, &config()).unwrap_err(), Deny(msg));
+    let denied = select_targets(&bad, &HashSet::new()).unwrap_err();
+    assert_eq!(denied.reason, DenyReason::BadAnnotation);
+    assert!(
+        denied.message.contains("rotor.dev/inject=\"sometimes\""),
+        "{denied}"
+    );
+    assert_eq!(plan_mutation(&bad, &config()).unwrap_err(), denied);
 }
 
 fn lookups(commands: &ImageCommands) -> Lookups {
@@ -467,7 +495,11 @@ fn a_container_cannot_set_rotors_store_settings_itself() {
         .as_array_mut()
         .unwrap()
         .push(json!({ "name": "ROTOR_ADDR", "value": "https://attacker.example" }));
-    let Deny(msg) = plan_mutation(&pod(input), &config()).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation(&pod(input), &config()).unwrap_err();
+    assert_eq!(reason, DenyReason::RotorSetting);
     assert!(
         msg.contains("sets ROTOR_ADDR") && msg.contains("remove it"),
         "{msg}"
@@ -542,7 +574,16 @@ fn what_would_fail_later_is_refused_now_with_the_field_and_the_fix() {
     for (what, change, needle) in cases {
         let mut input = app_pod();
         change(&mut input);
-        let Deny(msg) = plan_mutation(&pod(input), &config()).unwrap_err();
+        let Deny {
+            reason,
+            message: msg,
+        } = plan_mutation(&pod(input), &config()).unwrap_err();
+        let expected = match what {
+            "windows" => DenyReason::UnsupportedOs,
+            "$(VAR) of a referenced variable" => DenyReason::ExpandedReference,
+            _ => DenyReason::ReservedName,
+        };
+        assert_eq!(reason, expected, "{what}");
         assert!(msg.contains(needle), "{what}: {msg}");
     }
     // An escaped $$(VAR) is the app's own business.
@@ -794,7 +835,9 @@ fn a_pod_without_volumes_gets_every_volume_its_mounts_name() {
 fn signal_mode_with_a_secret_in_env_only_and_clashing_mounts_are_refused() {
     let mut input = app_pod();
     input["metadata"]["annotations"]["rotor.dev/on-rotation"] = json!("signal");
-    let err = plan_mutation(&pod(input.clone()), &config()).unwrap_err().0;
+    let err = plan_mutation(&pod(input.clone()), &config()).unwrap_err();
+    assert_eq!(err.reason, DenyReason::BadReference);
+    let err = err.message;
     assert!(
         err.contains("secret/data/db is read at its current version in env only")
             && err.contains("rotor.dev/on-rotation: rollout"),
@@ -802,7 +845,9 @@ fn signal_mode_with_a_secret_in_env_only_and_clashing_mounts_are_refused() {
     );
     input["metadata"]["annotations"]["rotor.dev/file.db"] = json!("vault:secret/data/db#password");
     input["metadata"]["annotations"]["rotor.dev/files-dir"] = json!("/data");
-    let err = plan_mutation(&pod(input), &config()).unwrap_err().0;
+    let err = plan_mutation(&pod(input), &config()).unwrap_err();
+    assert_eq!(err.reason, DenyReason::ReservedName);
+    let err = err.message;
     assert!(
         err.contains(
             "container \"web\" already mounts data at /data (spec.containers[0].volumeMounts)"
@@ -885,7 +930,11 @@ fn a_pod_chooses_its_binary_source_and_a_wrong_choice_is_refused() {
     assert!(has_copy(&with("copy"), &image_volume_config()));
     assert!(has_copy(&app_pod(), &config()));
     assert!(!has_copy(&app_pod(), &image_volume_config()));
-    let Deny(msg) = plan_mutation(&pod(with("oci")), &config()).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation(&pod(with("oci")), &config()).unwrap_err();
+    assert_eq!(reason, DenyReason::BadAnnotation);
     assert!(
         msg.contains("rotor.dev/init-binary-source=\"oci\"") && msg.contains("image-volume"),
         "{msg}"
@@ -896,7 +945,11 @@ fn a_pod_chooses_its_binary_source_and_a_wrong_choice_is_refused() {
 fn a_rotor_bin_image_volume_of_another_image_is_not_rotors() {
     let mut input = app_pod();
     input["spec"]["volumes"] = json!([{ "name": BIN_VOLUME, "image": { "reference": "evil:1" } }]);
-    let Deny(msg) = plan_mutation(&pod(input), &image_volume_config()).unwrap_err();
+    let Deny {
+        reason,
+        message: msg,
+    } = plan_mutation(&pod(input), &image_volume_config()).unwrap_err();
+    assert_eq!(reason, DenyReason::ReservedName);
     assert!(
         msg.contains("spec.volumes") && msg.contains("rotor-bin"),
         "{msg}"

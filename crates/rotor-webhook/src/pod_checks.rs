@@ -8,13 +8,14 @@ use rotor_core::contract::files::{FILES_VOLUME_PREFIX, POD_INFO_VOLUME};
 use rotor_core::contract::{BIN_DIR, BIN_VOLUME, COPY_CONTAINER, TOKEN_DIR, TOKEN_VOLUME};
 use rotor_core::reference::has_reference;
 
-use crate::plan::Deny;
+use crate::deny::{Deny, DenyReason};
 
 /// Pod-wide checks, before anything is planned. `init_image` is the rotor-init image the webhook
 /// injects (a `rotor-bin` image volume of another image is not rotor's).
 pub fn check_pod(spec: &PodSpec, init_image: &str) -> Result<(), Deny> {
     if spec.os.as_ref().is_some_and(|os| os.name == "windows") {
-        return Err(Deny(
+        return Err(Deny::new(
+            DenyReason::UnsupportedOs,
             "spec.os.name is windows: rotor-init is a Linux binary; run this workload without references (rotor.dev/inject: \"false\")"
                 .to_string(),
         ));
@@ -59,9 +60,10 @@ fn in_memory(v: &Volume) -> bool {
 }
 
 fn reserved(field: &str, name: &str) -> Deny {
-    Deny(format!(
-        "{field} has {name:?}, a name rotor reserves for what it injects; rename yours"
-    ))
+    Deny::new(
+        DenyReason::ReservedName,
+        format!("{field} has {name:?}, a name rotor reserves for what it injects; rename yours"),
+    )
 }
 
 /// Checks of a container rotor is about to wrap.
@@ -69,10 +71,13 @@ pub fn check_container(c: &Container, list: &str, index: usize) -> Result<(), De
     for m in c.volume_mounts.iter().flatten() {
         let path = m.mount_path.trim_end_matches('/');
         if path == BIN_DIR || path == TOKEN_DIR {
-            return Err(Deny(format!(
-                "spec.{list}[{index}] ({:?}) mounts {:?} at {path}, where rotor mounts its own volume; mount it elsewhere",
-                c.name, m.name
-            )));
+            return Err(Deny::new(
+                DenyReason::ReservedName,
+                format!(
+                    "spec.{list}[{index}] ({:?}) mounts {:?} at {path}, where rotor mounts its own volume; mount it elsewhere",
+                    c.name, m.name
+                ),
+            ));
         }
     }
     let referenced: Vec<&str> = c
@@ -88,12 +93,15 @@ pub fn check_container(c: &Container, list: &str, index: usize) -> Result<(), De
     let words = c.command.iter().flatten().chain(c.args.iter().flatten());
     for word in words {
         if let Some(name) = expanded_names(word).find(|n| referenced.contains(n)) {
-            return Err(Deny(format!(
-                "spec.{list}[{index}] ({:?}) uses $({name}) in command or args: the kubelet expands it before rotor-init runs, \
+            return Err(Deny::new(
+                DenyReason::ExpandedReference,
+                format!(
+                    "spec.{list}[{index}] ({:?}) uses $({name}) in command or args: the kubelet expands it before rotor-init runs, \
                  to the literal reference, not the secret; read {name} from the environment in the app (or run it through a shell: \
                  sh -c 'exec app \"${name}\"')",
-                c.name
-            )));
+                    c.name
+                ),
+            ));
         }
     }
     Ok(())

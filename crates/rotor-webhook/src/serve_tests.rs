@@ -183,3 +183,34 @@ fn body_budgets_must_hold_one_largest_body_and_nest() {
     let inverted = check_budget(sizes(32, 40, 4), 3).unwrap_err().to_string();
     assert!(inverted.contains("must nest"), "{inverted}");
 }
+
+#[tokio::test]
+async fn a_refused_pod_is_counted_by_its_reason() {
+    let state = state(true);
+    let metrics = state.admission.metrics.clone();
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1", "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "namespace": "n", "operation": "CREATE", "userInfo": {},
+            "object": { "metadata": { "name": "w" }, "spec": { "os": { "name": "windows" },
+                "containers": [{ "name": "c", "image": "i", "command": ["/c"],
+                    "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } },
+        }
+    });
+    let (status, text) = call(
+        webhook_router(state, limits()),
+        mutate(review.to_string(), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("\"allowed\":false"), "{text}");
+    assert!(
+        metrics
+            .encode()
+            .contains("rotor_webhook_denials_total{reason=\"unsupported_os\"} 1"),
+        "{}",
+        metrics.encode()
+    );
+}

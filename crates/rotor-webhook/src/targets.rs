@@ -10,7 +10,7 @@ use rotor_core::contract::{
 };
 use rotor_core::reference::PathRef;
 
-use crate::plan::Deny;
+use crate::deny::{Deny, DenyReason};
 
 /// `initContainers` or `containers`.
 pub type ListName = &'static str;
@@ -64,9 +64,9 @@ pub fn select_targets<'a>(
     if annotations.contains_key("kubernetes.io/config.mirror") {
         return Ok(Selection::Skip("mirror pod"));
     }
-    if get_bool(annotations, &annotations::INJECT).map_err(Deny)? == Some(false)
-        || get_bool(annotations, &annotations::MUTATE).map_err(Deny)? == Some(false)
-    {
+    let flag =
+        |key| get_bool(annotations, key).map_err(|e| Deny::new(DenyReason::BadAnnotation, e));
+    if flag(&annotations::INJECT)? == Some(false) || flag(&annotations::MUTATE)? == Some(false) {
         return Ok(Selection::Skip("opted out"));
     }
     let Some(spec) = pod.spec.as_ref() else {
@@ -99,7 +99,8 @@ pub fn select_targets<'a>(
         .iter()
         .map(|t| container_env(t.container))
         .collect();
-    let references = workload_references(annotations, &envs).map_err(|e| Deny(e.to_string()))?;
+    let references = workload_references(annotations, &envs)
+        .map_err(|e| Deny::new(DenyReason::BadReference, e.to_string()))?;
     let mut wrapped = references.containers.iter().copied().peekable();
     let mut with_files = 0usize;
     let targets: Vec<Target<'a>> = candidates
