@@ -13,7 +13,7 @@
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use rotor_core::contract::files::{VERSIONS_ANNOTATION, format_versions, parse_versions};
@@ -29,26 +29,6 @@ use crate::workloads::Workload;
 /// Pods listed per page, and pods patched at once.
 const PAGE: u32 = 500;
 const CONCURRENCY: usize = 8;
-
-/// A label selector as the API's `labelSelector` parameter spells it.
-pub fn selector_string(selector: &LabelSelector) -> String {
-    let mut terms: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        terms.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    terms.join(",")
-}
 
 /// The versions pods are told, by path (what rotor-init reads), from the workload's record
 /// (keyed by digest).
@@ -272,23 +252,6 @@ mod tests {
             merged_versions(&meta(None, None), &BTreeMap::new()).as_deref(),
             Some("{}"),
             "a pod without the annotation gets it, even empty (as before)"
-        );
-    }
-
-    #[test]
-    fn selectors_are_spelled_as_the_api_reads_them() {
-        let selector: LabelSelector = serde_json::from_value(json!({
-            "matchLabels": { "app": "web", "tier": "front" },
-            "matchExpressions": [
-                { "key": "env", "operator": "In", "values": ["a", "b"] },
-                { "key": "canary", "operator": "DoesNotExist" },
-                { "key": "zone", "operator": "Exists" },
-            ],
-        }))
-        .unwrap();
-        assert_eq!(
-            selector_string(&selector),
-            "app=web,tier=front,env in (a,b),!canary,zone"
         );
     }
 }

@@ -312,7 +312,11 @@ fn collect<K: Resource<DynamicType = ()>>(
             generation: meta.generation.unwrap_or_default(),
             resource_version: meta.resource_version.clone(),
             on_rotation,
-            selector: Some(crate::pods::selector_string(selector)),
+            // As the API's `labelSelector` parameter spells it (kube-core's Selector); one
+            // the API server would not have admitted selects no pods.
+            selector: kube::core::Selector::try_from(selector.clone())
+                .ok()
+                .map(|s| s.to_string()),
         });
     }
 }

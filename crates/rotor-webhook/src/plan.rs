@@ -418,7 +418,7 @@ fn init_settings(
     settings.ignore_missing = flag(&annotations::IGNORE_MISSING)?.unwrap_or(false);
     settings.daemon = flag(&annotations::DAEMON)?.unwrap_or(false);
     settings.passthrough = get(annotations, &annotations::PASSTHROUGH)
-        .map(|(v, _)| rotor_core::contract::init_settings::name_list(v))
+        .map(|(v, _)| rotor_core::contract::choices::name_list(v))
         .unwrap_or_default();
     settings.from_path_deny = config.from_path_deny.clone();
     settings.from_path = from_path.to_vec();

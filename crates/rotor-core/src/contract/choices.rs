@@ -134,6 +134,14 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 /// What [`parse_bool`] accepts, for error messages.
 pub const BOOL_EXPECTED: &str = "true or false (also yes/no, 1/0)";
 
+/// A comma-separated list of names, trimmed, empty entries dropped (settings, annotations).
+pub fn name_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::annotations::{Key, PREFIX, get};
-use super::init_settings::name_list;
+use super::choices::name_list;
 use super::{BIN_DIR, TOKEN_DIR};
 
 pub const FILES_DIR: Key = Key {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::choices::name_list;
 use super::choices::{AuthMethod, BOOL_EXPECTED, LogFormat, LogLevel, parse_bool};
 use super::files::{
     DEFAULT_FILE_MODE, DEFAULT_FILES_DIR, OnRotation, POD_INFO_DIR, check_file_name, parse_mode,
@@ -147,14 +148,6 @@ pub struct InitSettings {
     /// The downward-API volume: file templates and the versions the reloader announces.
     pub pod_info_dir: String,
     pub on_rotation: OnRotation,
-}
-
-/// A comma-separated list of names, trimmed, empty entries dropped.
-pub fn name_list(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 impl InitSettings {
