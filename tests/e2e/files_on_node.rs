@@ -21,6 +21,7 @@ use rotor_e2e::node_pods::{
     seed_app_secret, seed_reloader_role, start_node_webhook, wait_for, wait_for_log,
     wait_for_running_container_id,
 };
+use rotor_e2e::observe::metric;
 use rotor_test_app::{file_line, fnv1a};
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
@@ -323,17 +324,6 @@ fn log_time(log: &str, needle: &str) -> Result<k8s_openapi::jiff::Timestamp> {
         .as_str()
         .context("a timestamp")?
         .parse()?)
-}
-
-/// The value of the reloader's metric `name` (a counter without labels).
-async fn metric(admin: &str, name: &str) -> Result<f64> {
-    let text = reqwest::get(format!("{admin}/metrics"))
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
-        .with_context(|| format!("no metric {name} in:\n{text}"))
 }
 
 fn assert_cert_matches_key(cert: &Path, key: &Path) -> Result<()> {

@@ -14,6 +14,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
 use rotor_e2e::fixtures::{binary, start_reloader_via};
+use rotor_e2e::observe::{metric, wait_until};
 use rotor_testkit::{ManagedProcess, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -166,33 +167,9 @@ where
     ))
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("timed out after {timeout:?} waiting until {what}")
-}
-
 /// A counter of the reloader's metrics, summed over its labels (0 before its first increment).
 async fn counter(admin: &str, name: &str) -> Result<u64> {
-    let text = reqwest::get(format!("{admin}/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum())
+    Ok(metric(admin, name).await? as u64)
 }
 
 /// Waits until the reloader has completed `more` polls after this call: evidence that it looked
@@ -282,7 +259,7 @@ async fn rolls_exactly_the_workloads_that_use_a_rotated_secret_once() -> Result<
         },
     )
     .await?;
-    tokio::time::sleep(Duration::from_secs(4)).await; // several more polls
+    wait_for_polls(&reloader.admin, 4).await?;
     let after = generations(&env).await?;
     for (name, expected) in [
         ("dep-a", 1),

@@ -100,17 +100,10 @@ impl Server {
         (status, answer.json().await.unwrap_or_default())
     }
 
-    async fn metric(&self, line_start: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.webhook.admin))
+    async fn metric(&self, series: &str) -> f64 {
+        rotor_e2e::observe::metric(&self.webhook.admin, series)
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(line_start))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
     }
 }
 
@@ -205,8 +198,8 @@ async fn slow_bodies_from_48_clients_leave_legitimate_reviews_their_room() {
     // Evidence the attack is on: the stalling address holds its share, every address is seen.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let held = server.metric("rotor_webhook_body_bytes_held ").await;
-        let peers = server.metric("rotor_webhook_body_peers ").await;
+        let held = server.metric("rotor_webhook_body_bytes_held").await;
+        let peers = server.metric("rotor_webhook_body_peers").await;
         if held >= 6.0 * 1024.0 * 1024.0 && peers >= 25.0 {
             assert!(
                 held <= 9.0 * 1024.0 * 1024.0,

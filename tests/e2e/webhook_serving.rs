@@ -12,6 +12,7 @@ use serde_json::json;
 struct Server {
     process: ManagedProcess,
     port: u16,
+    admin: String,
     pki: Pki,
     _dir: tempfile::TempDir,
 }
@@ -37,6 +38,7 @@ async fn start() -> Server {
     Server {
         process: webhook.process,
         port: webhook.port,
+        admin: webhook.admin,
         pki,
         _dir: dir,
     }
@@ -153,7 +155,19 @@ async fn sigterm_finishes_in_flight_requests_and_stops_accepting() {
             .body(reqwest::Body::wrap_stream(rx))
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Evidence the first half is in: the webhook holds its bytes.
+    rotor_e2e::observe::wait_until(
+        "the first half arrived",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                rotor_e2e::observe::metric(&server.admin, "rotor_webhook_body_bytes_held").await?
+                    > 0.0,
+            )
+        },
+    )
+    .await
+    .unwrap();
 
     // SIGTERM while the request is half sent.
     let pid = server.process.pid().unwrap();

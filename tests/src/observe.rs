@@ -21,15 +21,37 @@ where
     bail!("timed out after {timeout:?} waiting until {what}")
 }
 
-/// A metric of the Prometheus text at `admin`/metrics, summed over its labels (0 when absent).
+/// A metric of the Prometheus text at `admin`/metrics (0 when absent): `name` summed over its
+/// labels, or one series when `name` carries them (`refused_total{reason="body_timeout"}`).
 pub async fn metric(admin: &str, name: &str) -> Result<f64> {
     let text = reqwest::get(format!("{admin}/metrics"))
         .await?
         .text()
         .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+    Ok(sum_of(&text, name))
+}
+
+/// [`metric`] over the exposition `text`.
+pub fn sum_of(text: &str, name: &str) -> f64 {
+    let follows: &[char] = if name.ends_with('}') {
+        &[' ']
+    } else {
+        &['{', ' ']
+    };
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(follows))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_metric_is_summed_over_its_labels_or_read_as_one_series() {
+        let text = "# HELP x_total X\nx_total{reason=\"a\"} 2\nx_total{reason=\"b\"} 3\nx_totals 9\ny 1.5\n";
+        assert_eq!(super::sum_of(text, "x_total"), 5.0);
+        assert_eq!(super::sum_of(text, "x_total{reason=\"b\"}"), 3.0);
+        assert_eq!(super::sum_of(text, "y"), 1.5);
+        assert_eq!(super::sum_of(text, "z"), 0.0);
+    }
 }
