@@ -8,39 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rotor_e2e::fixtures::spawn_webhook;
+use rotor_e2e::fixtures::{one_reference_pod, pod_review, spawn_webhook};
+use rotor_e2e::observe::metric;
 use rotor_e2e::slow_bodies::{Attack, attack, legitimate_reviews, quantile};
 use rotor_testkit::Pki;
-use serde_json::json;
 
 const REVIEWS: usize = 300;
-
-fn review() -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "bench", "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "namespace": "bench", "operation": "CREATE", "userInfo": {},
-            "object": { "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i",
-                "command": ["/c"], "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } },
-        }
-    }))
-    .unwrap()
-}
-
-async fn held_bytes(admin: &str) -> f64 {
-    let text = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("rotor_webhook_body_bytes_held "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[tokio::main]
 async fn main() {
@@ -58,7 +31,7 @@ async fn main() {
     .await
     .unwrap();
     let (port, ca) = (webhook.port, pki.ca_pem().to_string());
-    let body = Arc::new(review());
+    let body = Arc::new(serde_json::to_vec(&pod_review(one_reference_pod())).unwrap());
     println!(
         "| attackers | shape | from | body bytes held (MiB) | p50 ms | p99 ms | max ms | refused |"
     );
@@ -91,7 +64,9 @@ async fn main() {
             let attackers = attack(port, &ca, count, shape, shared);
             // Let the attack take hold: connections open, bodies as full as they will get.
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let held = held_bytes(&webhook.admin).await;
+            let held = metric(&webhook.admin, "rotor_webhook_body_bytes_held")
+                .await
+                .unwrap();
             let (mut latencies, refused) = legitimate_reviews(port, &ca, body.clone(), REVIEWS)
                 .await
                 .unwrap();

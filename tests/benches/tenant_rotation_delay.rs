@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use rotor_e2e::observe::wait_until;
 use rotor_e2e::tenants::{Tenants, resetting_store, tenants};
-use serde_json::json;
 
 const ROTATIONS: usize = 5;
 
@@ -67,36 +66,18 @@ async fn main() {
     {
         let t = tenants().await.unwrap();
         quiet_tenant(&t).await;
-        t.put("churn", "0").await.unwrap();
-        for i in 0..4 {
-            t.deployment(
-                &t.a.clone(),
-                &format!("churner-{i}"),
-                &["churn".to_string()],
-                None,
-            )
-            .await
-            .unwrap();
-        }
+        t.churners(4).await.unwrap();
         let _reloader = t
             .reloader(&["--max-rollouts-per-poll=1".to_string()])
             .await
             .unwrap();
         t.recorded(&t.b, "quiet").await.unwrap();
-        let admin = t.stack.bao_admin().unwrap();
-        let churn = tokio::spawn(async move {
-            for i in 1.. {
-                let _ = admin
-                    .put_kv2("secret", "churn", json!({ "value": format!("{i}") }))
-                    .await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
+        let churn = t.churn().unwrap();
         row(
             "team A: 4 workloads, its secret rotated every 0.5 s, 1 rollout per poll",
             team_b_delays(&t).await,
         );
-        churn.abort();
+        drop(churn);
     }
     {
         let t = tenants().await.unwrap();

@@ -38,16 +38,9 @@ fn app_pod(name: &str, env_value: &str) -> Pod {
 }
 
 async fn webhook_requests(admin: &str) -> f64 {
-    let text = reqwest::get(format!("{admin}/metrics"))
+    rotor_e2e::observe::metric(admin, "rotor_webhook_admission_requests_total")
         .await
         .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("rotor_webhook_admission_requests_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

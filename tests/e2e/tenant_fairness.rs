@@ -9,22 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use rotor_e2e::observe::{metric, wait_until};
 use rotor_e2e::tenants::{resetting_store, tenants};
-use serde_json::json;
 
 #[tokio::test]
 async fn a_tenant_rotating_every_half_second_does_not_hold_back_anothers_rollout() -> Result<()> {
     let t = tenants().await?;
-    t.put("churn", "0").await?;
+    t.churners(4).await?;
     t.put("quiet", "0").await?;
-    for i in 0..4 {
-        t.deployment(
-            &t.a.clone(),
-            &format!("churner-{i}"),
-            &["churn".to_string()],
-            None,
-        )
-        .await?;
-    }
     t.deployment(&t.b.clone(), "quiet", &["quiet".to_string()], None)
         .await?;
     let (_reloader, admin) = t
@@ -35,17 +25,7 @@ async fn a_tenant_rotating_every_half_second_does_not_hold_back_anothers_rollout
     }
     t.recorded(&t.b, "quiet").await?;
     // Team A rotates its own secret every half second from now on.
-    let churn = {
-        let admin = t.stack.bao_admin()?;
-        tokio::spawn(async move {
-            for i in 1.. {
-                let _ = admin
-                    .put_kv2("secret", "churn", json!({ "value": format!("{i}") }))
-                    .await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
+    let churn = t.churn()?;
     wait_until(
         "team A's rollouts are being deferred",
         Duration::from_secs(60),
@@ -60,7 +40,7 @@ async fn a_tenant_rotating_every_half_second_does_not_hold_back_anothers_rollout
         || async { Ok(t.state(&t.b, "quiet").await?.1.is_some()) },
     )
     .await;
-    churn.abort();
+    drop(churn);
     rolled?;
     eprintln!(
         "team B rolled {:?} after its rotation, while team A churned",

@@ -39,15 +39,7 @@ async fn peak_rss_during<T>(pid: u32, work: impl std::future::Future<Output = T>
 }
 
 fn review(pod: serde_json::Value) -> String {
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "hostile", "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "namespace": "n", "operation": "CREATE", "userInfo": {}, "object": pod,
-        }
-    })
-    .to_string()
+    rotor_e2e::fixtures::pod_review(pod).to_string()
 }
 
 struct Server {
@@ -214,9 +206,7 @@ async fn slow_bodies_from_48_clients_leave_legitimate_reviews_their_room() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pod = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"],
-        "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } });
-    let body = std::sync::Arc::new(review(pod).into_bytes());
+    let body = std::sync::Arc::new(review(rotor_e2e::fixtures::one_reference_pod()).into_bytes());
     let (mut latencies, refused) = legitimate_reviews(port, &ca, body, 200).await.unwrap();
     latencies.sort();
     let (p50, p99) = (

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use rotor_e2e::fixtures::{binary, connect_tls, spawn_webhook};
 use rotor_testkit::{ManagedProcess, Pki};
-use serde_json::json;
 
 struct Server {
     process: ManagedProcess,
@@ -56,17 +55,7 @@ fn client(server: &Server, http1_only: bool) -> reqwest::Client {
 }
 
 fn review_body() -> String {
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "3f1a", "kind": { "group": "", "version": "v1", "kind": "Pod" },
-            "resource": { "group": "", "version": "v1", "resource": "pods" },
-            "namespace": "n", "operation": "CREATE", "userInfo": {},
-            "object": { "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i", "command": ["/c"],
-                "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } },
-        }
-    })
-    .to_string()
+    rotor_e2e::fixtures::pod_review(rotor_e2e::fixtures::one_reference_pod()).to_string()
 }
 
 /// Sends `head` (request line and headers, no body) over TLS and HTTP/1.1, and returns the status

@@ -73,6 +73,24 @@ fn profile_dir_of(exe: &Path) -> Result<PathBuf> {
     Ok(profile_dir.to_path_buf())
 }
 
+/// An AdmissionReview of a Pod CREATE of `pod` in namespace `n`, as the API server sends it.
+pub fn pod_review(pod: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "3f1a", "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "namespace": "n", "operation": "CREATE", "userInfo": {}, "object": pod,
+        }
+    })
+}
+
+/// A one-container pod with one reference, the smallest that gets a patch.
+pub fn one_reference_pod() -> serde_json::Value {
+    json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "c", "image": "i",
+        "command": ["/c"], "env": [{ "name": "A", "value": "vault:secret/data/a#k" }] }] } })
+}
+
 /// A TLS connection to `localhost:port` on loopback that trusts only `ca_pem`.
 pub async fn connect_tls(
     port: u16,

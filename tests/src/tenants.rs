@@ -14,6 +14,15 @@ use serde_json::json;
 use crate::fixtures::{binary, start_reloader_via};
 use crate::observe::wait_until;
 
+/// A task rotating team A's secret; stops when dropped.
+pub struct Churn(tokio::task::JoinHandle<()>);
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A stack with two tenant namespaces, A and B.
 pub struct Tenants {
     pub stack: Stack,
@@ -96,6 +105,30 @@ impl Tenants {
             || async { Ok(self.state(namespace, name).await?.0.is_some()) },
         )
         .await
+    }
+
+    /// Team A's `count` Deployments `churner-N`, all reading the secret `churn`.
+    pub async fn churners(&self, count: usize) -> Result<()> {
+        self.put("churn", "0").await?;
+        for i in 0..count {
+            let name = format!("churner-{i}");
+            self.deployment(&self.a, &name, &["churn".to_string()], None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites `churn` every half second until the returned task is aborted.
+    pub fn churn(&self) -> Result<Churn> {
+        let admin = self.stack.bao_admin()?;
+        Ok(Churn(tokio::spawn(async move {
+            for i in 1.. {
+                let _ = admin
+                    .put_kv2("secret", "churn", json!({ "value": format!("{i}") }))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })))
     }
 
     /// The reloader over every namespace, with the root token, polling every second.
