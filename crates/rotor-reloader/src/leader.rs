@@ -206,4 +206,91 @@ mod tests {
         // A leader stops acting (10 s) before a follower may take over (15 s).
         assert!(deadline < lease);
     }
+
+    fn lease(holder: Option<&str>) -> serde_json::Value {
+        serde_json::json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": "rotor", "namespace": "ns", "resourceVersion": "7" },
+            "spec": { "holderIdentity": holder, "renewTime": "2026-12-03T17:00:00.000000Z",
+                "leaseDurationSeconds": 15 } })
+    }
+
+    #[tokio::test]
+    async fn a_fresh_lease_of_another_is_left_alone_and_a_lost_race_is_not_leading() {
+        use crate::api_mock::{exchange, scripted, status};
+        let path = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/rotor";
+        let (client, script) = scripted(vec![
+            exchange("GET", path, 404, status(404, "NotFound")),
+            exchange(
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases?",
+                409,
+                status(409, "AlreadyExists"),
+            ),
+            exchange("GET", path, 200, lease(Some("other"))),
+            exchange("GET", path, 200, lease(Some("me"))),
+            exchange("PUT", path, 409, status(409, "Conflict")),
+            exchange("GET", path, 200, lease(Some("me"))),
+            exchange("PUT", path, 200, lease(Some("me"))),
+        ]);
+        let mut elector =
+            LeaderElector::new(client.clone(), "ns", "rotor", "me", Duration::from_secs(15));
+        assert!(
+            !elector.try_acquire_or_renew().await.unwrap(),
+            "another created it first"
+        );
+        assert!(
+            !elector.try_acquire_or_renew().await.unwrap(),
+            "another holds a fresh lease"
+        );
+        assert!(
+            !elector.try_acquire_or_renew().await.unwrap(),
+            "a renewal that lost the race"
+        );
+        assert!(elector.try_acquire_or_renew().await.unwrap(), "renewed");
+        drop(elector);
+        let sent = script.done(client).await;
+        assert_eq!(
+            sent[4].body["metadata"]["resourceVersion"], "7",
+            "a compare-and-swap"
+        );
+        assert_eq!(sent[6].body["spec"]["holderIdentity"], "me");
+    }
+
+    #[tokio::test]
+    async fn a_leader_steps_down_on_cancel_and_releases_the_lease() {
+        use crate::api_mock::{exchange, scripted, status};
+        let path = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/rotor";
+        let (client, script) = scripted(vec![
+            exchange("GET", path, 404, status(404, "NotFound")),
+            exchange(
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases?",
+                201,
+                lease(Some("me")),
+            ),
+            exchange("GET", path, 200, lease(Some("me"))),
+            exchange("PUT", path, 200, lease(None)),
+        ]);
+        let elector =
+            LeaderElector::new(client.clone(), "ns", "rotor", "me", Duration::from_secs(15));
+        let leading = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
+        let run =
+            tokio::spawn(elector.run(leading.clone(), Duration::from_secs(60), cancel.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !leading.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "never led");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cancel.cancel();
+        run.await.unwrap();
+        assert!(!leading.load(Ordering::SeqCst));
+        let sent = script.done(client).await;
+        assert_eq!(sent[3].method, "PUT");
+        assert!(
+            sent[3].body["spec"]["holderIdentity"].is_null(),
+            "released: {}",
+            sent[3].body
+        );
+    }
 }

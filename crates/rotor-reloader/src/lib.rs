@@ -1,6 +1,8 @@
 //! rotor-reloader: polls the store for new versions of referenced secrets and rolls exactly
 //! the workloads that use them, once. State lives in the API (an annotation on each workload).
 
+#[cfg(test)]
+pub mod api_mock;
 pub mod backoff;
 pub mod controller;
 pub mod decision;

@@ -254,4 +254,63 @@ mod tests {
             "a pod without the annotation gets it, even empty (as before)"
         );
     }
+
+    #[tokio::test]
+    async fn a_deployments_own_pods_are_told_and_a_conflict_is_merged_again() {
+        use crate::api_mock::{exchange, scripted, status};
+        let mut w = crate::planner::tests::workload("web", &["secret/data/a"], None);
+        w.selector = Some("app=web".to_string());
+        let record = Versions::from([(record_key("secret/data/a"), 3)]);
+        let owner = |uid: &str| {
+            json!([{ "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": "x", "uid": uid, "controller": true }])
+        };
+        let replica_sets = json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": {}, "items": [
+                { "metadata": { "name": "web-1", "uid": "rs-web", "ownerReferences": [{ "apiVersion": "apps/v1",
+                    "kind": "Deployment", "name": "web", "uid": "uid-web", "controller": true }] } },
+                { "metadata": { "name": "other-1", "uid": "rs-other", "ownerReferences": [{ "apiVersion": "apps/v1",
+                    "kind": "Deployment", "name": "other", "uid": "uid-other", "controller": true }] } },
+            ] });
+        let pods = json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": {}, "items": [
+                { "metadata": { "name": "web-a", "resourceVersion": "10", "ownerReferences": owner("rs-web"),
+                    "annotations": { VERSIONS_ANNOTATION: r#"{"secret/data/other":5}"# } } },
+                { "metadata": { "name": "foreign", "resourceVersion": "12", "ownerReferences": owner("rs-other") } },
+                { "metadata": { "name": "bare", "resourceVersion": "13" } },
+            ] });
+        let fresh = json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": { "name": "web-a", "resourceVersion": "11", "ownerReferences": owner("rs-web"),
+                "annotations": { VERSIONS_ANNOTATION: r#"{"secret/data/other":6}"# } } });
+        let pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "web-a" } });
+        let (client, script) = scripted(vec![
+            exchange(
+                "GET",
+                "/apis/apps/v1/namespaces/shop/replicasets?",
+                200,
+                replica_sets,
+            ),
+            exchange("GET", "/api/v1/namespaces/shop/pods?", 200, pods),
+            exchange(
+                "PATCH",
+                "/api/v1/namespaces/shop/pods/web-a?",
+                409,
+                status(409, "Conflict"),
+            ),
+            exchange("GET", "/api/v1/namespaces/shop/pods/web-a", 200, fresh),
+            exchange("PATCH", "/api/v1/namespaces/shop/pods/web-a?", 200, pod),
+        ]);
+        let told = tell_pods(&client, &w, &record).await.unwrap();
+        let sent = script.done(client).await;
+        assert_eq!(told, 1, "only the Deployment's own pod");
+        let versions =
+            |i: usize| sent[i].body["metadata"]["annotations"][VERSIONS_ANNOTATION].clone();
+        assert_eq!(sent[2].body["metadata"]["resourceVersion"], "10");
+        assert_eq!(versions(2), r#"{"secret/data/a":3,"secret/data/other":5}"#);
+        assert_eq!(
+            sent[4].body["metadata"]["resourceVersion"], "11",
+            "merged again, on the fresh pod"
+        );
+        assert_eq!(versions(4), r#"{"secret/data/a":3,"secret/data/other":6}"#);
+    }
 }

@@ -434,4 +434,49 @@ mod tests {
             Some(at("2026-01-01T00:00:00Z"))
         );
     }
+
+    #[tokio::test]
+    async fn a_patch_carries_the_resource_version_it_was_decided_from_and_a_409_is_a_conflict() {
+        use crate::api_mock::{exchange, scripted, status};
+        let mut w = crate::planner::tests::workload("web", &["secret/data/a"], None);
+        w.resource_version = Some("41".to_string());
+        let versions =
+            crate::decision::Versions::from([(crate::decision::record_key("secret/data/a"), 2)]);
+        let deployment =
+            json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web" } });
+        let (client, script) = scripted(vec![
+            exchange(
+                "PATCH",
+                "/apis/apps/v1/namespaces/shop/deployments/web?",
+                409,
+                status(409, "Conflict"),
+            ),
+            exchange(
+                "PATCH",
+                "/apis/apps/v1/namespaces/shop/deployments/web?",
+                200,
+                deployment,
+            ),
+        ]);
+        let first = patch_workload(&client, &w, &versions, Some("2026-12-03T17:00:00Z"))
+            .await
+            .unwrap();
+        let second = patch_workload(&client, &w, &versions, None).await.unwrap();
+        let sent = script.done(client).await;
+        assert_eq!((first, second), (Patched::Conflict, Patched::Applied));
+        assert_eq!(sent[0].body["metadata"]["resourceVersion"], "41");
+        assert_eq!(
+            sent[0].body["spec"]["template"]["metadata"]["annotations"][ROTATED_AT],
+            "2026-12-03T17:00:00Z"
+        );
+        assert_eq!(
+            sent[0].body["metadata"]["annotations"][OBSERVED],
+            serde_json::to_string(&versions).unwrap()
+        );
+        assert!(
+            sent[1].body.get("spec").is_none(),
+            "a record alone rolls nothing"
+        );
+        assert!(sent[0].uri.contains("fieldManager="), "{}", sent[0].uri);
+    }
 }
