@@ -163,6 +163,25 @@ fn the_reloader_may_patch_pods_only_for_in_place_rotation() {
     assert_eq!(rules.len(), 1, "{rules:?}");
     assert_eq!(rules[0]["verbs"], serde_json::json!(["list", "patch"]));
     assert!(pod_rules(&["reloader.inPlaceRotation=false"]).is_empty());
+    // A Deployment's own pods are those of its ReplicaSets: listed, never changed.
+    let replica_set_rules = |sets: &[&str]| -> Vec<serde_json::Value> {
+        rendered(sets, "ClusterRole", "r-rotor-reloader")["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"replicasets".into())
+            })
+            .cloned()
+            .collect()
+    };
+    let rules = replica_set_rules(&[]);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["verbs"], serde_json::json!(["list"]));
+    assert!(replica_set_rules(&["reloader.inPlaceRotation=false"]).is_empty());
 }
 
 /// Every TCP/UDP port an egress (or ingress) rule list allows, with the peers of its rule.
@@ -466,6 +485,15 @@ async fn installs_into_a_restricted_namespace_with_least_privilege_rbac() -> Res
         (&reloader, "get", "", "pods", Some("shop"), false),
         (&reloader, "delete", "", "pods", Some("shop"), false),
         (&reloader, "create", "", "pods", Some("shop"), false),
+        (&reloader, "list", "apps", "replicasets", None, true),
+        (
+            &reloader,
+            "patch",
+            "apps",
+            "replicasets",
+            Some("shop"),
+            false,
+        ),
         (
             &reloader,
             "delete",

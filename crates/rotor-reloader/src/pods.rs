@@ -105,7 +105,9 @@ async fn tell_one(
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt + 1 < MERGE_ATTEMPTS => {
                 attempt += 1;
-                meta = match api.get_metadata_opt(name).await? {
+                // Read again with the verbs the chart grants (list and patch, never get).
+                let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+                meta = match api.list_metadata(&by_name).await?.items.into_iter().next() {
                     Some(fresh) => fresh.metadata,
                     None => return Ok(None),
                 };
@@ -279,9 +281,10 @@ mod tests {
                 { "metadata": { "name": "foreign", "resourceVersion": "12", "ownerReferences": owner("rs-other") } },
                 { "metadata": { "name": "bare", "resourceVersion": "13" } },
             ] });
-        let fresh = json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-            "metadata": { "name": "web-a", "resourceVersion": "11", "ownerReferences": owner("rs-web"),
-                "annotations": { VERSIONS_ANNOTATION: r#"{"secret/data/other":6}"# } } });
+        let fresh = json!({ "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": {}, "items": [{ "metadata": { "name": "web-a", "resourceVersion": "11",
+                "ownerReferences": owner("rs-web"),
+                "annotations": { VERSIONS_ANNOTATION: r#"{"secret/data/other":6}"# } } }] });
         let pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "web-a" } });
         let (client, script) = scripted(vec![
             exchange(
@@ -297,12 +300,17 @@ mod tests {
                 409,
                 status(409, "Conflict"),
             ),
-            exchange("GET", "/api/v1/namespaces/shop/pods/web-a", 200, fresh),
+            exchange("GET", "/api/v1/namespaces/shop/pods?", 200, fresh),
             exchange("PATCH", "/api/v1/namespaces/shop/pods/web-a?", 200, pod),
         ]);
         let told = tell_pods(&client, &w, &record).await.unwrap();
         let sent = script.done(client).await;
         assert_eq!(told, 1, "only the Deployment's own pod");
+        assert!(
+            sent[3].uri.contains("fieldSelector=metadata.name%3Dweb-a"),
+            "{}",
+            sent[3].uri
+        );
         let versions =
             |i: usize| sent[i].body["metadata"]["annotations"][VERSIONS_ANNOTATION].clone();
         assert_eq!(sent[2].body["metadata"]["resourceVersion"], "10");
