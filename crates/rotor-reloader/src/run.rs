@@ -7,11 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use rotor_core::store::{Auth, RetryPolicy, StoreClient, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -114,10 +109,24 @@ pub struct RunArgs {
     pub admin_listen: SocketAddr,
 }
 
-#[derive(Clone)]
+/// What the admin port reports: ready once the workload caches synced, and the metrics.
 struct AdminState {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+}
+
+impl rotor_runtime::Health for AdminState {
+    fn ready(&self) -> Result<(), &'static str> {
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("workload caches not synced yet")
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
 }
 
 impl RunArgs {
@@ -177,16 +186,11 @@ impl RunArgs {
         let ready = Arc::new(AtomicBool::new(false));
         let leading = Arc::new(AtomicBool::new(false));
 
-        let admin = admin_router(metrics.clone(), ready.clone());
-        let listener = tokio::net::TcpListener::bind(admin_listen)
-            .await
-            .with_context(|| format!("binding {admin_listen}"))?;
-        let admin_cancel = cancel.clone();
-        let admin_task = tokio::spawn(async move {
-            axum::serve(listener, admin)
-                .with_graceful_shutdown(async move { admin_cancel.cancelled().await })
-                .await
+        let health = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
         });
+        let admin_task = rotor_runtime::serve_admin(admin_listen, health, cancel.clone()).await?;
 
         let elector = LeaderElector::new(
             kube.clone(),
@@ -300,33 +304,6 @@ fn store_config(args: StoreArgs<'_>) -> Result<(StoreConfig, Auth)> {
     // Built once here so a bad CA or address stops the reloader at start-up.
     StoreClient::new(store.clone()).context("building the store client")?;
     Ok((store, auth))
-}
-
-/// The admin port: `/livez`, `/readyz` (ready once the workload caches synced), `/metrics`.
-pub fn admin_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(AdminState { metrics, ready })
-}
-
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "workload caches not synced yet",
-        )
-    }
-}
-
-async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.encode(),
-    )
 }
 
 #[cfg(test)]

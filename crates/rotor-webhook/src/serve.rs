@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -112,11 +112,28 @@ pub fn webhook_router(state: AppState, limits: BodyLimits) -> Router {
 /// The admin port's routes: `/livez`, `/readyz` (ready once a serving certificate is loaded),
 /// `/metrics`.
 pub fn admin_router(state: AppState) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(state)
+    rotor_runtime::admin_router(Arc::new(state))
+}
+
+impl rotor_runtime::Health for AppState {
+    fn ready(&self) -> Result<(), &'static str> {
+        if self.resolver.is_loaded() {
+            Ok(())
+        } else {
+            Err("no serving certificate loaded")
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let metrics = &self.admission.metrics;
+        metrics
+            .body_bytes_held
+            .set(i64::try_from(self.budget.held()).unwrap_or(i64::MAX));
+        metrics
+            .body_peers
+            .set(i64::try_from(self.budget.peers()).unwrap_or(i64::MAX));
+        metrics.encode()
+    }
 }
 
 impl ServeArgs {
@@ -178,21 +195,13 @@ impl ServeArgs {
             budget: budget.clone(),
         };
         let app = webhook_router(state.clone(), body_limits);
-        let admin = admin_router(state);
+        let admin: Arc<dyn rotor_runtime::Health> = Arc::new(state);
 
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        let admin_listener = TcpListener::bind(admin_listen)
-            .await
-            .with_context(|| format!("binding {admin_listen}"))?;
         tracing::info!(%listen, admin = %admin_listen, "rotor-webhook serving");
-        let admin_cancel = cancel.clone();
-        let admin_task = tokio::spawn(async move {
-            axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(async move { admin_cancel.cancelled().await })
-                .await
-        });
+        let admin_task = rotor_runtime::serve_admin(admin_listen, admin, cancel.clone()).await?;
         serve_https(
             listener,
             server_config(resolver)?,
@@ -285,31 +294,6 @@ async fn mutate(
         }
         Err(refusal) => refusal.into_response(),
     }
-}
-
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.resolver.is_loaded() {
-        (StatusCode::OK, "ready")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no serving certificate loaded",
-        )
-    }
-}
-
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    let metrics = &state.admission.metrics;
-    metrics
-        .body_bytes_held
-        .set(i64::try_from(state.budget.held()).unwrap_or(i64::MAX));
-    metrics
-        .body_peers
-        .set(i64::try_from(state.budget.peers()).unwrap_or(i64::MAX));
-    (
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        state.admission.metrics.encode(),
-    )
 }
 
 /// Accepts TLS connections until `cancel`, then drains in-flight requests for up to `grace`.
