@@ -63,15 +63,7 @@ pub fn watched(template: &PodTemplateSpec) -> Result<Watched, WorkloadError> {
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .map(|c| {
-            ContainerEnv::new(
-                &c.name,
-                c.env
-                    .iter()
-                    .flatten()
-                    .map(|e| (e.name.as_str(), e.value.as_deref())),
-            )
-        })
+        .map(rotor_runtime::container_env)
         .collect();
     let references = workload_references(annotations, &containers)?;
     Ok(Watched {

@@ -1,6 +1,7 @@
-//! rotor-runtime: what rotor's two servers share, written once. Today: the plain-HTTP admin
-//! port (`/livez`, `/readyz`, `/metrics`) and its graceful shutdown. Each server says what
-//! "ready" means and what its metrics are through [`Health`]; the port behaves the same in both.
+//! rotor-runtime: what rotor's two servers share, written once: the plain-HTTP admin port
+//! (`/livez`, `/readyz`, `/metrics`) and its graceful shutdown, and how a pod's container is
+//! read for references ([`container_env`]). Each server says what "ready" means and what its
+//! metrics are through [`Health`]; the port behaves the same in both.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +65,21 @@ pub async fn serve_admin(
             tracing::error!(error = %e, "the admin port stopped");
         }
     }))
+}
+
+/// A container as the shared reference reader sees it (rotor-core's `ContainerEnv`): its name
+/// and its literal env values. The webhook (what to wrap) and the reloader (what to watch) read
+/// pods through this one adapter, so they never disagree on what a container references.
+pub fn container_env(
+    c: &k8s_openapi::api::core::v1::Container,
+) -> rotor_core::contract::ContainerEnv<'_> {
+    rotor_core::contract::ContainerEnv::new(
+        &c.name,
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref())),
+    )
 }
 
 #[cfg(test)]

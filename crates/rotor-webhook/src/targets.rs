@@ -97,7 +97,7 @@ pub fn select_targets<'a>(
         .collect();
     let envs: Vec<ContainerEnv<'_>> = candidates
         .iter()
-        .map(|t| container_env(t.container))
+        .map(|t| rotor_runtime::container_env(t.container))
         .collect();
     let references = workload_references(annotations, &envs)
         .map_err(|e| Deny::new(DenyReason::BadReference, e.to_string()))?;
@@ -147,15 +147,4 @@ impl Selection<'_> {
             })
             .collect()
     }
-}
-
-/// The literal env values of a container, for the workload model.
-fn container_env(c: &Container) -> ContainerEnv<'_> {
-    ContainerEnv::new(
-        &c.name,
-        c.env
-            .iter()
-            .flatten()
-            .map(|e| (e.name.as_str(), e.value.as_deref())),
-    )
 }
