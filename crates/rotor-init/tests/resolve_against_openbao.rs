@@ -305,6 +305,22 @@ async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
     );
     assert_no_canary(&out);
 
+    // A percent-encoded path that would normalise into another path: refused before any
+    // request, naming the variable and the fix (the shared path rule).
+    let out = run(
+        &with(&base, &[("DB", "vault:secret/data/api/%2e%2e/db#password")]),
+        "echo",
+        &[marker],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("DB") && stderr(&out).contains("percent-encoding"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(marker));
+    assert_no_canary(&out);
+
     // A deleted version says so.
     let out = run(
         &with(&base, &[("G", "vault:secret/data/gone#k#1")]),
