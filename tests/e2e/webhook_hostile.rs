@@ -215,9 +215,9 @@ async fn slow_bodies_from_48_clients_leave_legitimate_reviews_their_room() {
     );
     eprintln!("under 48 slow-body clients: p50 {p50:?}, p99 {p99:?}");
     assert_eq!(refused, 0, "no legitimate review is refused");
-    // Generous (the goal is p99 < 100 ms): with the budget held, reviews waited for seconds.
-    let slowest = latencies.last().copied().unwrap_or_default();
-    assert!(slowest < Duration::from_millis(2500), "{slowest:?}");
+    // Generous (the goal is p99 < 100 ms, measured ~5 ms here): with the budget held by the
+    // attackers, reviews waited up to the 5 s body timeout.
+    assert!(p99 < Duration::from_millis(2500), "p99 {p99:?}");
 }
 
 #[tokio::test]
