@@ -199,10 +199,11 @@ impl Controller {
                 None => down += 1,
             }
         }
-        // Distinct secrets, however they are spelled, per store: one request each per poll.
+        // Distinct secrets, however they are spelled, per store: one request each per poll,
+        // and those whose namespace's turn has not come.
         self.metrics
             .paths_watched
-            .set(i64::try_from(requests).unwrap_or(i64::MAX));
+            .set(i64::try_from(requests + waiting).unwrap_or(i64::MAX));
         self.metrics.store_reachable.set(i64::from(down == 0));
         // One poll per cycle, over every store: failed when any store did not answer.
         let outcome = if down == 0 { "ok" } else { "failed" };
