@@ -900,7 +900,9 @@ impl Lines {
     }
 
     fn wait_for(&self, count: usize, prefix: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: a re-read that fails under load is retried after 15 s (RETRY_AFTER), and
+        // this binary runs ten stacks at once.
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let got: Vec<String> = self
                 .0
@@ -1025,7 +1027,12 @@ async fn files_are_rendered_and_a_rotation_rewrites_them_in_place_and_signals_th
     replace(&info.join("versions"), r#"{"secret/data/rot":2}"#);
     let v2 = format!("password={CANARY}-v2\n");
     let hups = lines.wait_for(1, "HUP ");
-    assert_eq!(hups, vec![format!("HUP {}", cksum(&v2))]);
+    assert_eq!(
+        hups,
+        vec![format!("HUP {}", cksum(&v2))],
+        "rotor-init said:\n{}",
+        logs.all().join("\n")
+    );
     assert_eq!(std::fs::read_to_string(&conf)?, v2);
 
     // The same version again (another path added) is no rotation; version 3 is exactly one more.
@@ -1038,7 +1045,7 @@ async fn files_are_rendered_and_a_rotation_rewrites_them_in_place_and_signals_th
             .iter()
             .any(|l| l.contains("none of the files' secrets is newer"))
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while !seen_nothing_new(&logs) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
