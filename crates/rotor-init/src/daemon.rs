@@ -67,16 +67,11 @@ pub async fn supervise(
     grace: Duration,
     rotation: Option<crate::rotation::Rotation>,
 ) -> Result<i32, std::io::Error> {
-    // Registered before the app starts, so no exit is missed.
+    // Every handler is installed before the app starts: no exit and no signal is missed, and
+    // the app starts with the default disposition of each forwarded signal even when rotor-init
+    // inherited it ignored (under nohup, SIGHUP is): execve resets a handled signal, but an
+    // ignored one is inherited, and the app could never trap it.
     let mut children = signal(SignalKind::child())?;
-    let pid = command.spawn().map(|child| child.id())?;
-    let Ok(pid) = i32::try_from(pid).map(Pid::from_raw) else {
-        return Ok(1);
-    };
-    let mut reaper = Reaper {
-        app: pid,
-        reaped: 0,
-    };
     let kinds = [
         SignalKind::terminate(),
         SignalKind::interrupt(),
@@ -93,6 +88,14 @@ pub async fn supervise(
             Err(e) => tracing::warn!(error = %e, "cannot forward a signal"),
         }
     }
+    let pid = command.spawn().map(|child| child.id())?;
+    let Ok(pid) = i32::try_from(pid).map(Pid::from_raw) else {
+        return Ok(1);
+    };
+    let mut reaper = Reaper {
+        app: pid,
+        reaped: 0,
+    };
     let (lost_tx, mut lost_rx) = tokio::sync::mpsc::channel::<String>(1);
     for lease in leases.into_iter().filter(|l| !l.duration.is_zero()) {
         tokio::spawn(renew_until_lost(client.clone(), lease, lost_tx.clone()));

@@ -1083,7 +1083,8 @@ async fn files_are_rendered_and_a_rotation_rewrites_them_in_place_and_signals_th
     Ok(())
 }
 
-/// The app's view of rotor-init staying resident: orphans it creates are adopted and reaped,
+/// The app's view of rotor-init staying resident: its signals start at their defaults, orphans
+/// it creates are adopted and reaped,
 /// and `/proc/<ppid>/environ` shows none of rotor-init's `ROTOR_*` settings (it started with
 /// ROTOR_ADDR and others). It polls (up to 10 s) until the orphans it saw
 /// adopted are gone and none is left a zombie, then prints what it saw.
@@ -1102,6 +1103,7 @@ while [ $n -lt 100 ]; do
   sleep 0.1; n=$((n+1))
 done
 echo "adopted=$adopted zombies=$z"
+grep '^SigIgn:' /proc/self/status
 if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -q '^ROTOR_'; then echo environ=exposed; else echo environ=clear; fi"#;
 
 #[tokio::test]
@@ -1114,14 +1116,14 @@ async fn resident_rotor_init_reaps_orphans_and_its_environment_is_unreadable() -
             ("ROTOR_DAEMON", "true"),
         ],
     );
-    // As root, the test's CAP_SYS_PTRACE would read any process: drop it as a container does.
-    let mut command = if nix_is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--bounding-set=-sys_ptrace", "--", rotor_init()]);
-        c
-    } else {
-        Command::new(rotor_init())
-    };
+    // Started with SIGHUP ignored (nohup), as rotor-init may be: the app must still start with
+    // the default disposition, or it could never trap the rotation signal. As root, the test's
+    // CAP_SYS_PTRACE would read any process: drop it as a container does.
+    let mut command = Command::new("nohup");
+    if nix_is_root() {
+        command.args(["setpriv", "--bounding-set=-sys_ptrace", "--"]);
+    }
+    command.arg(rotor_init());
     let out = command
         .args(["--", "sh", "-c", PROBE])
         .env_clear()
@@ -1136,6 +1138,12 @@ async fn resident_rotor_init_reaps_orphans_and_its_environment_is_unreadable() -
         .unwrap_or(0);
     assert!(adopted > 0, "the orphans reached rotor-init: {said}");
     assert!(said.contains("zombies=0"), "every orphan reaped: {said}");
+    let ignored = said
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .expect("the app's SigIgn line");
+    assert_eq!(ignored & 1, 0, "SIGHUP is not ignored in the app: {said}");
     assert!(
         said.contains("environ=clear"),
         "rotor-init's ROTOR_* settings are not in its /proc/<pid>/environ: {said}"
