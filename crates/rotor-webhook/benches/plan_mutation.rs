@@ -61,7 +61,7 @@ fn print_response_sizes(config: &InjectConfig) {
         "spec": { "containers": containers } }))
     .unwrap_or_default();
     if let Ok(rotor_webhook::plan::Plan::Patch(patch)) = plan_mutation(&p, config) {
-        let bytes = serde_json::to_vec(&patch).unwrap_or_default();
+        let bytes = patch.to_json();
         let base64 = base64::engine::general_purpose::STANDARD
             .encode(&bytes)
             .len()

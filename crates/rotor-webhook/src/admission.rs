@@ -5,8 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -16,7 +14,7 @@ use crate::deny::{Deny, DenyReason};
 use crate::image_ref::ImageRef;
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::plan::{ImageCommands, Plan, plan_selection, pod_display_name};
-use crate::registry::RegistryClient;
+use crate::registry::{RegistryClient, RegistryError};
 use crate::targets::{LookupNeed, select_targets};
 
 /// What answering a review needs.
@@ -42,10 +40,11 @@ pub fn default_planners() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(cores * 2))
 }
 
-/// Answers one admission review body; returns the JSON to send. A patch is sent base64-encoded,
-/// as the API server's own types write `[]byte` (kube-core's `Vec<u8>` would write an array of
-/// numbers, 2–3 times the size).
-pub async fn review(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
+/// Answers one admission review body; returns the JSON to send, serialised once (no
+/// intermediate `serde_json::Value`). A patch is sent base64-encoded, as the API server's own
+/// types write `[]byte` (kube-core's `Vec<u8>` would write an array of numbers, 2–3 times the
+/// size).
+pub async fn review(body: &[u8], ctx: &AdmissionContext) -> Vec<u8> {
     let started = Instant::now();
     let (response, outcome, patch) = match decide(body, ctx).await {
         Decided::Answer(response, outcome) => (response, outcome, None),
@@ -58,25 +57,7 @@ pub async fn review(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
     ctx.metrics
         .duration
         .observe(started.elapsed().as_secs_f64());
-    let uid = response.uid.clone();
-    let answer = serde_json::to_value(response.into_review()).map(|mut answer| {
-        if let Some(patch) = patch {
-            answer["response"]["patch"] = base64::engine::general_purpose::STANDARD
-                .encode(patch)
-                .into();
-            answer["response"]["patchType"] = "JSONPatch".into();
-        }
-        answer
-    });
-    answer.unwrap_or_else(|e| {
-        // Never an empty answer: the API server needs the uid and a decision.
-        tracing::error!(error = %e, "cannot serialise the admission response; refusing the object");
-        serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "response": { "uid": uid, "allowed": false,
-                          "status": { "code": 500, "message": format!("rotor: cannot serialise the answer: {e}") } },
-        })
-    })
+    crate::answer::encode(&response, patch.as_deref())
 }
 
 /// The answer to a review: a response with its outcome label, or an allowed response and the
@@ -96,7 +77,7 @@ async fn decide(body: &[u8], ctx: &AdmissionContext) -> Decided {
     // The common case, parsed once: a review of a Pod.
     let pod_error = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
-            Ok(request) => return decide_pod(&request, ctx).await,
+            Ok(request) => return decide_pod(request, ctx).await,
             Err(e) => {
                 return (
                     AdmissionResponse::invalid(format!("the AdmissionReview has no request: {e}")),
@@ -146,9 +127,9 @@ fn is_pod_create(operation: &Operation, kind: &str, sub_resource: Option<&str>) 
     *operation == Operation::Create && kind == "Pod" && sub_resource.is_none()
 }
 
-async fn decide_pod(request: &AdmissionRequest<Pod>, ctx: &AdmissionContext) -> Decided {
+async fn decide_pod(mut request: AdmissionRequest<Pod>, ctx: &AdmissionContext) -> Decided {
     let started = Instant::now();
-    let response = AdmissionResponse::from(request);
+    let response = AdmissionResponse::from(&request);
     if !is_pod_create(
         &request.operation,
         &request.kind.kind,
@@ -156,7 +137,7 @@ async fn decide_pod(request: &AdmissionRequest<Pod>, ctx: &AdmissionContext) -> 
     ) {
         return (response, "unchanged").into();
     }
-    let Some(pod) = request.object.as_ref() else {
+    let Some(mut pod) = request.object.take() else {
         ctx.metrics.deny(DenyReason::NotAPod);
         return (
             response.deny("rotor: the admission request carries no pod object"),
@@ -165,7 +146,6 @@ async fn decide_pod(request: &AdmissionRequest<Pod>, ctx: &AdmissionContext) -> 
             .into();
     };
     let namespace = request.namespace.clone().unwrap_or_default();
-    let mut pod = pod.clone();
     if pod.metadata.namespace.is_none() {
         pod.metadata.namespace = Some(namespace.clone());
     }
@@ -187,16 +167,7 @@ async fn decide_pod(request: &AdmissionRequest<Pod>, ctx: &AdmissionContext) -> 
             tracing::debug!(%reason, "unchanged");
             Decided::Answer(response, "unchanged")
         }
-        Ok(Plan::Patch(patch)) => match serde_json::to_vec(&patch) {
-            Ok(bytes) => Decided::Patch(response, bytes),
-            Err(e) => {
-                ctx.metrics.deny(DenyReason::Internal);
-                Decided::Answer(
-                    response.deny(format!("rotor: cannot encode the patch: {e}")),
-                    "denied",
-                )
-            }
-        },
+        Ok(Plan::Patch(patch)) => Decided::Patch(response, patch.to_json()),
         Err(deny) => {
             ctx.metrics.deny(deny.reason);
             Decided::Answer(response.deny(format!("rotor: {deny}")), "denied")
@@ -276,9 +247,7 @@ async fn plan_with_lookups(pod: Arc<Pod>, ctx: &AdmissionContext) -> Result<Plan
         FirstPass::Done(plan) => return Ok(plan),
         FirstPass::LookUp(needs) => needs,
     };
-    let image_commands = look_up_entrypoints(&pod, &needs, ctx)
-        .await
-        .map_err(|e| Deny::new(DenyReason::NoEntrypoint, e))?;
+    let image_commands = look_up_entrypoints(&pod, &needs, ctx).await?;
     let config = ctx.config.clone();
     plan_off_the_workers(ctx, move || {
         let selection = select_targets(&pod, &configmap_references)?;
@@ -296,7 +265,7 @@ async fn look_up_entrypoints(
     pod: &Pod,
     needs: &[LookupNeed],
     ctx: &AdmissionContext,
-) -> Result<ImageCommands, String> {
+) -> Result<ImageCommands, Deny> {
     use futures::StreamExt as _;
     if needs.is_empty() {
         return Ok(ImageCommands::new());
@@ -309,19 +278,23 @@ async fn look_up_entrypoints(
     distinct.dedup();
     let lookups = distinct.into_iter().map(|(image_text, always_pull)| async move {
         let image_text = image_text.as_str();
-        let fail = |why: String| {
+        let fail = |why: RegistryError| {
             let containers: Vec<&str> = needs
                 .iter()
                 .filter(|n| n.image == image_text)
                 .map(|n| n.container.as_str())
                 .collect();
-            format!(
-                "container {:?} has no command, so rotor looked up the ENTRYPOINT of image {image_text:?}: {why}; \
-                 set command (and args) in the pod spec to skip the lookup",
-                containers.join(", ")
+            Deny::new(
+                DenyReason::NoEntrypoint,
+                format!(
+                    "container {:?} has no command, so rotor looked up the ENTRYPOINT of image {image_text:?}: {why}; \
+                     set command (and args) in the pod spec to skip the lookup",
+                    containers.join(", ")
+                ),
             )
         };
-        let image = ImageRef::parse(image_text).map_err(fail)?;
+        let image = ImageRef::parse(image_text)
+            .map_err(fail)?;
         let credential = match &ctx.kube {
             Some(kube) => crate::pull_secrets::credential_for(kube, pod, &image.registry)
                 .await
@@ -340,7 +313,7 @@ async fn look_up_entrypoints(
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, Deny>>()?;
     Ok(needs
         .iter()
         .filter_map(|n| {
@@ -353,6 +326,7 @@ async fn look_up_entrypoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn review(object: serde_json::Value, kind: &str, operation: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
@@ -480,6 +454,6 @@ mod tests {
     }
 
     async fn review_json(body: &[u8], ctx: &AdmissionContext) -> serde_json::Value {
-        super::review(body, ctx).await
+        serde_json::from_slice(&super::review(body, ctx).await).unwrap()
     }
 }

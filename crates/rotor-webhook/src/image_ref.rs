@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::registry_error::RegistryError;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageRef {
     /// The registry as written, `docker.io` when none is.
@@ -14,17 +16,19 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    pub fn parse(image: &str) -> Result<Self, String> {
+    pub fn parse(image: &str) -> Result<Self, RegistryError> {
         let image = image.trim();
         if image.is_empty() || image.chars().any(char::is_whitespace) {
-            return Err(format!("{image:?} is not an image reference"));
+            return Err(RegistryError::BadImage(format!(
+                "{image:?} is not an image reference"
+            )));
         }
         let (name, digest) = match image.split_once('@') {
             Some((n, d)) if d.contains(':') && !d.is_empty() => (n, Some(d.to_string())),
             Some(_) => {
-                return Err(format!(
+                return Err(RegistryError::BadImage(format!(
                     "{image:?}: the digest after '@' must look like sha256:…"
-                ));
+                )));
             }
             None => (image, None),
         };
@@ -38,7 +42,9 @@ impl ImageRef {
             None => (name, None),
         };
         if tag.as_deref() == Some("") || name.is_empty() {
-            return Err(format!("{image:?} is not an image reference"));
+            return Err(RegistryError::BadImage(format!(
+                "{image:?} is not an image reference"
+            )));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, rest))
@@ -54,7 +60,9 @@ impl ImageRef {
             repository
         };
         if repository.is_empty() || repository.split('/').any(str::is_empty) {
-            return Err(format!("{image:?} has an empty repository path segment"));
+            return Err(RegistryError::BadImage(format!(
+                "{image:?} has an empty repository path segment"
+            )));
         }
         Ok(Self {
             registry,

@@ -82,7 +82,10 @@ fn inject_document(doc: &mut Value, config: &InjectConfig) -> Result<()> {
     let pod: Pod = serde_json::from_value(as_pod).context("the pod (template) does not parse")?;
     match plan_mutation(&pod, config).map_err(|d| anyhow::anyhow!("{d}"))? {
         Plan::Unchanged(_) => {}
-        Plan::Patch(patch) => json_patch::patch(target, &patch).context("applying the patch")?,
+        Plan::Patch(patch) => {
+            json_patch::patch(target, &patch.to_json_patch().context("reading the patch")?)
+                .context("applying the patch")?
+        }
     }
     Ok(())
 }

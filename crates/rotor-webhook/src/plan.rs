@@ -5,8 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use rotor_core::contract::annotations::{self, get, get_bool};
 pub use rotor_core::contract::{
@@ -28,7 +26,7 @@ pub enum Plan {
     /// Admit unchanged, with the reason (for logs and metrics).
     Unchanged(&'static str),
     /// Admit with this patch.
-    Patch(json_patch::Patch),
+    Patch(crate::patch::Patch),
 }
 
 /// Plans the mutation of `pod` (containers without `command` are denied: no registry here).
@@ -100,7 +98,7 @@ pub fn plan_selection(
     });
     let file_targets = targets.iter().filter(|t| t.files.is_some()).count();
 
-    let mut ops: Vec<PatchOperation> = Vec::new();
+    let mut ops = crate::patch::Patch::default();
     let file_volumes = files.map_or_else(Vec::new, |files| {
         crate::file_volumes::new_file_volumes(
             spec.volumes.as_deref(),
@@ -123,9 +121,9 @@ pub fn plan_selection(
     if needs_copy {
         let copy = copy_container(config);
         if spec.init_containers.is_none() {
-            ops.push(add(&["spec", "initContainers"], json!([copy])));
+            ops.add(&["spec", "initContainers"], &[copy]);
         } else {
-            ops.push(add(&["spec", "initContainers", "0"], copy));
+            ops.add(&["spec", "initContainers", "0"], &copy);
         }
     }
     // Indexes of init containers shift by one when ours is prepended.
@@ -148,7 +146,7 @@ pub fn plan_selection(
     if ops.is_empty() {
         return Ok(Plan::Unchanged("already injected"));
     }
-    Ok(Plan::Patch(json_patch::Patch(ops)))
+    Ok(Plan::Patch(ops))
 }
 
 /// How rotor-init reaches this pod. A pod rotor already injected keeps the way it was injected
@@ -182,7 +180,7 @@ fn binary_source(
 /// logins the projected token, and `more` (the files' volumes): all in one list, so a pod
 /// without volumes gets every one.
 fn add_volumes(
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut crate::patch::Patch,
     volumes: Option<&[k8s_openapi::api::core::v1::Volume]>,
     config: &InjectConfig,
     source: BinarySource,
@@ -218,12 +216,12 @@ fn add_volumes(
         }));
     }
     new_volumes.extend(more);
-    append_all(ops, &["spec", "volumes"], volumes.is_some(), new_volumes);
+    ops.append_all(&["spec", "volumes"], volumes.is_some(), &new_volumes);
 }
 
 /// Wraps one container: command and args through rotor-init, the mounts and the settings.
 fn wrap_container(
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut crate::patch::Patch,
     target: &Target<'_>,
     shift: usize,
     image_commands: &ImageCommands,
@@ -273,8 +271,8 @@ fn wrap_container(
     let idx = index.to_string();
     let base = ["spec", list, idx.as_str()];
     let args = wrapped_args(container, list, index, image_commands)?;
-    ops.push(add(&[&base[..], &["command"]].concat(), json!([WRAPPER])));
-    ops.push(add(&[&base[..], &["args"]].concat(), json!(args)));
+    ops.add(&[&base[..], &["command"]].concat(), &[WRAPPER]);
+    ops.add(&[&base[..], &["args"]].concat(), &args);
 
     let mut mounts = vec![json!({ "name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true })];
     if needs_token {
@@ -285,11 +283,10 @@ fn wrap_container(
             container, list, index, files, n,
         )?);
     }
-    append_all(
-        ops,
+    ops.append_all(
         &[&base[..], &["volumeMounts"]].concat(),
         container.volume_mounts.is_some(),
-        mounts,
+        &mounts,
     );
     let existing: HashSet<&str> = container
         .env
@@ -297,16 +294,15 @@ fn wrap_container(
         .flatten()
         .map(|e| e.name.as_str())
         .collect();
-    let env: Vec<Value> = vars
+    let env: Vec<EnvValue<'_>> = vars
         .iter()
         .filter(|(k, _)| !existing.contains(k.as_str()))
-        .map(|(k, v)| json!({ "name": k, "value": v }))
+        .map(|(name, value)| EnvValue { name, value })
         .collect();
-    append_all(
-        ops,
+    ops.append_all(
         &[&base[..], &["env"]].concat(),
         container.env.is_some(),
-        env,
+        &env,
     );
     Ok(())
 }
@@ -460,31 +456,11 @@ fn copy_container(config: &InjectConfig) -> Value {
     })
 }
 
-/// An `add` operation at the pointer built from `tokens` (each escaped per RFC 6901).
-pub(crate) fn add(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(tokens.iter().copied()),
-        value,
-    })
-}
-
-/// Appends `items` to the array at `tokens`, creating it when it does not exist.
-pub(crate) fn append_all(
-    ops: &mut Vec<PatchOperation>,
-    tokens: &[&str],
-    exists: bool,
-    items: Vec<Value>,
-) {
-    if items.is_empty() {
-        return;
-    }
-    if exists {
-        for item in items {
-            ops.push(add(&[tokens, &["-"]].concat(), item));
-        }
-    } else {
-        ops.push(add(tokens, Value::Array(items)));
-    }
+/// An env entry with a literal value (rotor's settings).
+#[derive(serde::Serialize)]
+struct EnvValue<'a> {
+    name: &'a str,
+    value: &'a str,
 }
 
 #[cfg(test)]

@@ -4,14 +4,14 @@
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::Api;
 
-use crate::registry::{Credential, credential_from_docker_config};
+use crate::registry::{Credential, RegistryError, credential_from_docker_config};
 
 /// The first pull secret (the pod's, then its ServiceAccount's) holding credentials for `registry`.
 pub async fn credential_for(
     kube: &kube::Client,
     pod: &Pod,
     registry: &str,
-) -> Result<Option<Credential>, String> {
+) -> Result<Option<Credential>, RegistryError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let spec = pod.spec.as_ref();
     let mut names: Vec<String> = spec
@@ -30,9 +30,9 @@ pub async fn credential_for(
         Ok(Some(sa)) => names.extend(sa.image_pull_secrets.into_iter().flatten().map(|r| r.name)),
         Ok(None) => {}
         Err(e) => {
-            return Err(format!(
+            return Err(RegistryError::PullSecret(format!(
                 "reading ServiceAccount {ns}/{sa_name} for its imagePullSecrets: {e}"
-            ));
+            )));
         }
     }
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
@@ -40,7 +40,11 @@ pub async fn credential_for(
         let secret = match secrets.get_opt(&name).await {
             Ok(Some(s)) => s,
             Ok(None) => continue,
-            Err(e) => return Err(format!("reading imagePullSecret {ns}/{name}: {e}")),
+            Err(e) => {
+                return Err(RegistryError::PullSecret(format!(
+                    "reading imagePullSecret {ns}/{name}: {e}"
+                )));
+            }
         };
         let data = secret.data.unwrap_or_default();
         let doc = data

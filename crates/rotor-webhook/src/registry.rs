@@ -10,6 +10,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use rotor_core::store::transport::{Limited, read_limited};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+
+pub use crate::registry_error::RegistryError;
 use serde_json::Value;
 
 use crate::image_ref::ImageRef;
@@ -192,7 +194,7 @@ impl RegistryClient {
         credential: Option<&Credential>,
         always_pull: bool,
         metrics: &Metrics,
-    ) -> Result<ImageCommand, String> {
+    ) -> Result<ImageCommand, RegistryError> {
         let key = format!("{image} {}", self.config.platform);
         let cacheable = !always_pull && !image.is_latest();
         if cacheable {
@@ -206,7 +208,7 @@ impl RegistryClient {
         }
         let registry_slots = self.registry_slots(&image.registry);
         let lookup = async {
-            let closed = |_| "the webhook is shutting down".to_string();
+            let closed = |_| RegistryError::ShuttingDown;
             let _registry = registry_slots.acquire().await.map_err(closed)?;
             let _permit = self.in_flight.acquire().await.map_err(closed)?;
             self.fetch(image, credential).await
@@ -214,11 +216,10 @@ impl RegistryClient {
         let result = tokio::time::timeout(self.timeout(), lookup)
             .await
             .unwrap_or_else(|_| {
-                Err(format!(
-                    "no answer from {} within {} ms",
-                    image.api_host(),
-                    self.config.timeout_ms
-                ))
+                Err(RegistryError::Timeout {
+                    host: image.api_host().to_string(),
+                    timeout_ms: self.config.timeout_ms,
+                })
             });
         let label = if result.is_ok() { "ok" } else { "error" };
         metrics
@@ -251,7 +252,7 @@ impl RegistryClient {
         &self,
         image: &ImageRef,
         credential: Option<&Credential>,
-    ) -> Result<ImageCommand, String> {
+    ) -> Result<ImageCommand, RegistryError> {
         let scheme = if self.config.insecure.iter().any(|h| h == &image.registry) {
             "http"
         } else {
@@ -286,10 +287,14 @@ impl RegistryClient {
             }
             None => manifest,
         };
-        let config_digest = manifest
-            .config
-            .map(|c| c.digest)
-            .ok_or("the manifest has no config digest")?;
+        let config_digest =
+            manifest
+                .config
+                .map(|c| c.digest)
+                .ok_or_else(|| RegistryError::Decode {
+                    op: format!("GET {manifest_url}"),
+                    message: "the manifest has no config digest".to_string(),
+                })?;
         let blob_url = format!("{base}/blobs/{config_digest}");
         let config: ImageConfigDoc = self
             .get_capped(
@@ -307,9 +312,10 @@ impl RegistryClient {
             .unwrap_or_default();
         let bytes: usize = entrypoint.iter().chain(&cmd).map(String::len).sum();
         if bytes > MAX_COMMAND_BYTES {
-            return Err(format!(
-                "the image's ENTRYPOINT and CMD hold {bytes} bytes, over the limit of {MAX_COMMAND_BYTES}"
-            ));
+            return Err(RegistryError::CommandTooBig {
+                bytes,
+                limit: MAX_COMMAND_BYTES,
+            });
         }
         Ok(ImageCommand { entrypoint, cmd })
     }
@@ -324,7 +330,8 @@ impl RegistryClient {
         image: &ImageRef,
         credential: Option<&Credential>,
         auth: &mut Option<String>,
-    ) -> Result<T, String> {
+    ) -> Result<T, RegistryError> {
+        let op = || format!("GET {url}");
         for attempt in 0..2 {
             let mut request = self.http.get(url).header(ACCEPT, accept);
             if let Some(header) = auth.as_deref() {
@@ -333,7 +340,10 @@ impl RegistryClient {
             let response = request
                 .send()
                 .await
-                .map_err(|e| format!("GET {url}: {}", transport(&e)))?;
+                .map_err(|e| RegistryError::Unreachable {
+                    op: op(),
+                    message: transport(&e),
+                })?;
             let status = response.status();
             if status.as_u16() == 401 && attempt == 0 {
                 let challenge = response
@@ -346,20 +356,11 @@ impl RegistryClient {
                 continue;
             }
             if !status.is_success() {
-                let hint = match status.as_u16() {
-                    401 | 403 => " (no access: add an imagePullSecret the webhook can read)",
-                    404 => " (no such image or tag)",
-                    _ => "",
-                };
-                return Err(format!("GET {url}: HTTP {status}{hint}"));
+                return Err(RegistryError::Status { op: op(), status });
             }
-            return json_within(response, cap)
-                .await
-                .map_err(|e| format!("GET {url}: {e}"));
+            return json_within(response, cap, op()).await;
         }
-        Err(format!(
-            "GET {url}: still unauthorized after authenticating"
-        ))
+        Err(RegistryError::StillUnauthorized { op: op() })
     }
 
     async fn authorize(
@@ -367,7 +368,7 @@ impl RegistryClient {
         challenge: &str,
         image: &ImageRef,
         credential: Option<&Credential>,
-    ) -> Result<String, String> {
+    ) -> Result<String, RegistryError> {
         use base64::Engine as _;
         let basic = credential.map(|c| {
             format!(
@@ -377,11 +378,8 @@ impl RegistryClient {
             )
         });
         let Some(params) = challenge.strip_prefix("Bearer ") else {
-            return basic.ok_or_else(|| {
-                format!(
-                    "{} asks for credentials and none were found in the pod's imagePullSecrets",
-                    image.registry
-                )
+            return basic.ok_or_else(|| RegistryError::NoCredentials {
+                registry: image.registry.clone(),
             });
         };
         let param = |name: &str| {
@@ -391,10 +389,15 @@ impl RegistryClient {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.trim_matches('"').to_string())
         };
-        let realm = param("realm").ok_or("the registry's Bearer challenge has no realm")?;
+        let token_service = |message: String| RegistryError::TokenService {
+            registry: image.registry.clone(),
+            message,
+        };
+        let realm = param("realm")
+            .ok_or_else(|| token_service("the Bearer challenge has no realm".to_string()))?;
         let insecure = self.config.insecure.iter().any(|h| h == &image.registry);
-        let realm_url = token_realm(&realm, basic.is_some(), insecure)
-            .map_err(|e| format!("{}: {e}", image.registry))?;
+        let realm_url = token_realm(&realm, basic.is_some(), insecure).map_err(token_service)?;
+        let op = || format!("getting a registry token from {realm}");
         let mut request = self
             .http
             .get(realm_url)
@@ -408,21 +411,25 @@ impl RegistryClient {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("getting a registry token from {realm}: {}", transport(&e)))?;
+            .map_err(|e| RegistryError::Unreachable {
+                op: op(),
+                message: transport(&e),
+            })?;
         if !response.status().is_success() {
-            return Err(format!(
-                "getting a registry token from {realm}: HTTP {}",
-                response.status()
-            ));
+            return Err(RegistryError::Status {
+                op: op(),
+                status: response.status(),
+            });
         }
-        let body: Value = json_within(response, MAX_TOKEN_ANSWER_BYTES)
-            .await
-            .map_err(|e| format!("registry token answer: {e}"))?;
+        let body: Value = json_within(response, MAX_TOKEN_ANSWER_BYTES, op()).await?;
         let token = body
             .get("token")
             .or_else(|| body.get("access_token"))
             .and_then(Value::as_str)
-            .ok_or("the registry token answer has no token")?;
+            .ok_or_else(|| RegistryError::Decode {
+                op: op(),
+                message: "the answer has no token".to_string(),
+            })?;
         Ok(format!("Bearer {token}"))
     }
 }
@@ -431,12 +438,22 @@ impl RegistryClient {
 async fn json_within<T: DeserializeOwned>(
     response: reqwest::Response,
     cap: usize,
-) -> Result<T, String> {
-    let body = read_limited(response, cap).await.map_err(|e| match e {
-        Limited::TooBig => format!("the answer is over the limit of {cap} bytes"),
-        Limited::Read(e) => format!("reading the answer: {}", transport(&e)),
-    })?;
-    serde_json::from_slice(&body).map_err(|e| format!("the answer does not parse: {e}"))
+    op: String,
+) -> Result<T, RegistryError> {
+    let body = match read_limited(response, cap).await {
+        Ok(body) => body,
+        Err(Limited::TooBig) => return Err(RegistryError::TooBig { op, cap }),
+        Err(Limited::Read(e)) => {
+            return Err(RegistryError::Unreachable {
+                op,
+                message: format!("reading the answer: {}", transport(&e)),
+            });
+        }
+    };
+    serde_json::from_slice(&body).map_err(|e| RegistryError::Decode {
+        op,
+        message: format!("the answer does not parse: {e}"),
+    })
 }
 
 fn transport(e: &reqwest::Error) -> String {
@@ -450,7 +467,7 @@ fn transport(e: &reqwest::Error) -> String {
 }
 
 /// The digest of the manifest for `platform` (`os/arch[/variant]`) in an index.
-pub fn pick_platform(manifests: &[IndexEntry], platform: &str) -> Result<String, String> {
+pub fn pick_platform(manifests: &[IndexEntry], platform: &str) -> Result<String, RegistryError> {
     let mut parts = platform.split('/');
     let (os, arch, variant) = (
         parts.next().unwrap_or("linux"),
@@ -474,10 +491,10 @@ pub fn pick_platform(manifests: &[IndexEntry], platform: &str) -> Result<String,
                 .take(20)
                 .map(|p| format!("{}/{}", p.os, p.architecture))
                 .collect();
-            format!(
-                "the image has no {platform} variant (it has: {})",
-                available.join(", ")
-            )
+            RegistryError::NoPlatform {
+                platform: platform.to_string(),
+                available: available.join(", "),
+            }
         })
 }
 
@@ -585,6 +602,8 @@ mod tests {
             "sha256:arm"
         );
         let err = pick_platform(&index, "windows/amd64").unwrap_err();
+        assert!(matches!(err, RegistryError::NoPlatform { .. }));
+        let err = err.to_string();
         assert!(
             err.contains("windows/amd64") && err.contains("linux/arm64"),
             "{err}"

@@ -290,7 +290,11 @@ async fn mutate(
     match read_body(request.into_body(), declared, &shares, &limits, metrics).await {
         Ok(received) => {
             let answer = crate::admission::review(&received.bytes, &state.admission).await;
-            axum::Json(answer).into_response()
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                answer,
+            )
+                .into_response()
         }
         Err(refusal) => refusal.into_response(),
     }

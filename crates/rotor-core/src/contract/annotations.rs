@@ -86,21 +86,25 @@ pub const ALL: &[&Key] = &[
     &INIT_BINARY_SOURCE,
 ];
 
-/// The value of `key`: `rotor.dev/<key>` first, then the Bank-Vaults spellings.
+/// The value of `key`: `rotor.dev/<key>` first, then the Bank-Vaults spellings. Compares the
+/// names in place (no key is built per lookup: this runs for every setting of every pod).
 pub fn get<'a>(annotations: &'a BTreeMap<String, String>, key: &Key) -> Option<(&'a str, String)> {
-    let rotor = format!("{PREFIX}{}", key.rotor);
-    if let Some(v) = annotations.get(&rotor) {
-        return Some((v.as_str(), rotor));
+    if annotations.is_empty() {
+        return None;
     }
-    for bv in key.bank_vaults {
-        for prefix in [BANZAI, BANK_VAULTS] {
-            let name = format!("{prefix}{bv}");
-            if let Some(v) = annotations.get(&name) {
-                return Some((v.as_str(), name));
-            }
-        }
-    }
-    None
+    let named = |prefix: &str, suffix: &str| {
+        annotations
+            .iter()
+            .find(|(name, _)| name.strip_prefix(prefix).is_some_and(|rest| rest == suffix))
+    };
+    let found = named(PREFIX, key.rotor).or_else(|| {
+        key.bank_vaults.iter().find_map(|bv| {
+            [BANZAI, BANK_VAULTS]
+                .into_iter()
+                .find_map(|prefix| named(prefix, bv))
+        })
+    });
+    found.map(|(name, value)| (value.as_str(), name.clone()))
 }
 
 /// A boolean annotation: `Ok(None)` when absent, an error naming the annotation otherwise.

@@ -1,0 +1,222 @@
+//! Instructions per admission review (valgrind callgrind) of the release rotor-webhook, over
+//! HTTPS on one kept-alive connection: the server runs under callgrind, its counters are zeroed
+//! after a warm-up, `REVIEWS` reviews are sent, and the dump's total is divided by `REVIEWS`.
+//! TLS, HTTP, parsing, planning and the answer are all counted; the client is not.
+//! Run: cargo bench -p rotor-e2e --bench admission_instructions
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use rotor_e2e::fixtures::spawn_webhook;
+use rotor_testkit::Pki;
+use serde_json::{Value, json};
+
+const REVIEWS: usize = 200;
+
+/// The bench pod: 2 containers with a stated command, 4 references (a whole value and an
+/// inline template with one reference in each), one plain value.
+fn bench_pod() -> Value {
+    let containers: Vec<_> = (0..2)
+        .map(|c| {
+            json!({ "name": format!("c{c}"), "image": "app:1", "command": ["/app"],
+            "env": [{ "name": "DB", "value": "vault:secret/data/db#password" },
+                    { "name": "URL", "value": "x${vault:secret/data/db#user}y" },
+                    { "name": "MODE", "value": "prod" }] })
+        })
+        .collect();
+    json!({ "containers": containers })
+}
+
+fn plain_pod() -> Value {
+    json!({ "containers": [{ "name": "app", "image": "app:1", "command": ["/app"],
+        "env": [{ "name": "MODE", "value": "prod" }] }] })
+}
+
+fn review(i: usize, spec: &Value, kind: &str, operation: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("00000000-0000-0000-0000-{i:012}"),
+            "kind": { "group": "", "version": "v1", "kind": kind },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "name": "", "namespace": "bench", "operation": operation,
+            "userInfo": { "username": "bench" },
+            "object": { "apiVersion": "v1", "kind": "Pod",
+                        "metadata": { "generateName": "web-", "namespace": "bench" }, "spec": spec },
+            "dryRun": false,
+        }
+    }))
+    .unwrap()
+}
+
+/// The `totals:` line of a callgrind dump (all threads together).
+fn totals(dump: &Path) -> u64 {
+    let text = std::fs::read_to_string(dump).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("totals:"))
+        .or_else(|| text.lines().find_map(|l| l.strip_prefix("summary:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no totals in {}", dump.display()))
+}
+
+fn callgrind_control(flag: &str, pid: u32) {
+    let status = Command::new("callgrind_control")
+        .args([flag, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "callgrind_control {flag} {pid} failed");
+}
+
+async fn send(client: &reqwest::Client, url: &str, body: &[u8], expect: &str) {
+    let answer = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains(expect), "expected {expect} in {text}");
+}
+
+/// Instructions per review of `body` kind: zero, send, dump, read.
+async fn measure(
+    client: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    pid: u32,
+    dir: &Path,
+    bodies: &[Vec<u8>],
+    expect: &str,
+) -> u64 {
+    for body in bodies.iter().take(20) {
+        send(client, url, body, expect).await;
+    }
+    let before: Vec<_> = dump_files(dir);
+    // callgrind acts on a command when the program next runs; a readyz call wakes it.
+    let zero = std::thread::spawn(move || callgrind_control("-z", pid));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    zero.join().unwrap();
+    for i in 0..REVIEWS {
+        send(client, url, &bodies[i % bodies.len()], expect).await;
+    }
+    let dump = std::thread::spawn(move || callgrind_control("-d", pid));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    dump.join().unwrap();
+    let new = dump_files(dir)
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .expect("callgrind wrote no dump");
+    totals(&new) / REVIEWS as u64
+}
+
+fn dump_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("callgrind.out"))
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    rotor_testkit::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    // ROTOR_BENCH_WEBHOOK_BIN: a build with symbols, for callgrind_annotate.
+    let webhook_bin = std::env::var_os("ROTOR_BENCH_WEBHOOK_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| rotor_e2e::fixtures::binary("rotor-webhook").unwrap());
+    let wrapper = dir.path().join("under-callgrind.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={}/callgrind.out.%p \
+             {} \"$@\"\n",
+            dir.path().display(),
+            webhook_bin.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pki = Pki::new("bench-ca").unwrap();
+    let extra = ["--log-level=warn".to_string()];
+    let webhook = spawn_webhook(
+        &wrapper,
+        &pki,
+        dir.path(),
+        "https://vault:8200",
+        &[],
+        &extra,
+    )
+    .await
+    .unwrap();
+    let mut server = webhook.process;
+    let pid = server.pid().unwrap();
+    let url = format!("https://localhost:{}/mutate", webhook.port);
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .resolve("localhost", ([127, 0, 0, 1], webhook.port).into())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let cases: [(&str, Vec<Vec<u8>>, &str); 3] = [
+        (
+            "bench pod (2 containers, 4 references) -> patch",
+            (0..16)
+                .map(|i| review(i, &bench_pod(), "Pod", "CREATE"))
+                .collect(),
+            "\"patch\"",
+        ),
+        (
+            "pod without references -> unchanged",
+            (0..16)
+                .map(|i| review(i, &plain_pod(), "Pod", "CREATE"))
+                .collect(),
+            "\"allowed\":true",
+        ),
+        (
+            "minimal review (a pod UPDATE) -> unchanged",
+            (0..16)
+                .map(|i| review(i, &plain_pod(), "Pod", "UPDATE"))
+                .collect(),
+            "\"allowed\":true",
+        ),
+    ];
+    println!("| review | instructions per review |");
+    println!("| --- | --- |");
+    for (name, bodies, expect) in &cases {
+        let per = measure(
+            &client,
+            &url,
+            &webhook.admin,
+            pid,
+            dir.path(),
+            bodies,
+            expect,
+        )
+        .await;
+        println!("| {name} | {per} |");
+    }
+    server.stop(Duration::from_secs(20));
+    if std::env::var_os("ROTOR_BENCH_KEEP").is_some() {
+        // For callgrind_annotate: the dumps stay.
+        println!("dumps kept in {}", dir.keep().display());
+    }
+}
