@@ -115,6 +115,19 @@ def instructions_to_execve(binary, env):
     os.unlink(out_file)
     return total
 
+def connections_to(binary, env, port):
+    """TCP connections rotor-init opens to the store (strace counts its connect calls): one per
+    store is the goal, every path read over it (keep-alive), so one TLS handshake."""
+    out_file = tempfile.mktemp(prefix="rotor-init-strace.")
+    run = subprocess.run(["strace", "-f", "-e", "trace=connect", "-o", out_file, binary, "--", "true"],
+                         env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"rotor-init under strace failed: {run.stderr[-2000:]}")
+    with open(out_file) as f:
+        count = sum(1 for line in f if "connect(" in line and f"htons({port})" in line)
+    os.unlink(out_file)
+    return count
+
 def main():
     env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static")
     subprocess.run(["cargo", "build", "--locked", "-q", "-p", "rotor-init", "--profile", "release-init",
@@ -143,6 +156,8 @@ def main():
         proxy.shutdown()
         instructions = {scheme: instructions_to_execve(binary, reference_env(addr, ca, 10, 5))
                         for (_, addr, ca), scheme in zip(stores, ["http", "https"])}
+        connections = {scheme: connections_to(binary, reference_env(addr, ca, 10, 5), int(addr.rsplit(":", 1)[1]))
+                       for (_, addr, ca), scheme in zip(stores, ["http", "https"])}
         print(f"command: python3 scripts/bench_init.py {RUNS}  date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
               f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
         print(f"binary: {binary} {size} bytes ({size / 1048576:.2f} MiB), static, stripped\n")
@@ -152,7 +167,8 @@ def main():
             print(f"| {scheme} | {refs} | {paths} | {med:.1f} | {p90:.1f} | {mib:.1f} |")
         print(f"\n10 references over 5 paths: {requests} store requests (counted by a proxy, token auth, no login request)")
         for scheme, n in instructions.items():
-            print(f"10 references over 5 paths, {scheme}: {n:,} instructions to execve (callgrind)")
+            print(f"10 references over 5 paths, {scheme}: {n:,} instructions to execve (callgrind), "
+                  f"{connections[scheme]} TCP connection(s) to the store (strace)")
     finally:
         for bao, _, _ in stores:
             bao.terminate(); bao.wait(timeout=10)

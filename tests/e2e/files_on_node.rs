@@ -5,6 +5,7 @@
 //! logs the new file's digest, the pod is the same, nothing restarts, nothing rolls.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code fails loudly
 
+use rotor_core::contract::EventReason;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -218,7 +219,7 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
         .await?
         .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("SecretRotatedInPlace"))
+        .filter(|e| e.reason.as_deref() == Some(EventReason::SecretRotatedInPlace.as_str()))
         .filter_map(|e| e.note)
         .collect();
     assert_eq!(notes.len(), 1, "{notes:?}");

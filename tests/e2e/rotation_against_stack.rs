@@ -3,6 +3,7 @@
 //! recover, a second replica takes over, and a canary value never leaks.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
+use rotor_core::contract::EventReason;
 use rotor_reloader::decision::record_key;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -300,7 +301,7 @@ async fn rolls_exactly_the_workloads_that_use_a_rotated_secret_once() -> Result<
             list.items
                 .iter()
                 .find(|e| {
-                    e.reason.as_deref() == Some("SecretRotated")
+                    e.reason.as_deref() == Some(EventReason::SecretRotated.as_str())
                         && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("dep-a")
                 })
                 .map(|e| e.note.clone().unwrap_or_default()),
@@ -710,7 +711,7 @@ async fn an_unreadable_record_rolls_once_is_repaired_and_says_why() -> Result<()
     .await?;
     wait_for_polls(&reloader.admin, 3).await?;
     assert_eq!(replica_sets(&env, "dep-a").await?, 2, "rolled exactly once");
-    let warnings: Vec<String> = events_with_reason(&env, "UnreadableRecord")
+    let warnings: Vec<String> = events_with_reason(&env, EventReason::UnreadableRecord)
         .await?
         .into_iter()
         .map(|e| format!("{:?} {}", e.type_, e.note.unwrap_or_default()))
@@ -724,14 +725,14 @@ async fn an_unreadable_record_rolls_once_is_repaired_and_says_why() -> Result<()
 }
 
 /// The Events in the test namespace with `reason`.
-async fn events_with_reason(env: &Env, reason: &str) -> Result<Vec<Event>> {
+async fn events_with_reason(env: &Env, reason: EventReason) -> Result<Vec<Event>> {
     let events: Api<Event> = Api::namespaced(env.stack.kube.clone(), &env.ns);
     Ok(events
         .list(&ListParams::default())
         .await?
         .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.reason.as_deref() == Some(reason.as_str()))
         .collect())
 }
 
@@ -875,7 +876,7 @@ async fn a_path_outside_the_namespaces_rule_is_not_watched_and_an_event_says_why
     )
     .await?;
     let not_watched = || async {
-        let notes: Vec<String> = events_with_reason(&env, "PathNotWatched")
+        let notes: Vec<String> = events_with_reason(&env, EventReason::PathNotWatched)
             .await?
             .into_iter()
             .map(|e| {
@@ -1019,7 +1020,7 @@ async fn each_workload_follows_its_own_stores_versions() -> Result<()> {
     );
 
     // A store neither default nor allowed is never polled, and an Event says why.
-    let refused: Vec<String> = events_with_reason(&env, "StoreNotAllowed")
+    let refused: Vec<String> = events_with_reason(&env, EventReason::StoreNotAllowed)
         .await?
         .into_iter()
         .map(|e| e.note.unwrap_or_default())
@@ -1060,7 +1061,7 @@ async fn a_workload_first_seen_after_its_secret_rotated_rolls_once() -> Result<(
         1,
         "made after the rotation: not rolled"
     );
-    let notes: Vec<String> = events_with_reason(&env, "RotatedBeforeWatched")
+    let notes: Vec<String> = events_with_reason(&env, EventReason::RotatedBeforeWatched)
         .await?
         .into_iter()
         .map(|e| e.note.unwrap_or_default())
@@ -1220,7 +1221,7 @@ async fn signal_mode_tells_every_pod_and_never_rolls() -> Result<()> {
         None,
         "a pod another controller owns is never told"
     );
-    let notes: Vec<String> = events_with_reason(&env, "SecretRotatedInPlace")
+    let notes: Vec<String> = events_with_reason(&env, EventReason::SecretRotatedInPlace)
         .await?
         .into_iter()
         .filter_map(|e| e.note)

@@ -1,6 +1,7 @@
 //! The whole flow on the local control plane and a real node, with progress output: the
 //! README's first command (`scripts/demo.sh`) and an end-to-end test (`tests/e2e/demo.rs`).
 
+use rotor_core::contract::EventReason;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -205,7 +206,7 @@ pub async fn run_demo() -> Result<DemoReport> {
                 .await?
                 .items
                 .into_iter()
-                .find(|e| e.reason.as_deref() == Some("SecretRotated"))
+                .find(|e| e.reason.as_deref() == Some(EventReason::SecretRotated.as_str()))
                 .and_then(|e| e.note))
         },
     )

@@ -4,12 +4,14 @@
 
 pub mod annotations;
 pub mod choices;
+pub mod events;
 pub mod files;
 pub mod init_settings;
 pub mod store_addr;
 pub mod workload;
 
 pub use choices::{AuthMethod, BinarySource, LogFormat, LogLevel, PullPolicy, parse_bool};
+pub use events::EventReason;
 pub use files::{FilesRequest, OnRotation, RotationSignal};
 pub use init_settings::{CaSource, Credential, Hidden, InitSettings, SettingError, var};
 pub use store_addr::StoreAddr;

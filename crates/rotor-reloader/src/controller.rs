@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio_util::sync::CancellationToken;
 
-use rotor_core::contract::OnRotation;
+use rotor_core::contract::{EventReason, OnRotation};
 
 use crate::fair_share::{select_paths, waiting};
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
@@ -48,7 +48,7 @@ pub struct Controller {
     pub config: ControllerConfig,
     /// Workload templates (uid, generation, reason) this replica announced in an Event while
     /// leading: once per template, not once per poll.
-    pub announced: HashSet<(String, i64, &'static str)>,
+    pub announced: HashSet<(String, i64, EventReason)>,
     pub leading: Arc<AtomicBool>,
     pub ready: Arc<AtomicBool>,
     pub identity: String,
@@ -402,7 +402,7 @@ impl Controller {
         for w in workloads.iter().filter(|w| !w.not_watched.is_empty()) {
             if !self
                 .announced
-                .insert((w.uid.clone(), w.generation, "PathNotWatched"))
+                .insert((w.uid.clone(), w.generation, EventReason::PathNotWatched))
             {
                 continue;
             }
@@ -413,7 +413,7 @@ impl Controller {
             tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, paths = ?w.not_watched, %rule, "paths outside what the namespace may have watched; a rotation of them will not roll this workload");
             let event = Event {
                 type_: EventType::Warning,
-                reason: "PathNotWatched".to_string(),
+                reason: EventReason::PathNotWatched.to_string(),
                 note: Some(truncate(
                     &format!(
                         "rotor does not watch {} for this {}: namespace {} may have watched only {rule} (--watchable-paths), so a rotation of it will not roll it",
@@ -436,14 +436,14 @@ impl Controller {
         if !self.leading.load(Ordering::SeqCst)
             || !self
                 .announced
-                .insert((w.uid.clone(), w.generation, "StoreNotAllowed"))
+                .insert((w.uid.clone(), w.generation, EventReason::StoreNotAllowed))
         {
             return;
         }
         tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, reason = %why, "workload not watched");
         let event = Event {
             type_: EventType::Warning,
-            reason: "StoreNotAllowed".to_string(),
+            reason: EventReason::StoreNotAllowed.to_string(),
             note: Some(truncate(
                 &format!("rotor does not watch this {}: {why}", w.kind.as_str()),
                 1000,
@@ -470,11 +470,11 @@ impl Controller {
         reason: &Reason,
         pods: usize,
     ) {
-        let (_, _, because) = describe(reason);
+        let (_, because) = describe(reason);
         tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, pods, mode = %w.on_rotation, because = %because, "rotation delivered in place");
         let event = Event {
             type_: EventType::Normal,
-            reason: "SecretRotatedInPlace".to_string(),
+            reason: EventReason::SecretRotatedInPlace.to_string(),
             note: Some(truncate(
                 &format!(
                     "rotor told {pods} running pod(s) of this {} to re-read and send the app {} (rotor.dev/on-rotation), not rolling it, because {because}",
@@ -494,10 +494,14 @@ impl Controller {
 
     /// The log line and the Event of a rollout that landed.
     async fn publish_rollout(&self, recorder: &Recorder, w: &Workload, reason: &Reason) {
-        let (type_, event_reason, because) = describe(reason);
-        tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, reason = event_reason, because = %because, "rollout started");
+        let (event_reason, because) = describe(reason);
+        tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, reason = event_reason.as_str(), because = %because, "rollout started");
         let event = Event {
-            type_,
+            type_: if event_reason.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: event_reason.to_string(),
             note: Some(truncate(
                 &format!("rotor rolled this {} because {because}", w.kind.as_str()),
@@ -510,27 +514,25 @@ impl Controller {
     }
 }
 
-/// The Event type, reason and explanation of why a workload's secrets are taken anew.
-fn describe(reason: &Reason) -> (EventType, &'static str, String) {
+/// The Event reason and explanation of why a workload's secrets are taken anew.
+fn describe(reason: &Reason) -> (EventReason, String) {
     match reason {
         Reason::Rotated(changes) => {
             let summary: Vec<String> = changes
                 .iter()
                 .map(|c| format!("{} version {} -> {}", c.path, c.old, c.new))
                 .collect();
-            (EventType::Normal, "SecretRotated", summary.join(", "))
+            (EventReason::SecretRotated, summary.join(", "))
         }
         Reason::RotatedBeforeFirstSight(paths) => (
-            EventType::Normal,
-            "RotatedBeforeWatched",
+            EventReason::RotatedBeforeWatched,
             format!(
                 "{} changed after its pods' template last changed, before rotor first saw it, so its pods hold older values",
                 paths.join(", ")
             ),
         ),
         Reason::UnreadableRecord(why) => (
-            EventType::Warning,
-            "UnreadableRecord",
+            EventReason::UnreadableRecord,
             format!(
                 "its record could not be read, so a rotation may have been missed ({why}); the record is rewritten"
             ),
