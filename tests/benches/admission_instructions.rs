@@ -72,25 +72,51 @@ fn callgrind_control(flag: &str, pid: u32) {
     assert!(status.success(), "callgrind_control {flag} {pid} failed");
 }
 
-async fn send(client: &reqwest::Client, url: &str, body: &[u8], expect: &str) {
-    let answer = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.contains(expect), "expected {expect} in {text}");
+/// One connection, held by the bench itself (a pooled client may open a second one when the
+/// next request races the first connection's return to its pool, and each handshake would be
+/// counted): HTTP/1.1 written and read by hand.
+struct Connection(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl Connection {
+    async fn send(&mut self, body: &[u8], expect: &str) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let head = format!(
+            "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.0.write_all(head.as_bytes()).await.unwrap();
+        self.0.write_all(body).await.unwrap();
+        self.0.flush().await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        let (header_end, length) = loop {
+            let n = self.0.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the webhook closed the connection");
+            answer.extend_from_slice(&buf[..n]);
+            if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("a content-length");
+                break (end + 4, length);
+            }
+        };
+        while answer.len() < header_end + length {
+            let n = self.0.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the webhook closed the connection");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer[header_end..]);
+        assert!(text.contains(expect), "expected {expect} in {text}");
+    }
 }
 
 /// Instructions per review of `body` kind: zero, send, dump, read.
 async fn measure(
-    client: &reqwest::Client,
-    url: &str,
+    connection: &mut Connection,
     admin: &str,
     pid: u32,
     dir: &Path,
@@ -98,7 +124,7 @@ async fn measure(
     expect: &str,
 ) -> u64 {
     for body in bodies.iter().take(20) {
-        send(client, url, body, expect).await;
+        connection.send(body, expect).await;
     }
     let before: Vec<_> = dump_files(dir);
     // callgrind acts on a command when the program next runs; a readyz call wakes it.
@@ -107,7 +133,7 @@ async fn measure(
     reqwest::get(format!("{admin}/readyz")).await.unwrap();
     zero.join().unwrap();
     for i in 0..REVIEWS {
-        send(client, url, &bodies[i % bodies.len()], expect).await;
+        connection.send(&bodies[i % bodies.len()], expect).await;
     }
     let dump = std::thread::spawn(move || callgrind_control("-d", pid));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -153,7 +179,15 @@ async fn main() {
     )
     .unwrap();
     let pki = Pki::new("bench-ca").unwrap();
-    let extra = ["--log-level=warn".to_string()];
+    // Under callgrind the server runs ~50x slower: a longer header timeout keeps the one
+    // connection alive through the pauses of the run, as the API server's would be, and the
+    // certificate poll is slowed so that its reads (which scale with wall time, not
+    // with reviews) do not count.
+    let extra = [
+        "--log-level=warn".to_string(),
+        "--header-timeout-ms=120000".to_string(),
+        "--cert-poll-ms=600000".to_string(),
+    ];
     let webhook = spawn_webhook(
         &wrapper,
         &pki,
@@ -166,16 +200,11 @@ async fn main() {
     .unwrap();
     let mut server = webhook.process;
     let pid = server.pid().unwrap();
-    let url = format!("https://localhost:{}/mutate", webhook.port);
-    let ca = reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).unwrap();
-    let client = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .http1_only()
-        .pool_max_idle_per_host(1)
-        .resolve("localhost", ([127, 0, 0, 1], webhook.port).into())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let mut connection = Connection(
+        rotor_e2e::fixtures::connect_tls(webhook.port, pki.ca_pem())
+            .await
+            .unwrap(),
+    );
     let cases: [(&str, Vec<Vec<u8>>, &str); 3] = [
         (
             "bench pod (2 containers, 4 references) -> patch",
@@ -203,8 +232,7 @@ async fn main() {
     println!("| --- | --- |");
     for (name, bodies, expect) in &cases {
         let per = measure(
-            &client,
-            &url,
+            &mut connection,
             &webhook.admin,
             pid,
             dir.path(),

@@ -7,13 +7,15 @@ pub mod choices;
 pub mod events;
 pub mod files;
 pub mod init_settings;
+pub mod setting_error;
 pub mod store_addr;
 pub mod workload;
 
 pub use choices::{AuthMethod, BinarySource, LogFormat, LogLevel, PullPolicy, parse_bool};
 pub use events::EventReason;
 pub use files::{FilesRequest, OnRotation, RotationSignal};
-pub use init_settings::{CaSource, Credential, Hidden, InitSettings, SettingError, var};
+pub use init_settings::{CaSource, Credential, Hidden, InitSettings, var};
+pub use setting_error::SettingError;
 pub use store_addr::StoreAddr;
 pub use workload::{ContainerEnv, StoreChoice, WorkloadReferences, workload_references};
 

@@ -68,93 +68,125 @@ fn copy(args: &[String]) -> ExitCode {
     }
 }
 
+/// rotor-init's work in stages, each returning what the next needs or the exit code that stops
+/// before the app starts (the reason is logged where it is found).
 fn run(command: Vec<String>) -> u8 {
+    let staged = configure().and_then(|c| {
+        let ready = prepare(&c.settings, c.env, &command, &c.runtime)?;
+        Ok(start_app(&c.settings, ready, &command, c.runtime))
+    });
+    staged.unwrap_or_else(|code| code)
+}
+
+/// What stage 1 gives: the settings, the process environment and the async runtime.
+struct Configured {
+    settings: Settings,
+    env: Vec<(String, String)>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Stage 1: the settings from the environment, logging, the runtime.
+fn configure() -> Result<Configured, u8> {
     let env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
     let env_map: HashMap<String, String> = env.iter().cloned().collect();
-    let settings = match Settings::from_env(&env_map) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("rotor-init: configuration error: {e}");
-            return exit_code::CONFIG;
-        }
-    };
+    let settings = Settings::from_env(&env_map).map_err(|e| {
+        eprintln!("rotor-init: configuration error: {e}");
+        exit_code::CONFIG
+    })?;
     rotor_core::logging::init_logging(settings.init.log_format, settings.init.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             tracing::error!(error = %e, "cannot start the async runtime");
-            return exit_code::CONFIG;
-        }
-    };
+            exit_code::CONFIG
+        })?;
+    Ok(Configured {
+        settings,
+        env,
+        runtime,
+    })
+}
+
+/// What the app starts with: the resolved environment, the leases daemon mode renews, the
+/// client logged in, and what watches the files' secrets in signal mode.
+struct Ready {
+    client: StoreClient,
+    env: Vec<(String, String)>,
+    leases: Vec<rotor_core::store::Lease>,
+    rotation: Option<rotation::Rotation>,
+}
+
+/// Stage 2: templates read, every reference resolved within one deadline, the environment
+/// checked against the kernel's limits, the files written.
+fn prepare(
+    settings: &Settings,
+    env: Vec<(String, String)>,
+    command: &[String],
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Ready, u8> {
     let app_env: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| !settings.init.strips(k))
         .collect();
-    let templates = match files::read_templates(&settings.init.pod_info_dir, &settings.init.files) {
-        Ok(t) => t,
-        Err(e) => {
+    let templates = files::read_templates(&settings.init.pod_info_dir, &settings.init.files)
+        .map_err(|e| {
             tracing::error!(error = %e, "the app is not started");
-            return exit_code::CONFIG;
-        }
-    };
+            exit_code::CONFIG
+        })?;
     // One deadline for the whole resolution (login, every read and write, retries included),
     // not per request: many failing paths cannot add up past it.
     let deadline = settings.init.deadline;
-    let outcome = runtime.block_on(async {
-        tokio::time::timeout(deadline, resolve(&settings, app_env, &templates))
+    let (client, resolution) = runtime.block_on(async {
+        tokio::time::timeout(deadline, resolve(settings, app_env, &templates))
             .await
             .unwrap_or_else(|_| {
                 tracing::error!(deadline_s = deadline.as_secs(), "the store did not answer everything within ROTOR_DEADLINE; the app is not started");
                 Err(exit_code::STORE_UNAVAILABLE)
             })
-    });
-    let (client, resolution) = match outcome {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
-    if let Err(e) = env_limits::check(&resolution.env, &command, env_limits::arg_max()) {
+    })?;
+    if let Err(e) = env_limits::check(&resolution.env, command, env_limits::arg_max()) {
         tracing::error!(error = %e, "the environment cannot be passed to the app; the app is not started");
-        return exit_code::CONFIG;
+        return Err(exit_code::CONFIG);
     }
     let rotor_core::resolve::Resolution {
-        env: app_env,
-        leases,
-        files: file_set,
-        ..
+        env, leases, files, ..
     } = resolution;
-    if let Err(code) = write_files(&settings, &file_set) {
-        return code;
-    }
-    let mut client = client;
-    let rotation = rotation_of(&settings, &client, file_set);
-    // The token rotor-init logged in with is of no use to the app: revoke it before exec,
-    // unless daemon mode keeps renewing with it, signal mode re-reads with it, or a dynamic
-    // secret's lease hangs from it (revoking the token would revoke those credentials too). A
-    // token the pod was given (token auth) is not rotor-init's to revoke.
-    let minted = !matches!(settings.auth, rotor_core::store::Auth::Token(_));
+    write_files(settings, &files)?;
+    let rotation = rotation_of(settings, &client, files);
+    Ok(Ready {
+        client,
+        env,
+        leases,
+        rotation,
+    })
+}
+
+/// Stage 3: the login token revoked when nothing needs it, then the app: exec'd (rotor-init
+/// is gone), or supervised in daemon and signal mode. Returns the exit code to leave with.
+fn start_app(
+    settings: &Settings,
+    ready: Ready,
+    command: &[String],
+    runtime: tokio::runtime::Runtime,
+) -> u8 {
+    let Ready {
+        mut client,
+        env,
+        leases,
+        rotation,
+    } = ready;
     let stays = settings.init.daemon || rotation.is_some();
-    if minted && !stays && leases.is_empty() && client.token().is_some() {
-        let revoke = runtime.block_on(async {
-            tokio::time::timeout(std::time::Duration::from_secs(2), client.revoke_self()).await
-        });
-        match revoke {
-            Ok(Ok(())) => tracing::debug!("login token revoked"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not revoke the login token; it expires with its TTL")
-            }
-            Err(_) => tracing::warn!("revoking the login token timed out; it expires with its TTL"),
-        }
+    if !stays && leases.is_empty() {
+        revoke_login_token(settings, &mut client, &runtime);
     }
     let program = &command[0];
     let mut cmd = std::process::Command::new(program);
     cmd.args(&command[1..])
         .env_clear()
-        .envs(app_env.iter().map(|(k, v)| (k, v)));
+        .envs(env.iter().map(|(k, v)| (k, v)));
     if stays {
         tracing::info!(%program, leases = leases.len(), signal_mode = rotation.is_some(), "starting the app under rotor-init (daemon or signal mode)");
         daemon::harden();
@@ -176,6 +208,31 @@ fn run(command: Vec<String>) -> u8 {
     let err = cmd.exec();
     eprintln!("rotor-init: cannot exec {program:?}: {err}");
     exec_error_code(&err)
+}
+
+/// The token rotor-init logged in with is of no use to the app: revoked before exec, unless
+/// daemon mode keeps renewing with it, signal mode re-reads with it, or a dynamic secret's lease
+/// hangs from it (revoking the token would revoke those credentials too; the caller decides). A
+/// token the pod was given (token auth) is not rotor-init's to revoke.
+fn revoke_login_token(
+    settings: &Settings,
+    client: &mut StoreClient,
+    runtime: &tokio::runtime::Runtime,
+) {
+    let minted = !matches!(settings.auth, rotor_core::store::Auth::Token(_));
+    if !minted || client.token().is_none() {
+        return;
+    }
+    let revoke = runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(2), client.revoke_self()).await
+    });
+    match revoke {
+        Ok(Ok(())) => tracing::debug!("login token revoked"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not revoke the login token; it expires with its TTL")
+        }
+        Err(_) => tracing::warn!("revoking the login token timed out; it expires with its TTL"),
+    }
 }
 
 /// Renders and writes the files (none: nothing to do); the exit code when they cannot be.

@@ -269,72 +269,253 @@ fn assert_cert_matches_key(cert: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// One way rotor-init must refuse to start the app: the extra environment, the exit code, what
+/// stderr says and what it must never say.
+struct Refusal {
+    what: &'static str,
+    env: Vec<(String, String)>,
+    command: &'static str,
+    code: i32,
+    says: &'static [&'static str],
+    never_says: &'static [&'static str],
+}
+
+fn refusal(
+    what: &'static str,
+    env: &[(&str, &str)],
+    code: i32,
+    says: &'static [&'static str],
+) -> Refusal {
+    Refusal {
+        what,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        command: "echo",
+        code,
+        says,
+        never_says: &[],
+    }
+}
+
+/// A plain-HTTP listener that answers every request with `answer` and closes; the count of
+/// connections it got.
+fn answering(answer: String) -> Result<(u16, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(answer.as_bytes());
+        }
+    });
+    Ok((port, reached))
+}
+
 #[tokio::test]
 async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
     let f = Fixture::new().await?;
     let base = f.base_env();
+    let admin = f.stack.bao_admin()?;
+    admin
+        .put_kv2("secret", "big", json!({ "v": "B".repeat(200 * 1024) }))
+        .await?;
+    // Keys that together pass the kernel's ARG_MAX (400 of 6 KiB; OpenBao itself refuses JSON
+    // with more than 1,000 strings; the 100,000-key case is a resolver test in rotor-core).
+    let many: serde_json::Map<String, serde_json::Value> = (0..400)
+        .map(|i| (format!("KEY_{i:03}"), json!("k".repeat(6 * 1024))))
+        .collect();
+    admin
+        .put_kv2("secret", "many-keys", serde_json::Value::Object(many))
+        .await?;
+    let (garbage, _) = answering(
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello".to_string(),
+    )?;
+    // A store that redirects to another origin, which counts every connection it gets.
+    let (elsewhere, reached) = answering(String::new())?;
+    let (redirecting, _) = answering(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{elsewhere}/v1/secret/data/db\r\n\
+         content-length: 0\r\nconnection: close\r\n\r\n"
+    ))?;
+    let closed = format!("http://127.0.0.1:{}", rotor_testkit::ports::free_port()?);
+    let other_token = f.other_token_file.display().to_string();
+    let garbage = format!("http://127.0.0.1:{garbage}");
+    let redirecting = format!("http://127.0.0.1:{redirecting}");
+    let token_auth = [("ROTOR_AUTH_METHOD", "token"), ("ROTOR_TOKEN", "t")];
+    // One deadline for everything: 200 paths on a store that never answers stop at 2 s (per
+    // request, 8 at a time, this took 50 s).
+    let mut unanswered = refusal(
+        "200 paths on a closed port, deadline 2 s",
+        &[("ROTOR_ADDR", &closed), ("ROTOR_DEADLINE", "2")],
+        69,
+        &[],
+    );
+    unanswered.env.extend(
+        token_auth
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    unanswered
+        .env
+        .extend((0..200).map(|i| (format!("S{i}"), format!("vault:secret/data/p{i}#k"))));
+    let cases = vec![
+        refusal(
+            "a missing path names the variable, the reference and the status",
+            &[("DB", "vault:secret/data/nope#password")],
+            66,
+            &["env DB", "vault:secret/data/nope#password", "404"],
+        ),
+        refusal(
+            "a missing key on the secret holding the canary",
+            &[("DB", "vault:secret/data/db#nokey")],
+            66,
+            &["no key \"nokey\""],
+        ),
+        refusal(
+            "a percent-encoded path that would normalise into another path, refused before any request",
+            &[("DB", "vault:secret/data/api/%2e%2e/db#password")],
+            78,
+            &["DB", "percent-encoding"],
+        ),
+        refusal(
+            "a deleted version",
+            &[("G", "vault:secret/data/gone#k#1")],
+            66,
+            &["version 1: that version was deleted"],
+        ),
+        refusal(
+            "the wrong role (another ServiceAccount's real token)",
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                ("ROTOR_TOKEN_FILE", &other_token),
+            ],
+            77,
+            &["login failed"],
+        ),
+        refusal(
+            "a reference that does not parse",
+            &[("DB", "vault:secret/data/db")],
+            78,
+            &["env DB", "expected"],
+        ),
+        refusal(
+            "a token the store does not know (token auth): the token is refused, not the path",
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                ("ROTOR_AUTH_METHOD", "token"),
+                ("ROTOR_TOKEN", "s.not-a-token-the-store-issued"),
+            ],
+            77,
+            &["refused the token"],
+        ),
+        Refusal {
+            never_says: &["BBBB"],
+            ..refusal(
+                "a value the kernel would refuse (over 128 KiB), named, not shown",
+                &[("BIG", "vault:secret/data/big#v")],
+                78,
+                &["env BIG: its value is 204800 bytes"],
+            )
+        },
+        Refusal {
+            never_says: &["kkkk"],
+            ..refusal(
+                "from-path keys past ARG_MAX: the count and the cause, not E2BIG",
+                &[("ROTOR_FROM_PATH", "secret/data/many-keys")],
+                78,
+                &["variables", "ARG_MAX"],
+            )
+        },
+        refusal(
+            "something that is not a store answers 200 with text",
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                ("ROTOR_ADDR", &garbage),
+                token_auth[0],
+                token_auth[1],
+            ],
+            76,
+            &["not JSON"],
+        ),
+        refusal(
+            "a redirect to another origin: the token never follows, the address is to fix (78)",
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                ("ROTOR_ADDR", &redirecting),
+                ("ROTOR_AUTH_METHOD", "token"),
+                ("ROTOR_TOKEN", CANARY_TOKEN),
+            ],
+            78,
+            &["redirect"],
+        ),
+        unanswered,
+        refusal(
+            "the store down past the deadline",
+            &[
+                ("DB", "vault:secret/data/db#password"),
+                ("ROTOR_ADDR", &closed),
+                ("ROTOR_DEADLINE", "2"),
+            ],
+            69,
+            &["gave up after"],
+        ),
+        Refusal {
+            command: "/nonexistent/app",
+            ..refusal(
+                "a command that does not exist",
+                &[("DB", "vault:secret/data/api#key")],
+                127,
+                &[],
+            )
+        },
+    ];
     let marker = "APP-RAN";
+    for case in &cases {
+        let env: HashMap<String, String> =
+            base.clone().into_iter().chain(case.env.clone()).collect();
+        let started = Instant::now();
+        let out = run(&env, case.command, &[marker]);
+        let err = stderr(&out);
+        let what = case.what;
+        // Generous: every case here ends in seconds (deadlines are 2 s); 30 s catches a hang.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(case.code), "{what}: {err}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(marker),
+            "{what}: the app ran"
+        );
+        for needle in case.says {
+            assert!(err.contains(needle), "{what}: no {needle:?} in {err}");
+        }
+        for secret in case.never_says.iter().chain([&CANARY, &CANARY_TOKEN]) {
+            assert!(!err.contains(secret), "{what}: printed {secret:?}");
+        }
+        assert_no_canary(&out);
+    }
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request reached the origin the store redirected to"
+    );
+    Ok(())
+}
 
-    // Missing path: 66, names the variable, the reference, the path and the status.
-    let out = run(
-        &with(&base, &[("DB", "vault:secret/data/nope#password")]),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("env DB")
-            && err.contains("vault:secret/data/nope#password")
-            && err.contains("404"),
-        "{err}"
-    );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(marker));
-
-    // Missing key on the secret holding the canary: 66, and the canary is not printed.
-    let out = run(
-        &with(&base, &[("DB", "vault:secret/data/db#nokey")]),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no key \"nokey\""),
-        "{}",
-        stderr(&out)
-    );
-    assert_no_canary(&out);
-
-    // A percent-encoded path that would normalise into another path: refused before any
-    // request, naming the variable and the fix (the shared path rule).
-    let out = run(
-        &with(&base, &[("DB", "vault:secret/data/api/%2e%2e/db#password")]),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("DB") && stderr(&out).contains("percent-encoding"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(marker));
-    assert_no_canary(&out);
-
-    // A deleted version says so.
-    let out = run(
-        &with(&base, &[("G", "vault:secret/data/gone#k#1")]),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("version 1: that version was deleted"),
-        "{}",
-        stderr(&out)
-    );
-
-    // ignore-missing removes the variable, warns with its name, and runs the app.
+/// `ROTOR_IGNORE_MISSING` removes the variable, warns with its name, and runs the app;
+/// `ROTOR_PASSTHROUGH` keeps the variables it names.
+#[tokio::test]
+async fn ignore_missing_and_passthrough_start_the_app() -> Result<()> {
+    let f = Fixture::new().await?;
+    let base = f.base_env();
     let out = run(
         &with(
             &base,
@@ -351,52 +532,8 @@ async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
     let seen = app_env(&out);
     assert!(!seen.contains_key("DB"));
     assert_eq!(seen["OK"], "api-key-1");
-    assert!(
-        stderr(&out).contains("var=DB") || stderr(&out).contains("DB"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("DB"), "{}", stderr(&out));
 
-    // Wrong role (another ServiceAccount's real token): 77.
-    let out = run(
-        &with(
-            &base,
-            &[
-                ("DB", "vault:secret/data/db#password"),
-                (
-                    "ROTOR_TOKEN_FILE",
-                    &f.other_token_file.display().to_string(),
-                ),
-            ],
-        ),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
-    assert!(stderr(&out).contains("login failed"), "{}", stderr(&out));
-
-    // A reference that does not parse: 78, with the variable and what is expected.
-    let out = run(
-        &with(&base, &[("DB", "vault:secret/data/db")]),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(78));
-    assert!(
-        stderr(&out).contains("env DB") && stderr(&out).contains("expected"),
-        "{}",
-        stderr(&out)
-    );
-
-    // A command that does not exist: 127.
-    let out = run(
-        &with(&base, &[("DB", "vault:secret/data/api#key")]),
-        "/nonexistent/app",
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
-
-    // Passthrough keeps a named variable.
     let out = run(
         &with(
             &base,
@@ -412,203 +549,6 @@ async fn failures_are_clear_and_the_app_never_starts() -> Result<()> {
     assert_eq!(seen.get("VAULT_TOKEN").map(String::as_str), Some("kept"));
     assert_eq!(seen.get("ROTOR_ROLE").map(String::as_str), Some("app"));
     assert!(!seen.contains_key("ROTOR_ADDR"));
-
-    // A token the store does not know (token auth): the read is refused, the store says the
-    // token itself is bad: 77, not "missing".
-    let out = run(
-        &with(
-            &base,
-            &[
-                ("DB", "vault:secret/data/db#password"),
-                ("ROTOR_AUTH_METHOD", "token"),
-                ("ROTOR_TOKEN", "s.not-a-token-the-store-issued"),
-            ],
-        ),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("refused the token"),
-        "{}",
-        stderr(&out)
-    );
-
-    // A value the kernel would refuse (over 128 KiB): 78, naming the variable, not the value.
-    f.stack
-        .bao_admin()?
-        .put_kv2("secret", "big", json!({ "v": "B".repeat(200 * 1024) }))
-        .await?;
-    let out = run(
-        &with(&base, &[("BIG", "vault:secret/data/big#v")]),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("env BIG: its value is 204800 bytes"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!stderr(&out).contains("BBBB"));
-
-    // A from-path secret whose keys together pass the kernel's ARG_MAX (400 keys of 6 KiB;
-    // OpenBao itself refuses JSON with more than 1,000 strings): refused before exec with the
-    // count and the cause, not "Argument list too long" (the 100,000-key case is a resolver
-    // test in rotor-core).
-    let many: serde_json::Map<String, serde_json::Value> = (0..400)
-        .map(|i| (format!("KEY_{i:03}"), json!("k".repeat(6 * 1024))))
-        .collect();
-    f.stack
-        .bao_admin()?
-        .put_kv2("secret", "many-keys", serde_json::Value::Object(many))
-        .await?;
-    let started = std::time::Instant::now();
-    let out = run(
-        &with(&base, &[("ROTOR_FROM_PATH", "secret/data/many-keys")]),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("variables") && stderr(&out).contains("ARG_MAX"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!stderr(&out).contains("kkkk"), "never a value");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
-
-    // Something that is not a store answers 200 with text: 76, not "missing".
-    let garbage = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let garbage_port = garbage.local_addr()?.port();
-    std::thread::spawn(move || {
-        use std::io::{Read as _, Write as _};
-        for mut s in garbage.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
-            );
-        }
-    });
-    let out = run(
-        &with(
-            &base,
-            &[
-                ("DB", "vault:secret/data/db#password"),
-                ("ROTOR_ADDR", &format!("http://127.0.0.1:{garbage_port}")),
-                ("ROTOR_AUTH_METHOD", "token"),
-                ("ROTOR_TOKEN", "t"),
-            ],
-        ),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(76), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not JSON"), "{}", stderr(&out));
-
-    // A store that redirects to another origin: the token never follows. The other origin
-    // counts every connection it gets; none may arrive.
-    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let elsewhere_port = elsewhere.local_addr()?.port();
-    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = reached.clone();
-    std::thread::spawn(move || {
-        for _ in elsewhere.incoming().flatten() {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    });
-    let redirecting = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let redirecting_port = redirecting.local_addr()?.port();
-    std::thread::spawn(move || {
-        use std::io::{Read as _, Write as _};
-        for mut s in redirecting.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{elsewhere_port}/v1/secret/data/db\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
-            );
-        }
-    });
-    let out = run(
-        &with(
-            &base,
-            &[
-                ("DB", "vault:secret/data/db#password"),
-                (
-                    "ROTOR_ADDR",
-                    &format!("http://127.0.0.1:{redirecting_port}"),
-                ),
-                ("ROTOR_AUTH_METHOD", "token"),
-                ("ROTOR_TOKEN", CANARY_TOKEN),
-            ],
-        ),
-        "echo",
-        &[marker],
-    );
-    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains(marker),
-        "the app never ran"
-    );
-    assert!(stderr(&out).contains("redirect"), "{}", stderr(&out));
-    assert!(
-        !stderr(&out).contains(CANARY_TOKEN),
-        "the token is never printed"
-    );
-    assert_eq!(
-        reached.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "no request reached the other origin"
-    );
-
-    // One deadline for everything: 200 paths on a store that never answers, deadline 2 s.
-    // Per request (8 at a time) this took 50 s; the whole resolution now stops at 2 s.
-    let closed = rotor_testkit::ports::free_port()?;
-    let many: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("S{i}"), format!("vault:secret/data/p{i}#k")))
-        .collect();
-    let mut env = with(
-        &base,
-        &[
-            ("ROTOR_ADDR", &format!("http://127.0.0.1:{closed}")),
-            ("ROTOR_AUTH_METHOD", "token"),
-            ("ROTOR_TOKEN", "t"),
-            ("ROTOR_DEADLINE", "2"),
-        ],
-    );
-    env.extend(many);
-    let started = Instant::now();
-    let out = run(&env, "echo", &[marker]);
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        started.elapsed()
-    );
-
-    // Store down past the deadline: 69, within about the deadline.
-    let closed = rotor_testkit::ports::free_port()?;
-    let started = Instant::now();
-    let out = run(
-        &with(
-            &base,
-            &[
-                ("DB", "vault:secret/data/db#password"),
-                ("ROTOR_ADDR", &format!("http://127.0.0.1:{closed}")),
-                ("ROTOR_DEADLINE", "2"),
-            ],
-        ),
-        "echo",
-        &[marker],
-    );
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
-    assert!(stderr(&out).contains("gave up after"), "{}", stderr(&out));
-    assert!(started.elapsed() < Duration::from_secs(20));
     Ok(())
 }
 

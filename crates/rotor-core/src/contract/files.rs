@@ -16,6 +16,7 @@ use std::fmt;
 
 use super::annotations::{Key, PREFIX, get};
 use super::choices::name_list;
+use super::setting_error::SettingError;
 use super::{BIN_DIR, TOKEN_DIR};
 
 pub const FILES_DIR: Key = Key {
@@ -82,7 +83,7 @@ pub fn file_annotation(name: &str) -> String {
 /// the fix.
 pub fn files_request(
     annotations: &BTreeMap<String, String>,
-) -> Result<Option<FilesRequest>, String> {
+) -> Result<Option<FilesRequest>, SettingError> {
     let files: Vec<(String, String)> = annotations
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(FILE_ANNOTATION_PREFIX)?, v)))
@@ -93,18 +94,22 @@ pub fn files_request(
     let containers = get(annotations, &FILES_CONTAINERS);
     if files.is_empty() {
         if let Some((_, name)) = dir.or(mode).or(containers) {
-            return Err(format!(
+            let message = format!(
                 "annotation {name} is set but the pod asks for no file; add {FILE_ANNOTATION_PREFIX}NAME \
                  annotations (one per file) or remove it"
-            ));
+            );
+            return Err(SettingError::new(name, message));
         }
         return Ok(None);
     }
     if files.len() > MAX_FILES {
-        return Err(format!(
-            "the pod asks for {} files ({FILE_ANNOTATION_PREFIX}*), more than {MAX_FILES}; render several \
-             values into one file with a template",
-            files.len()
+        return Err(SettingError::new(
+            FILE_ANNOTATION_PREFIX,
+            format!(
+                "the pod asks for {} files ({FILE_ANNOTATION_PREFIX}*), more than {MAX_FILES}; render several \
+                 values into one file with a template",
+                files.len()
+            ),
         ));
     }
     let dir = match dir {
@@ -126,7 +131,7 @@ pub fn files_request(
 
 /// A file name: letters, digits, `.`, `_`, `-`, not starting with `.` (no hidden files, no
 /// `..`, nothing that could clash with rotor's temporary files).
-pub fn check_file_name(name: &str) -> Result<(), String> {
+pub fn check_file_name(name: &str) -> Result<(), SettingError> {
     let fine = !name.is_empty()
         && name.len() <= MAX_FILE_NAME
         && !name.starts_with('.')
@@ -136,16 +141,17 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     if fine {
         Ok(())
     } else {
-        Err(format!(
-            "annotation {}: the file name {name:?} is not allowed; use 1 to {MAX_FILE_NAME} letters, digits, \
-             '.', '_' or '-', not starting with '.' (for example {FILE_ANNOTATION_PREFIX}db.conf)",
-            file_annotation(name)
-        ))
+        let annotation = file_annotation(name);
+        let message = format!(
+            "annotation {annotation}: the file name {name:?} is not allowed; use 1 to {MAX_FILE_NAME} letters, digits, \
+             '.', '_' or '-', not starting with '.' (for example {FILE_ANNOTATION_PREFIX}db.conf)"
+        );
+        Err(SettingError::new(annotation, message))
     }
 }
 
 /// An absolute, normal directory outside rotor's own mounts.
-fn check_dir(annotation: &str, dir: &str) -> Result<String, String> {
+fn check_dir(annotation: &str, dir: &str) -> Result<String, SettingError> {
     let dir = dir.trim();
     let trimmed = dir.trim_end_matches('/');
     let normal = trimmed.starts_with('/')
@@ -156,9 +162,12 @@ fn check_dir(annotation: &str, dir: &str) -> Result<String, String> {
             .all(|c| !c.is_empty() && c != "." && c != "..")
         && !trimmed.contains(['\0', ':']);
     if !normal {
-        return Err(format!(
-            "annotation {annotation}={dir:?}: expected an absolute directory without '.', '..' or ':' \
-             components, for example {DEFAULT_FILES_DIR}"
+        return Err(SettingError::new(
+            annotation,
+            format!(
+                "annotation {annotation}={dir:?}: expected an absolute directory without '.', '..' or ':' \
+                 components, for example {DEFAULT_FILES_DIR}"
+            ),
         ));
     }
     let overlaps = |theirs: &str| {
@@ -170,27 +179,34 @@ fn check_dir(annotation: &str, dir: &str) -> Result<String, String> {
         .into_iter()
         .find(|t| overlaps(t))
     {
-        return Err(format!(
-            "annotation {annotation}={dir:?} overlaps rotor's own mount {theirs}; choose another directory, \
-             for example {DEFAULT_FILES_DIR}"
+        return Err(SettingError::new(
+            annotation,
+            format!(
+                "annotation {annotation}={dir:?} overlaps rotor's own mount {theirs}; choose another directory, \
+                 for example {DEFAULT_FILES_DIR}"
+            ),
         ));
     }
     Ok(trimmed.to_string())
 }
 
 /// An octal mode within [`ALLOWED_MODE_BITS`].
-pub fn parse_mode(source: &str, text: &str) -> Result<u32, String> {
+pub fn parse_mode(source: &str, text: &str) -> Result<u32, SettingError> {
     let digits = text.trim();
     let digits = digits.strip_prefix("0o").unwrap_or(digits);
     let mode = u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777);
     match mode {
         Some(m) if m & !ALLOWED_MODE_BITS == 0 && m & 0o400 != 0 => Ok(m),
-        Some(m) => Err(format!(
-            "{source}={text:?}: mode {m:04o} would let another user read the secret, or its owner not read \
-             it; use 0400 (the default), 0440, 0600 or 0640"
+        Some(m) => Err(SettingError::new(
+            source,
+            format!(
+                "{source}={text:?}: mode {m:04o} would let another user read the secret, or its owner not read \
+                 it; use 0400 (the default), 0440, 0600 or 0640"
+            ),
         )),
-        None => Err(format!(
-            "{source}={text:?}: expected an octal file mode such as 0400"
+        None => Err(SettingError::new(
+            source,
+            format!("{source}={text:?}: expected an octal file mode such as 0400"),
         )),
     }
 }
@@ -266,10 +282,12 @@ impl std::str::FromStr for OnRotation {
 }
 
 /// The workload's `rotor.dev/on-rotation`, rollout when absent.
-pub fn on_rotation(annotations: &BTreeMap<String, String>) -> Result<OnRotation, String> {
+pub fn on_rotation(annotations: &BTreeMap<String, String>) -> Result<OnRotation, SettingError> {
     match get(annotations, &ON_ROTATION) {
         None => Ok(OnRotation::Rollout),
-        Some((v, name)) => v.parse().map_err(|e| format!("annotation {name}={e}")),
+        Some((v, name)) => v
+            .parse()
+            .map_err(|e| SettingError::new(&name, format!("annotation {name}={e}"))),
     }
 }
 
@@ -384,13 +402,19 @@ mod tests {
             ),
         ] {
             let err = files_request(&a(&pairs)).unwrap_err();
-            assert!(err.contains(needle), "{pairs:?}: {err}");
+            assert!(err.message.contains(needle), "{pairs:?}: {err}");
+            assert!(
+                pairs.iter().any(|(k, _)| *k == err.setting),
+                "{pairs:?}: the error names {:?}",
+                err.setting
+            );
         }
         let many: Vec<(String, String)> = (0..=MAX_FILES)
             .map(|i| (format!("rotor.dev/file.f{i}"), "v".to_string()))
             .collect();
         let err = files_request(&many.into_iter().collect()).unwrap_err();
-        assert!(err.contains("more than 32"), "{err}");
+        assert!(err.message.contains("more than 32"), "{err}");
+        assert_eq!(err.setting, FILE_ANNOTATION_PREFIX);
     }
 
     #[test]
@@ -406,8 +430,10 @@ mod tests {
             assert_eq!(want.to_string().parse::<OnRotation>(), Ok(want));
         }
         let err = on_rotation(&a(&[("rotor.dev/on-rotation", "signal:KILL")])).unwrap_err();
+        assert_eq!(err.setting, "rotor.dev/on-rotation");
         assert!(
-            err.starts_with("annotation rotor.dev/on-rotation=\"signal:KILL\": expected rollout"),
+            err.message
+                .starts_with("annotation rotor.dev/on-rotation=\"signal:KILL\": expected rollout"),
             "{err}"
         );
     }

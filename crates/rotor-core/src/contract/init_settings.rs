@@ -11,6 +11,7 @@ use super::choices::{AuthMethod, BOOL_EXPECTED, LogFormat, LogLevel, parse_bool}
 use super::files::{
     DEFAULT_FILE_MODE, DEFAULT_FILES_DIR, OnRotation, POD_INFO_DIR, check_file_name, parse_mode,
 };
+use super::setting_error::SettingError;
 use crate::reference::{PathRef, parse_from_path};
 
 /// Every `ROTOR_*` variable rotor-init reads. The only place these names are written.
@@ -107,11 +108,6 @@ impl fmt::Debug for Hidden {
         f.write_str("<hidden>")
     }
 }
-
-/// A setting that cannot work: names the variable, what it holds and the fix.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SettingError(pub String);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InitSettings {
@@ -289,7 +285,7 @@ impl InitSettings {
     pub fn from_env(env: &HashMap<String, String>) -> Result<Self, SettingError> {
         let env = Env(env);
         let addr = env.first(var::ADDR, ADDR_FALLBACKS).ok_or_else(|| {
-            SettingError(format!(
+            SettingError::new(var::ADDR, format!(
                 "no store address: set {} (or VAULT_ADDR / BAO_ADDR), for example https://vault.vault:8200",
                 var::ADDR
             ))
@@ -327,8 +323,8 @@ impl InitSettings {
             env.credential(var::APPROLE_SECRET_ID, var::APPROLE_SECRET_ID_FILE);
         settings.check_auth()?;
         if let Some(list) = env.get(var::FROM_PATH) {
-            settings.from_path =
-                parse_from_path(var::FROM_PATH, list).map_err(|e| SettingError(e.to_string()))?;
+            settings.from_path = parse_from_path(var::FROM_PATH, list)
+                .map_err(|e| SettingError::new(var::FROM_PATH, e.to_string()))?;
         }
         settings.concurrency = env.count(var::CONCURRENCY, DEFAULT_CONCURRENCY, MAX_CONCURRENCY)?;
         settings.log_format = env.parsed(var::LOG_FORMAT, LogFormat::Plain)?;
@@ -343,21 +339,23 @@ impl InitSettings {
         settings.daemon_grace = env.seconds(var::DAEMON_GRACE, DEFAULT_DAEMON_GRACE)?;
         settings.files = env.get(var::FILES).map(name_list).unwrap_or_default();
         for name in &settings.files {
-            check_file_name(name).map_err(|e| SettingError(format!("{}: {e}", var::FILES)))?;
+            check_file_name(name).map_err(|e| {
+                SettingError::new(var::FILES, format!("{}: {}", var::FILES, e.message))
+            })?;
         }
         if let Some(dir) = env.get(var::FILES_DIR) {
             settings.files_dir = absolute(var::FILES_DIR, dir)?;
         }
         if let Some(mode) = env.get(var::FILES_MODE) {
-            settings.files_mode = parse_mode(var::FILES_MODE, mode).map_err(SettingError)?;
+            settings.files_mode = parse_mode(var::FILES_MODE, mode)?;
         }
         if let Some(dir) = env.get(var::POD_INFO_DIR) {
             settings.pod_info_dir = absolute(var::POD_INFO_DIR, dir)?;
         }
         if let Some(mode) = env.get(var::ON_ROTATION) {
-            settings.on_rotation = mode
-                .parse()
-                .map_err(|e| SettingError(format!("{}={e}", var::ON_ROTATION)))?;
+            settings.on_rotation = mode.parse().map_err(|e| {
+                SettingError::new(var::ON_ROTATION, format!("{}={e}", var::ON_ROTATION))
+            })?;
         }
         Ok(settings)
     }
@@ -365,29 +363,41 @@ impl InitSettings {
     /// Each auth method has what it needs to log in.
     fn check_auth(&self) -> Result<(), SettingError> {
         let method = self.auth_method;
-        let missing = match method {
-            AuthMethod::Kubernetes | AuthMethod::Jwt if self.role.is_none() => format!(
-                "{method} auth needs a role: set {} (annotation rotor.dev/vault-role)",
-                var::ROLE
+        let (setting, missing) = match method {
+            AuthMethod::Kubernetes | AuthMethod::Jwt if self.role.is_none() => (
+                var::ROLE,
+                format!(
+                    "{method} auth needs a role: set {} (annotation rotor.dev/vault-role)",
+                    var::ROLE
+                ),
             ),
-            AuthMethod::Token if self.token.is_none() && self.token_file.is_none() => format!(
-                "token auth needs {}, VAULT_TOKEN or {}",
+            AuthMethod::Token if self.token.is_none() && self.token_file.is_none() => (
                 var::TOKEN,
-                var::TOKEN_FILE
+                format!(
+                    "token auth needs {}, VAULT_TOKEN or {}",
+                    var::TOKEN,
+                    var::TOKEN_FILE
+                ),
             ),
-            AuthMethod::AppRole if self.approle_role_id.is_none() => format!(
-                "approle auth needs {} or {}",
+            AuthMethod::AppRole if self.approle_role_id.is_none() => (
                 var::APPROLE_ROLE_ID,
-                var::APPROLE_ROLE_ID_FILE
+                format!(
+                    "approle auth needs {} or {}",
+                    var::APPROLE_ROLE_ID,
+                    var::APPROLE_ROLE_ID_FILE
+                ),
             ),
-            AuthMethod::AppRole if self.approle_secret_id.is_none() => format!(
-                "approle auth needs {} or {}",
+            AuthMethod::AppRole if self.approle_secret_id.is_none() => (
                 var::APPROLE_SECRET_ID,
-                var::APPROLE_SECRET_ID_FILE
+                format!(
+                    "approle auth needs {} or {}",
+                    var::APPROLE_SECRET_ID,
+                    var::APPROLE_SECRET_ID_FILE
+                ),
             ),
             _ => return Ok(()),
         };
-        Err(SettingError(missing))
+        Err(SettingError::new(setting, missing))
     }
 
     /// Whether `name` leaves the app's environment: every `ROTOR_*` variable and store token,
@@ -403,9 +413,10 @@ fn absolute(name: &str, dir: &str) -> Result<String, SettingError> {
     if dir.starts_with('/') {
         Ok(dir.to_string())
     } else {
-        Err(SettingError(format!(
-            "{name}={dir:?}: expected an absolute directory"
-        )))
+        Err(SettingError::new(
+            name,
+            format!("{name}={dir:?}: expected an absolute directory"),
+        ))
     }
 }
 
@@ -413,7 +424,7 @@ fn absolute(name: &str, dir: &str) -> Result<String, SettingError> {
 pub fn check_addr(name: &str, addr: &str) -> Result<(), SettingError> {
     super::store_addr::StoreAddr::parse(addr)
         .map(drop)
-        .map_err(|e| SettingError(format!("{name}={e}")))
+        .map_err(|e| SettingError::new(name, format!("{name}={e}")))
 }
 
 /// Lookups in the environment: trimmed, empty means unset.
@@ -442,15 +453,18 @@ impl Env<'_> {
     {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e| SettingError(format!("{name}={e}"))),
+            Some(v) => v
+                .parse()
+                .map_err(|e| SettingError::new(name, format!("{name}={e}"))),
         }
     }
 
     fn flag(&self, name: &str) -> Result<bool, SettingError> {
         match self.get(name) {
             None => Ok(false),
-            Some(v) => parse_bool(v)
-                .ok_or_else(|| SettingError(format!("{name}={v:?}: expected {BOOL_EXPECTED}"))),
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                SettingError::new(name, format!("{name}={v:?}: expected {BOOL_EXPECTED}"))
+            }),
         }
     }
 
@@ -463,9 +477,10 @@ impl Env<'_> {
                 .filter(|n| (1..=86_400).contains(n))
                 .map(Duration::from_secs)
                 .ok_or_else(|| {
-                    SettingError(format!(
-                        "{name}={v:?}: expected a whole number of seconds from 1 to 86400"
-                    ))
+                    SettingError::new(
+                        name,
+                        format!("{name}={v:?}: expected a whole number of seconds from 1 to 86400"),
+                    )
                 }),
         }
     }
@@ -477,7 +492,9 @@ impl Env<'_> {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| SettingError(format!("{name}={v:?}: expected 1 to {max}"))),
+                .ok_or_else(|| {
+                    SettingError::new(name, format!("{name}={v:?}: expected 1 to {max}"))
+                }),
         }
     }
 }

@@ -9,6 +9,7 @@ use super::annotations::{self, PREFIX, get};
 use super::files::{
     FILES_CONTAINERS, FilesRequest, OnRotation, file_annotation, files_request, on_rotation,
 };
+use super::setting_error::SettingError;
 use crate::reference::{ParseError, PathRef, Reference, parse_from_path, parse_value};
 
 /// At most this many references (inline ones counted singly) in one pod or pod template.
@@ -73,7 +74,7 @@ pub enum WorkloadError {
         error: ParseError,
     },
     #[error("{0}")]
-    Files(String),
+    Files(SettingError),
     #[error(
         "rotor.dev/on-rotation is {mode}, but {} read at its current version in env only, and an environment cannot \
          change in a running process; read it from a file (rotor.dev/file.NAME), pin its version (vault:PATH#KEY#VERSION) \
@@ -187,10 +188,11 @@ fn add_files(
     for (name, template) in &files.files {
         let annotation = file_annotation(name);
         let template = parse_value(&annotation, template).map_err(|e| {
-            WorkloadError::Files(format!(
+            let message = format!(
                 "annotation {annotation}: reference {:?}: {}; expected {}",
                 e.reference, e.problem, e.expected
-            ))
+            );
+            WorkloadError::Files(SettingError::new(&annotation, message))
         })?;
         for r in template.iter().flat_map(|t| t.references()) {
             count_and_watch(&mut count, r, &mut out.file_paths)?;
@@ -202,10 +204,11 @@ fn add_files(
             .iter()
             .map(|n| {
                 containers.iter().position(|c| c.name == n).ok_or_else(|| {
-                    WorkloadError::Files(format!(
-                        "annotation {PREFIX}{}: the pod has no container {n:?}; name containers of the pod",
-                        FILES_CONTAINERS.rotor
-                    ))
+                    let annotation = format!("{PREFIX}{}", FILES_CONTAINERS.rotor);
+                    let message = format!(
+                        "annotation {annotation}: the pod has no container {n:?}; name containers of the pod"
+                    );
+                    WorkloadError::Files(SettingError::new(annotation, message))
                 })
             })
             .collect::<Result<_, _>>()?,

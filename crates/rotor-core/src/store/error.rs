@@ -115,6 +115,9 @@ impl StoreError {
             | Self::CaBundle(_)
             | Self::CredentialFile { .. }
             | Self::Client(_) => true,
+            // A redirect is never followed (a token must not go to another origin): the
+            // address names something other than the store itself.
+            Self::Status { status, .. } => (300..400).contains(status),
             Self::Deadline { last, .. } => last.is_setup(),
             _ => false,
         }
