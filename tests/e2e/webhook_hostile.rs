@@ -109,14 +109,7 @@ async fn slow_body(port: u16, ca: &str, length: usize) -> u16 {
     );
     let sender = tokio::spawn(async move {
         writer.write_all(head.as_bytes()).await?;
-        let chunk = vec![b' '; 64 * 1024];
-        let mut left = length - 1;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            writer.write_all(&chunk[..n]).await?;
-            left -= n;
-        }
-        writer.flush().await?;
+        rotor_e2e::slow_bodies::fill_all_but_last_byte(&mut writer, length).await?;
         // Hold the connection open without sending the last byte.
         tokio::time::sleep(Duration::from_secs(120)).await;
         Ok::<_, std::io::Error>(writer)

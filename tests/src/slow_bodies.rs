@@ -79,16 +79,7 @@ async fn one_attack(port: u16, ca: &str, source: IpAddr, shape: Attack) -> Resul
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
-            Attack::FillAndStall => {
-                let chunk = vec![b' '; 64 * 1024];
-                let mut left = DECLARED - 1;
-                while left > 0 {
-                    let n = left.min(chunk.len());
-                    writer.write_all(&chunk[..n]).await?;
-                    left -= n;
-                }
-                writer.flush().await?;
-            }
+            Attack::FillAndStall => fill_all_but_last_byte(&mut writer, DECLARED).await?,
         }
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
@@ -139,6 +130,23 @@ pub async fn legitimate_reviews(
         }
     }
     Ok((latencies, refused))
+}
+
+/// Writes all but the last byte of a `length`-byte body (spaces, 64 KiB at a time) and
+/// flushes: a body the server holds and that never completes.
+pub async fn fill_all_but_last_byte<W>(writer: &mut W, length: usize) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut left = length.saturating_sub(1);
+    while left > 0 {
+        let n = left.min(chunk.len());
+        writer.write_all(&chunk[..n]).await?;
+        left -= n;
+    }
+    writer.flush().await
 }
 
 /// The `p`-quantile (0..=1) of sorted latencies.

@@ -207,6 +207,20 @@ mod tests {
         assert!(deadline < lease);
     }
 
+    const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/rotor";
+
+    /// The elector's first request when no lease exists yet: GET, 404.
+    fn no_lease_yet() -> crate::api_mock::Exchange {
+        use crate::api_mock::{exchange, status};
+        exchange("GET", LEASE_PATH, 404, status(404, "NotFound"))
+    }
+
+    /// Its second: the create, answered with `code`.
+    fn create_answered(code: u16, answer: serde_json::Value) -> crate::api_mock::Exchange {
+        let leases = "/apis/coordination.k8s.io/v1/namespaces/ns/leases?";
+        crate::api_mock::exchange("POST", leases, code, answer)
+    }
+
     fn lease(holder: Option<&str>) -> serde_json::Value {
         serde_json::json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": { "name": "rotor", "namespace": "ns", "resourceVersion": "7" },
@@ -217,15 +231,10 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_lease_of_another_is_left_alone_and_a_lost_race_is_not_leading() {
         use crate::api_mock::{exchange, scripted, status};
-        let path = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/rotor";
+        let path = LEASE_PATH;
         let (client, script) = scripted(vec![
-            exchange("GET", path, 404, status(404, "NotFound")),
-            exchange(
-                "POST",
-                "/apis/coordination.k8s.io/v1/namespaces/ns/leases?",
-                409,
-                status(409, "AlreadyExists"),
-            ),
+            no_lease_yet(),
+            create_answered(409, status(409, "AlreadyExists")),
             exchange("GET", path, 200, lease(Some("other"))),
             exchange("GET", path, 200, lease(Some("me"))),
             exchange("PUT", path, 409, status(409, "Conflict")),
@@ -258,16 +267,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_leader_steps_down_on_cancel_and_releases_the_lease() {
-        use crate::api_mock::{exchange, scripted, status};
-        let path = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/rotor";
+        use crate::api_mock::{exchange, scripted};
+        let path = LEASE_PATH;
         let (client, script) = scripted(vec![
-            exchange("GET", path, 404, status(404, "NotFound")),
-            exchange(
-                "POST",
-                "/apis/coordination.k8s.io/v1/namespaces/ns/leases?",
-                201,
-                lease(Some("me")),
-            ),
+            no_lease_yet(),
+            create_answered(201, lease(Some("me"))),
             exchange("GET", path, 200, lease(Some("me"))),
             exchange("PUT", path, 200, lease(None)),
         ]);
