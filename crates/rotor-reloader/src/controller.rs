@@ -635,3 +635,7 @@ async fn poll_store(
     };
     Some((answer, result.requests))
 }
+
+#[cfg(test)]
+#[path = "controller_store_tests.rs"]
+mod store_tests;

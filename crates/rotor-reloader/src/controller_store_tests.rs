@@ -1,0 +1,145 @@
+//! The reloader's store poll when the store fails part-way through a cycle: a scripted store
+//! on loopback (HTTP/1.1, keep-alive) answers the mount lookup and one path, and fails the other
+//! path with 503 until told to recover.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rotor_core::store::{Auth, RetryPolicy, StoreClient, StoreConfig};
+
+use super::poll_store;
+use crate::metrics::Metrics;
+use crate::poll::Poller;
+use crate::stores::{Store, StoreKey};
+
+/// The scripted store: `failing` makes `secret/metadata/b` answer 503; `requests` counts.
+struct ScriptedStore {
+    addr: String,
+    failing: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
+}
+
+fn answer(path: &str, failing: bool) -> (u16, String) {
+    match path {
+        p if p.starts_with("/v1/sys/internal/ui/mounts/") => (
+            200,
+            r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#.to_string(),
+        ),
+        "/v1/secret/metadata/a" => (200, r#"{"data":{"current_version":3}}"#.to_string()),
+        "/v1/secret/metadata/b" if failing => (503, r#"{"errors":["sealed"]}"#.to_string()),
+        "/v1/secret/metadata/b" => (200, r#"{"data":{"current_version":7}}"#.to_string()),
+        _ => (404, r#"{"errors":[]}"#.to_string()),
+    }
+}
+
+fn scripted_store() -> ScriptedStore {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let failing = Arc::new(AtomicBool::new(true));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (f, r) = (failing.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (f, r) = (f.clone(), r.clone());
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().expect("clone");
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    // GET requests only: headers up to the blank line, no body.
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+                    let (status, body) = answer(path, f.load(Ordering::SeqCst));
+                    let sent = write!(
+                        writer,
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    ScriptedStore {
+        addr,
+        failing,
+        requests,
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_fails_mid_cycle_keeps_what_answered_and_the_failed_path_is_polled_again() {
+    let stub = scripted_store();
+    let mut config = StoreConfig::new(&stub.addr);
+    // A 503 is retried; keep the whole operation short so the test is quick.
+    config.retry = RetryPolicy {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+        deadline: Duration::from_millis(200),
+    };
+    let mut store = Store {
+        client: StoreClient::new(config).expect("client"),
+        logged_in: false,
+        login_backoff: Default::default(),
+        lookups: Default::default(),
+    };
+    let key = StoreKey {
+        addr: stub.addr.clone(),
+        namespace: None,
+    };
+    let paths: BTreeSet<String> = ["secret/data/a", "secret/data/b"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let auth = Auth::Token("t".to_string());
+    let poller = Poller::new(4, 0);
+    let metrics = Metrics::new();
+
+    let (answer, requests) = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics)
+        .await
+        .expect("a store that answered one path is not unreachable");
+    assert_eq!(answer.versions.get("secret/data/a"), Some(&3));
+    assert!(
+        !answer.versions.contains_key("secret/data/b"),
+        "no version is made up for the path that failed"
+    );
+    assert_eq!(requests, 2, "one metadata request per path");
+    assert_eq!(metrics.store_errors.get(), 1);
+    assert!(store.logged_in, "a failed read is not a failed login");
+    let after_first = stub.requests.load(Ordering::SeqCst);
+    assert!(
+        after_first >= 4,
+        "the failing path was retried: {after_first} requests"
+    );
+
+    // The store recovers: the next poll reads both, without a new login.
+    stub.failing.store(false, Ordering::SeqCst);
+    let (answer, _) = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics)
+        .await
+        .expect("answered");
+    assert_eq!(answer.versions.get("secret/data/a"), Some(&3));
+    assert_eq!(answer.versions.get("secret/data/b"), Some(&7));
+    assert_eq!(metrics.store_errors.get(), 1, "no new error");
+
+    // Down for every path: the poll says so (None) and nothing is recorded as answered.
+    stub.failing.store(true, Ordering::SeqCst);
+    let only_b: BTreeSet<String> = ["secret/data/b".to_string()].into_iter().collect();
+    assert!(
+        poll_store(&mut store, &key, &only_b, &auth, &poller, &metrics)
+            .await
+            .is_none(),
+        "a store whose every answer failed is unreachable for this cycle"
+    );
+}
