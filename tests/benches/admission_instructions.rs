@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rotor_e2e::fixtures::spawn_webhook;
+use rotor_e2e::fixtures::spawn_standalone_webhook;
 use rotor_testkit::Pki;
 use serde_json::{Value, json};
 
@@ -188,16 +188,9 @@ async fn main() {
         "--header-timeout-ms=120000".to_string(),
         "--cert-poll-ms=600000".to_string(),
     ];
-    let webhook = spawn_webhook(
-        &wrapper,
-        &pki,
-        dir.path(),
-        "https://vault:8200",
-        &[],
-        &extra,
-    )
-    .await
-    .unwrap();
+    let webhook = spawn_standalone_webhook(&wrapper, &pki, dir.path(), &extra)
+        .await
+        .unwrap();
     let mut server = webhook.process;
     let pid = server.pid().unwrap();
     let mut connection = Connection(

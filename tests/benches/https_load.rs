@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rotor_e2e::fixtures::spawn_webhook;
+use rotor_e2e::fixtures::spawn_standalone_webhook;
 use rotor_testkit::Pki;
 use serde_json::json;
 
@@ -55,12 +55,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new("bench-ca").unwrap();
     let extra = ["--log-level=warn".to_string()];
-    let webhook = spawn_webhook(
+    let webhook = spawn_standalone_webhook(
         &rotor_e2e::fixtures::binary("rotor-webhook").unwrap(),
         &pki,
         dir.path(),
-        "https://vault:8200",
-        &[],
         &extra,
     )
     .await

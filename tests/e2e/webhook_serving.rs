@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rotor_e2e::fixtures::{binary, connect_tls, spawn_webhook};
+use rotor_e2e::fixtures::{binary, connect_tls, spawn_standalone_webhook};
 use rotor_testkit::{ManagedProcess, Pki};
 
 struct Server {
@@ -24,16 +24,10 @@ async fn start() -> Server {
         "--max-body-bytes=65536".to_string(),
         "--shutdown-grace-seconds=10".to_string(),
     ];
-    let webhook = spawn_webhook(
-        &binary("rotor-webhook").unwrap(),
-        &pki,
-        dir.path(),
-        "https://vault:8200",
-        &[],
-        &extra,
-    )
-    .await
-    .unwrap();
+    let webhook =
+        spawn_standalone_webhook(&binary("rotor-webhook").unwrap(), &pki, dir.path(), &extra)
+            .await
+            .unwrap();
     Server {
         process: webhook.process,
         port: webhook.port,

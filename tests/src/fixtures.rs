@@ -245,6 +245,17 @@ pub async fn spawn_webhook(
     })
 }
 
+/// [`spawn_webhook`] with no stack behind it: the default store address is only written into
+/// patches, never called, and the environment adds nothing.
+pub async fn spawn_standalone_webhook(
+    webhook_bin: &Path,
+    pki: &rotor_testkit::Pki,
+    dir: &Path,
+    extra: &[String],
+) -> Result<Webhook> {
+    spawn_webhook(webhook_bin, pki, dir, "https://vault:8200", &[], extra).await
+}
+
 fn flag_name(arg: &str) -> &str {
     arg.split('=').next().unwrap_or(arg)
 }
