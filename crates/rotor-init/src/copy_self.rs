@@ -4,21 +4,27 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+/// Why the copy failed: the step and the file, with the system's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} {}: {source}", .path.display())]
+pub struct CopyError {
+    pub step: &'static str,
+    pub path: std::path::PathBuf,
+    pub source: std::io::Error,
+}
+
 /// Copies this executable to `DIR/rotor-init` (written to a temp name, then renamed).
-pub fn copy_self(dir: &Path) -> Result<std::path::PathBuf, String> {
-    let me = std::env::current_exe().map_err(|e| format!("finding my own executable: {e}"))?;
+pub fn copy_self(dir: &Path) -> Result<std::path::PathBuf, CopyError> {
+    let failed = |step, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CopyError { step, path, source }
+    };
+    let me = std::env::current_exe().map_err(failed("finding my own executable", dir))?;
     let target = dir.join("rotor-init");
     let partial = dir.join(".rotor-init.partial");
-    std::fs::copy(&me, &partial)
-        .map_err(|e| format!("copying {} to {}: {e}", me.display(), partial.display()))?;
+    std::fs::copy(&me, &partial).map_err(failed("copying this executable to", &partial))?;
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("making {} executable: {e}", partial.display()))?;
-    std::fs::rename(&partial, &target).map_err(|e| {
-        format!(
-            "renaming {} to {}: {e}",
-            partial.display(),
-            target.display()
-        )
-    })?;
+        .map_err(failed("making executable", &partial))?;
+    std::fs::rename(&partial, &target).map_err(failed("renaming the copy to", &target))?;
     Ok(target)
 }

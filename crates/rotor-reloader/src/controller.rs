@@ -432,7 +432,12 @@ impl Controller {
 
     /// A Warning Event on a workload whose store the reloader may not poll, once per template
     /// generation, while leading.
-    async fn announce_store_refused(&mut self, recorder: &Recorder, w: &Workload, why: String) {
+    async fn announce_store_refused(
+        &mut self,
+        recorder: &Recorder,
+        w: &Workload,
+        why: crate::stores::StoreNotAllowed,
+    ) {
         if !self.leading.load(Ordering::SeqCst)
             || !self
                 .announced

@@ -15,7 +15,7 @@ pub fn opted_in(
     workload_annotations: Option<&BTreeMap<String, String>>,
     template: &PodTemplateSpec,
     all: bool,
-) -> Result<bool, String> {
+) -> Result<bool, rotor_core::contract::SettingError> {
     let template_annotations = template
         .metadata
         .as_ref()
@@ -160,6 +160,7 @@ mod tests {
             Ok(false)
         );
         let err = opted_in(Some(&reload("sure")), &plain, true).unwrap_err();
-        assert!(err.contains("rotor.dev/reload=\"sure\""), "{err}");
+        assert_eq!(err.setting, "rotor.dev/reload");
+        assert!(err.message.contains("rotor.dev/reload=\"sure\""), "{err}");
     }
 }

@@ -6,7 +6,17 @@
 use std::collections::BTreeMap;
 
 use rotor_core::contract::{StoreAddr, StoreChoice};
-use rotor_core::store::{Auth, StoreClient, StoreConfig};
+use rotor_core::store::{Auth, StoreClient, StoreConfig, StoreError};
+
+/// A workload's store that the reloader will not poll: neither the default store nor on the
+/// allowlist (the webhook's own rule, so such a pod was never injected with it either).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "its store {addr} is neither the default store nor on the allowlist (--addr-allowlist, the chart's store.addrAllowlist)"
+)]
+pub struct StoreNotAllowed {
+    pub addr: String,
+}
 
 /// A store: its address and namespace, the defaults filled in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,7 +68,7 @@ impl Stores {
     }
 
     /// The store a workload's pods read from, or why the reloader will not poll it.
-    pub fn resolve(&self, choice: &StoreChoice) -> Result<StoreKey, String> {
+    pub fn resolve(&self, choice: &StoreChoice) -> Result<StoreKey, StoreNotAllowed> {
         // One judgement with the webhook's (InjectConfig::addr_allowed): parsed scheme, host,
         // port and path, the default store first, so an address the webhook lets a pod use is
         // one the reloader watches, and one server is one client however it is spelled.
@@ -69,11 +79,7 @@ impl Stores {
                 Ok(parsed) if self.allowlist.iter().any(|entry| parsed.allowed_by(entry)) => {
                     parsed.to_string()
                 }
-                _ => {
-                    return Err(format!(
-                        "its store {addr} is neither the default store nor on the allowlist (--addr-allowlist, the chart's store.addrAllowlist)"
-                    ));
-                }
+                _ => return Err(StoreNotAllowed { addr: addr.clone() }),
             },
         };
         Ok(StoreKey {
@@ -86,12 +92,12 @@ impl Stores {
     }
 
     /// The client of `key`, built on first use.
-    pub fn get(&mut self, key: &StoreKey) -> Result<&mut Store, String> {
+    pub fn get(&mut self, key: &StoreKey) -> Result<&mut Store, StoreError> {
         if !self.clients.contains_key(key) {
             let mut config = self.template.clone();
             config.addr = key.addr.clone();
             config.namespace = key.namespace.clone();
-            let client = StoreClient::new(config).map_err(|e| format!("store {key}: {e}"))?;
+            let client = StoreClient::new(config)?;
             self.clients.insert(
                 key.clone(),
                 Store {
@@ -104,7 +110,7 @@ impl Stores {
         }
         self.clients
             .get_mut(key)
-            .ok_or_else(|| format!("store {key}: no client"))
+            .ok_or_else(|| StoreError::Client(format!("store {key}: no client")))
     }
 
     /// Forgets the clients of stores no workload uses any more.
@@ -196,6 +202,7 @@ mod tests {
                 None,
             ))
             .unwrap_err();
-        assert!(err.contains("allowlist"), "{err}");
+        assert_eq!(err.addr, "https://vault.team-a:8200@evil.example");
+        assert!(err.to_string().contains("allowlist"), "{err}");
     }
 }

@@ -14,14 +14,17 @@ pub struct WatchablePaths {
 impl WatchablePaths {
     /// From the `--watchable-paths` entries. An entry with whitespace, or empty once trimmed of
     /// `/`, is refused with the fix.
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
+    pub fn parse(entries: &[String]) -> Result<Self, rotor_core::contract::SettingError> {
         let mut patterns = Vec::new();
         for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
             let pattern = entry.trim_matches('/');
             if pattern.is_empty() || pattern == "*" || pattern.chars().any(char::is_whitespace) {
-                return Err(format!(
-                    "--watchable-paths entry {entry:?}: expected a store path or a prefix ending in '*', \
-                     with {{namespace}} for the workload's namespace (for example secret/data/{{namespace}}/*)"
+                return Err(rotor_core::contract::SettingError::new(
+                    "--watchable-paths",
+                    format!(
+                        "--watchable-paths entry {entry:?}: expected a store path or a prefix ending in '*', \
+                         with {{namespace}} for the workload's namespace (for example secret/data/{{namespace}}/*)"
+                    ),
                 ));
             }
             patterns.push(pattern.to_string());
@@ -96,10 +99,8 @@ mod tests {
         assert!(rule(&[]).allows("any", "any/path"));
         for bad in ["*", "/", "secret/data/{namespace} /*"] {
             let err = WatchablePaths::parse(&[bad.to_string()]).unwrap_err();
-            assert!(
-                err.contains("--watchable-paths") && err.contains("{namespace}"),
-                "{err}"
-            );
+            assert_eq!(err.setting, "--watchable-paths");
+            assert!(err.message.contains("{namespace}"), "{err}");
         }
     }
 }

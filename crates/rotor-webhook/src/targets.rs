@@ -64,8 +64,9 @@ pub fn select_targets<'a>(
     if annotations.contains_key("kubernetes.io/config.mirror") {
         return Ok(Selection::Skip("mirror pod"));
     }
-    let flag =
-        |key| get_bool(annotations, key).map_err(|e| Deny::new(DenyReason::BadAnnotation, e));
+    let flag = |key| {
+        get_bool(annotations, key).map_err(|e| Deny::new(DenyReason::BadAnnotation, e.message))
+    };
     if flag(&annotations::INJECT)? == Some(false) || flag(&annotations::MUTATE)? == Some(false) {
         return Ok(Selection::Skip("opted out"));
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::choices::{BOOL_EXPECTED, parse_bool};
+use super::setting_error::SettingError;
 
 pub const PREFIX: &str = "rotor.dev/";
 const BANZAI: &str = "vault.security.banzaicloud.io/";
@@ -108,12 +109,16 @@ pub fn get<'a>(annotations: &'a BTreeMap<String, String>, key: &Key) -> Option<(
 }
 
 /// A boolean annotation: `Ok(None)` when absent, an error naming the annotation otherwise.
-pub fn get_bool(annotations: &BTreeMap<String, String>, key: &Key) -> Result<Option<bool>, String> {
+pub fn get_bool(
+    annotations: &BTreeMap<String, String>,
+    key: &Key,
+) -> Result<Option<bool>, SettingError> {
     match get(annotations, key) {
         None => Ok(None),
-        Some((v, name)) => parse_bool(v)
-            .map(Some)
-            .ok_or_else(|| format!("annotation {name}={v:?}: expected {BOOL_EXPECTED}")),
+        Some((v, name)) => parse_bool(v).map(Some).ok_or_else(|| {
+            let message = format!("annotation {name}={v:?}: expected {BOOL_EXPECTED}");
+            SettingError::new(name, message)
+        }),
     }
 }
 
@@ -147,6 +152,8 @@ mod tests {
         assert_eq!(get_bool(&a, &MUTATE), Ok(Some(false)));
         assert_eq!(get_bool(&a, &RELOAD), Ok(None));
         let err = get_bool(&a, &DAEMON).unwrap_err();
+        assert_eq!(err.setting, "rotor.dev/daemon");
+        let err = err.message;
         assert!(
             err.contains("rotor.dev/daemon=\"perhaps\"") && err.contains("true or false"),
             "{err}"
