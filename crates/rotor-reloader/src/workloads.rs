@@ -13,6 +13,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource, ResourceExt as _};
+use rotor_core::contract::workload::WorkloadError;
 use rotor_core::contract::{OnRotation, StoreChoice};
 use serde_json::json;
 
@@ -93,7 +94,7 @@ pub struct Caches {
 /// The watched paths of each pod template (or why they cannot be read), parsed once per object
 /// uid and generation: a template changes only with a new generation, so a poll parses only what
 /// changed, and a template that does not parse is warned about once, not on every poll.
-type ParsedTemplates = HashMap<(String, i64), Arc<Result<Watched, String>>>;
+type ParsedTemplates = HashMap<(String, i64), Arc<Result<Watched, WorkloadError>>>;
 
 fn cache<K>(api: Api<K>) -> Store<K>
 where
@@ -197,8 +198,8 @@ impl Templates<'_> {
         &mut self,
         meta: &kube::api::ObjectMeta,
         template: &PodTemplateSpec,
-    ) -> (Arc<Result<Watched, String>>, bool) {
-        let parse = || Arc::new(watched(template).map_err(|e| e.to_string()));
+    ) -> (Arc<Result<Watched, WorkloadError>>, bool) {
+        let parse = || Arc::new(watched(template));
         let Some(uid) = meta.uid.clone() else {
             return (parse(), true);
         };
