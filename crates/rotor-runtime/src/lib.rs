@@ -1,7 +1,12 @@
 //! rotor-runtime: what rotor's two servers share, written once: the plain-HTTP admin port
 //! (`/livez`, `/readyz`, `/metrics`) and its graceful shutdown, and how a pod's container is
-//! read for references ([`container_env`]). Each server says what "ready" means and what its
-//! metrics are through [`Health`]; the port behaves the same in both.
+//! read for references ([`container_env`]), and the log flags ([`LogArgs`]). Each server says
+//! what "ready" means and what its metrics are through [`Health`]; the port behaves the same in
+//! both.
+
+mod log_args;
+
+pub use log_args::LogArgs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
