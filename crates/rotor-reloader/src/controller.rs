@@ -295,7 +295,8 @@ impl Controller {
         }
     }
 
-    /// Applies one step with a conditional patch, bounded in time.
+    /// Applies one step in stages: in signal mode the pods are told first, then the workload
+    /// gets its conditional patch (bounded in time), then the outcome is counted and announced.
     async fn apply(
         &self,
         recorder: &Recorder,
@@ -313,85 +314,111 @@ impl Controller {
             } => (*workload, record, Some((reason, since))),
         };
         let w = &workloads[index];
-        // In signal mode the pods are told first; the record follows only when they all were,
-        // so a failure is retried next poll (telling again is harmless: the same versions).
-        let mut told = None;
-        if let (Some(_), OnRotation::Signal(_)) = (roll, w.on_rotation) {
-            let tell = crate::pods::tell_pods(&self.kube, w, record);
-            match tokio::time::timeout(API_TIMEOUT * 3, tell).await {
-                Ok(Ok(n)) => told = Some(n),
-                Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
-                    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e.message, "may not patch pods (chart: reloader.inPlaceRotation=false): rolling the workload instead");
-                }
-                Ok(Err(e)) => {
-                    self.metrics.rollout_failures.inc();
-                    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e, "telling the pods of the new versions failed; retrying next poll");
-                    return;
-                }
-                Err(_) => {
-                    self.metrics.rollout_failures.inc();
-                    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, "telling the pods of the new versions timed out; retrying next poll");
-                    return;
+        // The record follows only when every pod was told, so a failure is retried next poll
+        // (telling again is harmless: the same versions).
+        let told = match (roll, w.on_rotation) {
+            (Some(_), OnRotation::Signal(_)) => match self.tell(w, record).await {
+                Told::Pods(n) => Some(n),
+                Told::Forbidden => None,
+                Told::Failed => return,
+            },
+            _ => None,
+        };
+        let at = k8s_openapi::jiff::Timestamp::now().to_string();
+        let roll_at = roll.filter(|_| told.is_none()).map(|_| at.as_str());
+        let outcome =
+            match tokio::time::timeout(API_TIMEOUT, patch_workload(&self.kube, w, record, roll_at))
+                .await
+            {
+                Ok(outcome) => outcome.map_err(PatchFailed::Api),
+                Err(_) => Err(PatchFailed::TimedOut(API_TIMEOUT)),
+            };
+        match roll {
+            None => self.report_record(w, outcome),
+            Some((reason, since)) => {
+                if self.report_roll(w, outcome, told, since) {
+                    pending.remove(&w.key());
+                    match told {
+                        Some(pods) => self.publish_in_place(recorder, w, reason, pods).await,
+                        None => self.publish_rollout(recorder, w, reason).await,
+                    }
                 }
             }
         }
-        let at = k8s_openapi::jiff::Timestamp::now().to_string();
-        let roll_at = roll.filter(|_| told.is_none()).map(|_| at.as_str());
-        let patch = patch_workload(&self.kube, w, record, roll_at);
-        let outcome = match tokio::time::timeout(API_TIMEOUT, patch).await {
-            Ok(outcome) => outcome.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {API_TIMEOUT:?}; the outcome is unknown and the next poll decides again from a fresh read"
-            )),
-        };
-        let Some((reason, since)) = roll else {
-            match outcome {
-                Ok(Patched::Applied) => {}
-                Ok(Patched::Conflict) => {
-                    self.metrics.patch_conflicts.inc();
-                }
-                Err(e) => {
-                    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e, "recording versions failed")
-                }
+    }
+
+    /// Stage 1 in signal mode: every running pod of the workload told of the new versions.
+    async fn tell(&self, w: &Workload, record: &BTreeMap<String, u64>) -> Told {
+        let tell = crate::pods::tell_pods(&self.kube, w, record);
+        match tokio::time::timeout(API_TIMEOUT * 3, tell).await {
+            Ok(Ok(n)) => Told::Pods(n),
+            Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
+                tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e.message, "may not patch pods (chart: reloader.inPlaceRotation=false): rolling the workload instead");
+                Told::Forbidden
             }
-            return;
+            Ok(Err(e)) => {
+                self.metrics.rollout_failures.inc();
+                tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e, "telling the pods of the new versions failed; retrying next poll");
+                Told::Failed
+            }
+            Err(_) => {
+                self.metrics.rollout_failures.inc();
+                tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, "telling the pods of the new versions timed out; retrying next poll");
+                Told::Failed
+            }
+        }
+    }
+
+    /// The outcome of a patch that only records versions.
+    fn report_record(&self, w: &Workload, outcome: Result<Patched, PatchFailed>) {
+        match outcome {
+            Ok(Patched::Applied) => {}
+            Ok(Patched::Conflict) => {
+                self.metrics.patch_conflicts.inc();
+            }
+            Err(e) => {
+                tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e, "recording versions failed")
+            }
+        }
+    }
+
+    /// The outcome of a rollout (or of the record after pods were told) counted; true when it
+    /// landed, so the caller announces it.
+    fn report_roll(
+        &self,
+        w: &Workload,
+        outcome: Result<Patched, PatchFailed>,
+        told: Option<usize>,
+        since: &Instant,
+    ) -> bool {
+        let kind = KindLabels {
+            kind: w.kind.as_str(),
         };
         match outcome {
-            Ok(Patched::Applied) if told.is_some() => {
-                pending.remove(&w.key());
-                let pods = told.unwrap_or_default();
-                self.metrics
-                    .in_place_rotations
-                    .get_or_create(&KindLabels {
-                        kind: w.kind.as_str(),
-                    })
-                    .inc();
-                self.metrics.pods_told.inc_by(pods as u64);
-                self.metrics
-                    .detection_to_patch
-                    .observe(since.elapsed().as_secs_f64());
-                self.publish_in_place(recorder, w, reason, pods).await;
-            }
             Ok(Patched::Applied) => {
-                pending.remove(&w.key());
-                self.metrics
-                    .rollouts
-                    .get_or_create(&KindLabels {
-                        kind: w.kind.as_str(),
-                    })
-                    .inc();
+                match told {
+                    Some(pods) => {
+                        self.metrics.in_place_rotations.get_or_create(&kind).inc();
+                        self.metrics.pods_told.inc_by(pods as u64);
+                    }
+                    None => {
+                        self.metrics.rollouts.get_or_create(&kind).inc();
+                    }
+                }
                 self.metrics
                     .detection_to_patch
                     .observe(since.elapsed().as_secs_f64());
-                self.publish_rollout(recorder, w, reason).await;
+                true
             }
             Ok(Patched::Conflict) => {
                 self.metrics.patch_conflicts.inc();
                 tracing::info!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, "not rolled: the workload changed since it was read (another replica acted, or the cache was stale); deciding again next poll");
+                false
             }
             Err(e) => {
                 self.metrics.rollout_failures.inc();
                 tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %e, "rollout patch failed; retrying next poll");
+                false
             }
         }
     }
@@ -543,6 +570,27 @@ fn describe(reason: &Reason) -> (EventReason, String) {
             ),
         ),
     }
+}
+
+/// What telling a workload's pods came to.
+enum Told {
+    /// Every running pod was told (this many).
+    Pods(usize),
+    /// The reloader may not patch pods: the workload is rolled instead.
+    Forbidden,
+    /// Telling failed or timed out: nothing is recorded, the next poll tries again.
+    Failed,
+}
+
+/// A conditional patch of a workload that did not land.
+#[derive(Debug, thiserror::Error)]
+enum PatchFailed {
+    #[error("{0}")]
+    Api(kube::Error),
+    #[error(
+        "no answer within {0:?}; the outcome is unknown and the next poll decides again from a fresh read"
+    )]
+    TimedOut(Duration),
 }
 
 /// The longest any one API call of the control loop may take.
