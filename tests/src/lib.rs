@@ -6,5 +6,6 @@ pub mod demo;
 pub mod fixtures;
 pub mod node_pods;
 pub mod observe;
+pub mod policy;
 pub mod slow_bodies;
 pub mod tenants;

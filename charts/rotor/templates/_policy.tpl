@@ -68,8 +68,9 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
   expression: {{ printf "variables.targets.map(c, c.env.filter(e, has(e.value) && %s).map(e, e.value)).flatten()" (include "rotor.cel.isRef" "e.value") | quote }}
 - name: refNames
   expression: {{ printf "variables.targets.map(c, c.env.filter(e, has(e.value) && %s).map(e, e.name)).flatten()" (include "rotor.cel.isRef" "e.value") | quote }}
+# Command and args words with the kubelet's `$$` escapes taken out (its scan pairs them first).
 - name: words
-  expression: "variables.targets.map(c, (has(c.command) ? c.command : []) + (has(c.args) ? c.args : [])).flatten()"
+  expression: "variables.targets.map(c, (has(c.command) ? c.command : []) + (has(c.args) ? c.args : [])).flatten().map(w, w.replace('$$', ''))"
 # A read the planner accepts (whole or inline, common grammar), or a whole attempt it refuses.
 - name: readable
   expression: {{ printf "variables.refValues.all(v, (size(v) <= 4096 && v.matches(r'^(vault|bao):%s#[^#[:cntrl:]]+%s$') && !v.matches(r'^(vault|bao):([^#]*/)?\\.\\.?(/|#)')) || (size(v) <= 700 && !%s && v.matches(r'^[^$]*(\\$\\{(vault|bao):%s#[^#{}[:cntrl:]]+%s\\}[^$]*)+$') && !v.matches(r'\\$\\{(vault|bao):([^#}]*/)?\\.\\.?(/|#)')))" $path $ver (include "rotor.cel.wholeAttempt" "v") $path $ver | quote }}
@@ -92,9 +93,9 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
   expression: {{ printf "%s" (include "rotor.cel.annotation" (list "vault-auth-path" "vault-path")) | quote }}
 - name: storeNamespace
   expression: {{ printf "%s" (include "rotor.cel.annotation" (list "vault-namespace" "vault-namespace")) | quote }}
-# A `$(NAME)` the kubelet would expand: decidable when a word holds no `$$` and at most one `$(`.
+# A `$(NAME)` the kubelet would expand: decidable when a word holds at most one `$(`.
 - name: plainWords
-  expression: "variables.words.all(w, !w.contains('$$') && w.split('$(').size() <= 2)"
+  expression: "variables.words.all(w, w.split('$(').size() <= 2)"
 - name: expanded
   expression: "variables.refNames.filter(n, variables.words.exists(w, w.contains('$(' + n + ')')))"
 - name: inScope

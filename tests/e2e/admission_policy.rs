@@ -1,0 +1,302 @@
+//! Injection without the webhook: the chart's MutatingAdmissionPolicy and
+//! ValidatingAdmissionPolicy on the real kube-apiserver, proven equal to rotor-webhook's planner.
+//! Every case is created twice: in a namespace only the policies see, and in one only the
+//! webhook sees; the stored pods must be equal field by field, or both refused. A third
+//! namespace has both, as the chart installs them: the webhook is never called for a pod the
+//! policy injects, and those pods keep being admitted while the webhook is down.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
+
+use anyhow::Result;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use rotor_core::reference::{Shape, shape_cases};
+use rotor_e2e::fixtures::{binary, start_webhook};
+use rotor_e2e::policy::{
+    apply_policies, create_namespace, register_chart_webhook, render_chart, wait_until_injected,
+};
+use rotor_testkit::{Stack, StackOptions};
+use serde_json::{Value, json};
+
+const POLICY_NS: &str = "by-policy";
+const WEBHOOK_NS: &str = "by-webhook";
+const BOTH_NS: &str = "by-both";
+const OTHER_STORE: &str = "https://vault-b.example:8200";
+/// The catch-all refusal: a reference rotor did not inject (the webhook's pods, webhook absent).
+const NOT_INJECTED: &str = "carries references but rotor did not inject it";
+
+/// What a case must show.
+#[derive(Debug)]
+enum Expect {
+    /// Admitted by both paths and stored equal: injected, or untouched (plain values, opt-outs).
+    Same { injected: bool },
+    /// Refused by both; the policy's message holds this text (the field and the fix).
+    Refused(&'static str),
+    /// Outside the policy's scope: injected by the webhook, refused without it.
+    WebhookOnly,
+}
+
+struct Case {
+    name: String,
+    pod: Value,
+    expect: Expect,
+}
+
+fn base_pod(name: &str, env_value: &str) -> Value {
+    json!({
+        "metadata": { "name": name },
+        "spec": {
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "app", "image": "app:1", "command": ["/app"], "args": ["--serve"],
+                "env": [{ "name": "DB_PASSWORD", "value": env_value }, { "name": "PLAIN", "value": "kept" }],
+            }],
+        },
+    })
+}
+
+fn case(name: &str, expect: Expect, edit: impl FnOnce(&mut Value)) -> Case {
+    let mut pod = base_pod(name, "vault:secret/data/db#password");
+    edit(&mut pod);
+    Case {
+        name: name.to_string(),
+        pod,
+        expect,
+    }
+}
+
+/// Every row of the shared table of shapes, then a realistic set and every refusal.
+fn cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = shape_cases()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (value, shape))| {
+            let write = value.starts_with(">>") || value.contains("${>>");
+            let expect = match shape {
+                Shape::Whole | Shape::Inline if write => Expect::WebhookOnly,
+                Shape::Whole | Shape::Inline => Expect::Same { injected: true },
+                Shape::Plain => Expect::Same { injected: false },
+                Shape::Refused => Expect::Refused(""),
+            };
+            Case {
+                name: format!("shape-{i}"),
+                pod: base_pod(&format!("shape-{i}"), value),
+                expect,
+            }
+        })
+        .collect();
+    cases.extend([
+        case("realistic", Expect::Same { injected: true }, |p| {
+            p["metadata"]["labels"] = json!({ "app": "shop" });
+            p["spec"]["serviceAccountName"] = json!("shop");
+            p["spec"]["volumes"] = json!([{ "name": "data", "emptyDir": {} }]);
+            p["spec"]["initContainers"] = json!([
+                { "name": "plain-init", "image": "init:1", "command": ["/init"] },
+                { "name": "migrate", "image": "app:1", "command": ["/migrate"],
+                  "env": [{ "name": "DSN", "value": "postgres://${vault:secret/data/db#user}:${vault:secret/data/db#password}@db/app" }] },
+            ]);
+            let c = &mut p["spec"]["containers"][0];
+            c["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }]);
+            c["env"].as_array_mut().unwrap().extend([
+                json!({ "name": "ROTOR_LOG_LEVEL", "value": "debug" }),
+                json!({ "name": "API_KEY", "value": "bao:kv/shop#api-key#3" }),
+            ]);
+            p["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({ "name": "sidecar", "image": "side:1", "command": ["/side"] }));
+        }),
+        case("annotations", Expect::Same { injected: true }, |p| {
+            p["metadata"]["annotations"] = json!({
+                "rotor.dev/vault-role": "payments",
+                "vault.security.banzaicloud.io/vault-path": "kubernetes-b",
+                "rotor.dev/vault-namespace": "team-a",
+                "rotor.dev/reload": "true",
+            });
+        }),
+        case("bank-vaults-role-and-allowed-store", Expect::Same { injected: true }, |p| {
+            p["metadata"]["annotations"] = json!({
+                "secrets-webhook.security.bank-vaults.io/vault-role": "bv-role",
+                "rotor.dev/vault-addr": OTHER_STORE,
+            });
+        }),
+        case("generate-name", Expect::Same { injected: true }, |p| {
+            p["metadata"] = json!({ "generateName": "gen-" });
+        }),
+        case("shell", Expect::Same { injected: true }, |p| {
+            p["spec"]["containers"][0]["command"] = json!(["sh", "-c"]);
+            p["spec"]["containers"][0]["args"] = json!(["exec app \"$DB_PASSWORD\" $$HOME"]);
+        }),
+        case("opted-out", Expect::Same { injected: false }, |p| {
+            p["metadata"]["annotations"] = json!({ "rotor.dev/inject": "false" });
+        }),
+        case("windows", Expect::Refused("spec.os.name is windows"), |p| {
+            p["spec"]["os"] = json!({ "name": "windows" });
+        }),
+        case("own-rotor-setting", Expect::Refused("sets ROTOR_ADDR"), |p| {
+            p["spec"]["containers"][0]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({ "name": "ROTOR_ADDR", "value": "https://evil:8200" }));
+        }),
+        case("expanded", Expect::Refused("$(DB_PASSWORD)"), |p| {
+            p["spec"]["containers"][0]["args"] = json!(["--password=$(DB_PASSWORD)"]);
+        }),
+        case("reserved-volume", Expect::Refused("rotor-bin"), |p| {
+            p["spec"]["volumes"] = json!([{ "name": "rotor-bin", "hostPath": { "path": "/usr/bin" } }]);
+        }),
+        case("reserved-mount", Expect::Refused("/rotor/bin"), |p| {
+            p["spec"]["volumes"] = json!([{ "name": "tools", "emptyDir": {} }]);
+            p["spec"]["containers"][0]["volumeMounts"] =
+                json!([{ "name": "tools", "mountPath": "/rotor/bin/" }]);
+        }),
+        case("store-off-the-allowlist", Expect::Refused("vault-addr"), |p| {
+            p["metadata"]["annotations"] = json!({ "rotor.dev/vault-addr": "ftp://vault:21" });
+        }),
+        case("malformed", Expect::Refused("env DB_PASSWORD"), |p| {
+            p["spec"]["containers"][0]["env"][0]["value"] = json!("vault:secret/../team-b/db#k");
+        }),
+        case("write", Expect::WebhookOnly, |p| {
+            p["spec"]["containers"][0]["env"][0]["value"] =
+                json!(">>vault:database/creds/app#username");
+        }),
+        case("from-path", Expect::WebhookOnly, |p| {
+            p["metadata"]["annotations"] = json!({ "rotor.dev/from-path": "secret/data/app" });
+        }),
+    ]);
+    cases
+}
+
+/// The stored pod as both paths must agree on it: spec, labels and annotations (names,
+/// namespaces, uids and timestamps differ by construction).
+fn stored_view(pod: &Pod) -> Value {
+    json!({
+        "labels": pod.metadata.labels,
+        "annotations": pod.metadata.annotations,
+        "spec": pod.spec,
+    })
+}
+
+fn wrapped(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| {
+                c.command
+                    .as_ref()
+                    .and_then(|c| c.first())
+                    .map(String::as_str)
+                    == Some(rotor_core::contract::WRAPPER)
+            })
+    })
+}
+
+async fn webhook_requests(admin: &str) -> f64 {
+    rotor_e2e::observe::metric(admin, "rotor_webhook_admission_requests_total")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() -> Result<()> {
+    rotor_testkit::install_crypto_provider();
+    let stack = Stack::start(StackOptions::default()).await?;
+    let docs = render_chart(&[
+        format!("store.addr={}", stack.bao.addr),
+        format!("store.addrAllowlist={{{OTHER_STORE}}}"),
+        "initImage.repository=rotor-init".to_string(),
+        "initImage.tag=local".to_string(),
+        format!("webhook.excludeNamespaces={{{WEBHOOK_NS}}}"),
+    ])?;
+    apply_policies(&stack, &docs).await?;
+    let dir = tempfile::tempdir()?;
+    let webhook = start_webhook(
+        &stack,
+        &binary("rotor-webhook")?,
+        dir.path(),
+        &[format!("--addr-allowlist={OTHER_STORE}")],
+    )
+    .await?;
+    register_chart_webhook(&stack, &docs, webhook.port).await?;
+    create_namespace(&stack, POLICY_NS, &[], &["shop"]).await?;
+    create_namespace(&stack, WEBHOOK_NS, &[("rotor-e2e", "enabled")], &["shop"]).await?;
+    create_namespace(&stack, BOTH_NS, &[("rotor-e2e", "enabled")], &["shop"]).await?;
+    let probe: Pod = serde_json::from_value(base_pod("probe", "vault:secret/data/db#k"))?;
+    for ns in [POLICY_NS, WEBHOOK_NS, BOTH_NS] {
+        wait_until_injected(&stack, ns, &probe).await?;
+    }
+
+    let api = |ns: &str| Api::<Pod>::namespaced(stack.kube.clone(), ns);
+    let mut same = 0;
+    for case in cases() {
+        let pod: Pod = serde_json::from_value(case.pod.clone())?;
+        let by_policy = api(POLICY_NS).create(&PostParams::default(), &pod).await;
+        let by_webhook = api(WEBHOOK_NS).create(&PostParams::default(), &pod).await;
+        let before = webhook_requests(&webhook.admin).await;
+        let by_both = api(BOTH_NS).create(&PostParams::default(), &pod).await;
+        let webhook_called = webhook_requests(&webhook.admin).await > before;
+        let name = &case.name;
+        match case.expect {
+            Expect::Same { injected } => {
+                let policy = by_policy.map_err(|e| anyhow::anyhow!("{name}: policy: {e}"))?;
+                let webhook = by_webhook.map_err(|e| anyhow::anyhow!("{name}: webhook: {e}"))?;
+                let both = by_both.map_err(|e| anyhow::anyhow!("{name}: both: {e}"))?;
+                assert_eq!(stored_view(&policy), stored_view(&webhook), "{name}");
+                assert_eq!(stored_view(&both), stored_view(&webhook), "{name}");
+                assert_eq!(wrapped(&policy), injected, "{name}");
+                if injected {
+                    same += 1;
+                    assert!(
+                        !webhook_called,
+                        "{name}: the policy injected it, the webhook was called"
+                    );
+                }
+            }
+            Expect::Refused(text) => {
+                let policy = by_policy.expect_err(name).to_string();
+                let webhook = by_webhook.expect_err(name).to_string();
+                assert!(by_both.is_err(), "{name}: admitted where both run");
+                assert!(policy.contains(text), "{name}: {policy}");
+                assert!(webhook.contains("pods.rotor.dev"), "{name}: {webhook}");
+            }
+            Expect::WebhookOnly => {
+                let policy = by_policy.expect_err(name).to_string();
+                assert!(
+                    policy.contains(NOT_INJECTED) && policy.contains("container app"),
+                    "{name}: {policy}"
+                );
+                let webhook = by_webhook.map_err(|e| anyhow::anyhow!("{name}: webhook: {e}"))?;
+                let both = by_both.map_err(|e| anyhow::anyhow!("{name}: both: {e}"))?;
+                assert!(wrapped(&webhook), "{name}: the webhook injected it");
+                assert_eq!(stored_view(&both), stored_view(&webhook), "{name}");
+                assert!(
+                    webhook_called,
+                    "{name}: outside the policy, the webhook decides"
+                );
+            }
+        }
+    }
+    assert!(same >= 11, "only {same} injected pods compared");
+
+    // The webhook goes away (as with 0 replicas): pods in the policy's scope are still injected;
+    // the others are refused, never admitted with a literal reference.
+    let mut webhook = webhook;
+    webhook.process.kill();
+    let pod: Pod = serde_json::from_value(base_pod("while-down", "vault:secret/data/db#password"))?;
+    let stored = api(BOTH_NS).create(&PostParams::default(), &pod).await?;
+    assert!(
+        wrapped(&stored),
+        "injected by the policy while the webhook is down"
+    );
+    let write: Pod = serde_json::from_value(base_pod(
+        "write-while-down",
+        ">>vault:database/creds/app#username",
+    ))?;
+    let err = api(BOTH_NS)
+        .create(&PostParams::default(), &write)
+        .await
+        .expect_err("a pod only the webhook injects is refused while it is down")
+        .to_string();
+    assert!(err.contains("pods.rotor.dev"), "{err}");
+    Ok(())
+}
