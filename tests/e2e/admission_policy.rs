@@ -10,7 +10,7 @@ use anyhow::Result;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use rotor_core::reference::{Shape, shape_cases};
-use rotor_e2e::fixtures::{binary, start_webhook};
+use rotor_e2e::fixtures::{Webhook, binary, start_webhook};
 use rotor_e2e::policy::{
     apply_policies, create_namespace, register_chart_webhook, render_chart, wait_until_injected,
 };
@@ -169,11 +169,23 @@ fn cases() -> Vec<Case> {
 /// The stored pod as both paths must agree on it: spec, labels and annotations (names,
 /// namespaces, uids and timestamps differ by construction).
 fn stored_view(pod: &Pod) -> Value {
-    json!({
+    let view = json!({
         "labels": pod.metadata.labels,
         "annotations": pod.metadata.annotations,
         "spec": pod.spec,
-    })
+    });
+    // The ServiceAccount admission names its token volume with a random suffix.
+    let text = view.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    const GENERATED: &str = "kube-api-access-";
+    while let Some(at) = rest.find(GENERATED) {
+        out.push_str(&rest[..at + GENERATED.len()]);
+        out.push_str("xxxxx");
+        rest = &rest[at + GENERATED.len() + 5..];
+    }
+    out.push_str(rest);
+    serde_json::from_str(&out).unwrap()
 }
 
 fn wrapped(pod: &Pod) -> bool {
@@ -197,8 +209,9 @@ async fn webhook_requests(admin: &str) -> f64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() -> Result<()> {
+/// The stack with the chart's policies (for every namespace but [`WEBHOOK_NS`]) and the webhook
+/// (for [`WEBHOOK_NS`] and [`BOTH_NS`]), each namespace checked to inject a probe pod.
+async fn policy_and_webhook() -> Result<(Stack, Webhook, tempfile::TempDir)> {
     rotor_testkit::install_crypto_provider();
     let stack = Stack::start(StackOptions::default()).await?;
     let docs = render_chart(&[
@@ -225,6 +238,12 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
     for ns in [POLICY_NS, WEBHOOK_NS, BOTH_NS] {
         wait_until_injected(&stack, ns, &probe).await?;
     }
+    Ok((stack, webhook, dir))
+}
+
+#[tokio::test]
+async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() -> Result<()> {
+    let (stack, webhook, _dir) = policy_and_webhook().await?;
 
     let api = |ns: &str| Api::<Pod>::namespaced(stack.kube.clone(), ns);
     let mut same = 0;
@@ -298,5 +317,68 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
         .expect_err("a pod only the webhook injects is refused while it is down")
         .to_string();
     assert!(err.contains("pods.rotor.dev"), "{err}");
+    Ok(())
+}
+
+/// The webhook's bounded fuzz generator (rotor_testkit::pod_fuzz, fixed seed) through both
+/// paths: wherever the webhook admits a pod the policy stores the same pod, or refuses it as
+/// outside its scope; wherever the webhook refuses, the policy refuses too. Never the policy
+/// admitting what the webhook refuses, never a different stored pod.
+#[tokio::test]
+async fn fuzzed_pods_are_judged_alike_by_the_policy_and_the_webhook() -> Result<()> {
+    use proptest::strategy::{Strategy as _, ValueTree as _};
+    let (stack, _webhook, _dir) = policy_and_webhook().await?;
+    let api = |ns: &str| Api::<Pod>::namespaced(stack.kube.clone(), ns);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let any_pod = rotor_testkit::pod_fuzz::pod_json();
+    let policy_pod = rotor_testkit::pod_fuzz::policy_pod_json();
+    let (mut injected, mut untouched, mut refused, mut webhook_only) = (0, 0, 0, 0);
+    // More with ROTOR_FUZZ_PODS=N (a longer hunt for drift than CI's fixed 600).
+    let count: usize = std::env::var("ROTOR_FUZZ_PODS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(600);
+    for i in 0..count {
+        let mut input = if i % 2 == 0 {
+            any_pod.new_tree(&mut runner).unwrap().current()
+        } else {
+            policy_pod.new_tree(&mut runner).unwrap().current()
+        };
+        input["metadata"]["name"] = json!(format!("fuzz-{i}"));
+        input["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("namespace");
+        let pod: Pod = serde_json::from_value(input.clone())?;
+        let by_policy = api(POLICY_NS).create(&PostParams::default(), &pod).await;
+        let by_webhook = api(WEBHOOK_NS).create(&PostParams::default(), &pod).await;
+        match (by_policy, by_webhook) {
+            (Ok(policy), Ok(webhook)) => {
+                assert_eq!(stored_view(&policy), stored_view(&webhook), "{input}");
+                if wrapped(&policy) {
+                    injected += 1;
+                } else {
+                    untouched += 1;
+                }
+            }
+            (Err(policy), Ok(webhook)) => {
+                let policy = policy.to_string();
+                assert!(
+                    policy.contains(NOT_INJECTED) && wrapped(&webhook),
+                    "the policy refused what the webhook admits: {policy}\n{input}"
+                );
+                webhook_only += 1;
+            }
+            (Ok(_), Err(webhook)) => {
+                panic!("the policy admitted what the webhook refuses: {webhook}\n{input}")
+            }
+            (Err(_), Err(_)) => refused += 1,
+        }
+    }
+    eprintln!(
+        "fuzz: {injected} injected alike, {untouched} untouched alike, {refused} refused by both, \
+         {webhook_only} left to the webhook"
+    );
+    assert!(injected >= 20, "only {injected} injected pods compared");
     Ok(())
 }

@@ -12,14 +12,15 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 */}}
 
 {{/* CEL regexes (RE2) of the reference grammar (crates/rotor-core/src/reference.rs). */}}
-{{- define "rotor.cel.head" -}}[^[:space:][:cntrl:]#]{{- end -}}
-{{- define "rotor.cel.segment" -}}[^/#%?\\{}$[:space:][:cntrl:]]+{{- end -}}
+{{/* Rust's char::is_whitespace is \p{Z} plus ASCII controls, is_control is \p{Cc}. */}}
+{{- define "rotor.cel.head" -}}[^\p{Z}\p{Cc}#]{{- end -}}
+{{- define "rotor.cel.segment" -}}[^/#%?\\{}$\p{Z}\p{Cc}]+{{- end -}}
 {{- define "rotor.cel.path" -}}/*{{ include "rotor.cel.segment" . }}(/{{ include "rotor.cel.segment" . }})*/*{{- end -}}
 {{- define "rotor.cel.version" -}}(#[1-9][0-9]{0,17})?{{- end -}}
 
-{{/* `V` holds a reference (the shared table's prefilter: whole attempt or ${...}). */}}
+{{/* `V` holds a reference exactly as reference::has_reference decides (a whole attempt or ${...}). */}}
 {{- define "rotor.cel.isRef" -}}
-({{ . }}.matches(r'^(>>)?(vault|bao):([^[:space:]#]+#|[^[:space:]#]*/)') || {{ . }}.contains('${vault:') || {{ . }}.contains('${bao:') || {{ . }}.contains('${>>vault:') || {{ . }}.contains('${>>bao:'))
+({{ include "rotor.cel.wholeAttempt" . }} || {{ . }}.contains('${vault:') || {{ . }}.contains('${bao:') || {{ . }}.contains('${>>vault:') || {{ . }}.contains('${>>bao:'))
 {{- end -}}
 
 {{/* `V` is a whole-reference attempt exactly as reference::whole_attempt decides. */}}
@@ -28,13 +29,15 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 {{ . }}.matches(r'^(>>)?(vault|bao):({{ $h }}+#|{{ $h }}*/{{ $h }}*$)')
 {{- end -}}
 
-{{/* The annotation value of a setting: rotor.dev/ first, then the Bank-Vaults spellings ('' when absent). */}}
+{{/* The annotation value of a setting: rotor.dev/ first, then the Bank-Vaults spellings (the
+     third item, or '', when absent). */}}
 {{- define "rotor.cel.annotation" -}}
 {{- $rotor := index . 0 -}}{{- $bv := index . 1 -}}
+{{- $absent := "" -}}{{- if gt (len .) 2 -}}{{- $absent = index . 2 -}}{{- end -}}
 {{- if $bv -}}
-('rotor.dev/{{ $rotor }}' in variables.ann ? variables.ann['rotor.dev/{{ $rotor }}'] : 'vault.security.banzaicloud.io/{{ $bv }}' in variables.ann ? variables.ann['vault.security.banzaicloud.io/{{ $bv }}'] : 'secrets-webhook.security.bank-vaults.io/{{ $bv }}' in variables.ann ? variables.ann['secrets-webhook.security.bank-vaults.io/{{ $bv }}'] : '')
+('rotor.dev/{{ $rotor }}' in variables.ann ? variables.ann['rotor.dev/{{ $rotor }}'] : 'vault.security.banzaicloud.io/{{ $bv }}' in variables.ann ? variables.ann['vault.security.banzaicloud.io/{{ $bv }}'] : 'secrets-webhook.security.bank-vaults.io/{{ $bv }}' in variables.ann ? variables.ann['secrets-webhook.security.bank-vaults.io/{{ $bv }}'] : '{{ $absent }}')
 {{- else -}}
-('rotor.dev/{{ $rotor }}' in variables.ann ? variables.ann['rotor.dev/{{ $rotor }}'] : '')
+('rotor.dev/{{ $rotor }}' in variables.ann ? variables.ann['rotor.dev/{{ $rotor }}'] : '{{ $absent }}')
 {{- end -}}
 {{- end -}}
 
@@ -49,13 +52,22 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 - name: pod
   expression: "request.namespace + '/' + (has(object.metadata.name) && object.metadata.name != '' ? object.metadata.name : (has(object.metadata.generateName) ? object.metadata.generateName : '') + '*')"
 - name: inject
-  expression: {{ printf "%s.trim().lowerAscii()" (include "rotor.cel.annotation" (list "inject" "")) | quote }}
+  expression: {{ printf "%s.trim().lowerAscii()" (include "rotor.cel.annotation" (list "inject" "" "absent")) | quote }}
 - name: mutate
-  expression: {{ printf "%s.trim().lowerAscii()" (include "rotor.cel.annotation" (list "mutate" "mutate")) | quote }}
+  expression: {{ printf "%s.trim().lowerAscii()" (include "rotor.cel.annotation" (list "mutate" "mutate" "absent")) | quote }}
 - name: optedOut
   expression: "'kubernetes.io/config.mirror' in variables.ann || variables.inject in ['false', 'no', '0', 'skip'] || variables.mutate in ['false', 'no', '0', 'skip']"
+# An opt-out annotation parse_bool refuses (mutate is read only when inject is not false).
+- name: badFlag
+  expression: "!('kubernetes.io/config.mirror' in variables.ann) && (!(variables.inject in ['absent', 'true', 'yes', '1', 'false', 'no', '0', 'skip']) || (!(variables.inject in ['false', 'no', '0', 'skip']) && !(variables.mutate in ['absent', 'true', 'yes', '1', 'false', 'no', '0', 'skip'])))"
 - name: init
   expression: "has(object.spec.initContainers) ? object.spec.initContainers : []"
+# from-path (with an entry: parse_from_path drops blank ones) and files make the webhook wrap
+# containers that hold no reference themselves.
+- name: pathOrFiles
+  expression: {{ printf `%s.matches(r'[^,\p{Z}\t\n\v\f\r\x{85}]') || variables.ann.exists(k, k.startsWith('rotor.dev/file.'))` (include "rotor.cel.annotation" (list "from-path" "vault-env-from-path")) | quote }}
+- name: anyWrapped
+  expression: "(variables.init + object.spec.containers).exists(c, has(c.command) && size(c.command) > 0 && c.command[0] == '/rotor/bin/rotor-init')"
 # Indexes of the containers that carry a reference and are not wrapped yet.
 - name: initTargets
   expression: {{ printf "lists.range(size(variables.init)).filter(i, has(variables.init[i].env) && variables.init[i].env.exists(e, has(e.value) && %s) && !(has(variables.init[i].command) && size(variables.init[i].command) > 0 && variables.init[i].command[0] == '/rotor/bin/rotor-init'))" (include "rotor.cel.isRef" "e.value") | quote }}
@@ -73,7 +85,7 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
   expression: "variables.targets.map(c, (has(c.command) ? c.command : []) + (has(c.args) ? c.args : [])).flatten().map(w, w.replace('$$', ''))"
 # A read the planner accepts (whole or inline, common grammar), or a whole attempt it refuses.
 - name: readable
-  expression: {{ printf "variables.refValues.all(v, (size(v) <= 4096 && v.matches(r'^(vault|bao):%s#[^#[:cntrl:]]+%s$') && !v.matches(r'^(vault|bao):([^#]*/)?\\.\\.?(/|#)')) || (size(v) <= 700 && !%s && v.matches(r'^[^$]*(\\$\\{(vault|bao):%s#[^#{}[:cntrl:]]+%s\\}[^$]*)+$') && !v.matches(r'\\$\\{(vault|bao):([^#}]*/)?\\.\\.?(/|#)')))" $path $ver (include "rotor.cel.wholeAttempt" "v") $path $ver | quote }}
+  expression: {{ printf "variables.refValues.all(v, (size(v) <= 4096 && v.matches(r'^(vault|bao):%s#[^#\\p{Cc}]+%s$') && !v.matches(r'^(vault|bao):([^#]*/)?\\.\\.?(/|#)')) || (size(v) <= 700 && !%s && v.matches(r'^[^$]*(\\$\\{(vault|bao):%s#[^#{}\\p{Cc}]+%s\\}[^$]*)+$') && !v.matches(r'\\$\\{(vault|bao):([^#}]*/)?\\.\\.?(/|#)')))" $path $ver (include "rotor.cel.wholeAttempt" "v") $path $ver | quote }}
 - name: malformed
   expression: {{ printf "lists.range(size(variables.refValues)).filter(i, %s && (variables.refValues[i].matches(r'^(>>)?(vault|bao):%s*/%s*$') || variables.refValues[i].matches(r'(?s)^(>>)?(vault|bao):%s+#(#.*)?$') || variables.refValues[i].matches(r'^(>>)?(vault|bao):[^#]*[%%?\\\\]') || variables.refValues[i].matches(r'^(>>)?(vault|bao):([^#]*/)?\\.\\.?(/|#|$)') || variables.refValues[i].matches(r'^(>>)?(vault|bao):/*#') || variables.refValues[i].matches(r'(?s)^(vault|bao):[^#]+#[^#]+#(.*[^0-9].*|0*)$')))" (include "rotor.cel.wholeAttempt" "variables.refValues[i]") $h $h $h | quote }}
 - name: addrAnnotation
@@ -101,8 +113,8 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 - name: inScope
   expression: >-
     !variables.optedOut && size(variables.targets) > 0
-    && variables.inject in ['', 'true', 'yes', '1']
-    && variables.mutate in ['', 'true', 'yes', '1']
+    && variables.inject in ['absent', 'true', 'yes', '1']
+    && variables.mutate in ['absent', 'true', 'yes', '1']
     && !variables.ann.exists(k, (k.startsWith('rotor.dev/vault-') || k.startsWith('vault.security.banzaicloud.io/') || k.startsWith('secrets-webhook.security.bank-vaults.io/')) && variables.ann[k] == '')
     && !variables.otherAnnotations
     && !variables.init.exists(c, c.name == 'rotor-init-copy')

@@ -17,6 +17,7 @@ pub mod node;
 pub mod openbao;
 pub mod partition;
 pub mod pki;
+pub mod pod_fuzz;
 pub mod ports;
 pub mod process;
 pub mod ready;

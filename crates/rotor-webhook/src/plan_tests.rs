@@ -592,89 +592,9 @@ mod fuzz {
     //! annotations in valid and invalid forms. Planning never panics; a patch always applies and
     //! yields a valid Pod; planning that Pod again changes nothing.
     use proptest::prelude::*;
+    use rotor_testkit::pod_fuzz::pod_json;
 
     use super::*;
-
-    fn value() -> impl Strategy<Value = String> {
-        use rotor_core::reference::Shape;
-        let cases = rotor_core::reference::shape_cases();
-        let shapes: Vec<String> = cases.iter().map(|(v, _)| v.to_string()).collect();
-        // The accepted shapes again on their own, so that patched pods stay common however many
-        // refused rows the table grows.
-        let accepted: Vec<String> = cases
-            .iter()
-            .filter(|(_, shape)| matches!(shape, Shape::Whole | Shape::Inline))
-            .map(|(v, _)| v.to_string())
-            .collect();
-        prop_oneof![
-            prop::sample::select(shapes),
-            prop::sample::select(accepted),
-            "(>>)?(vault|bao):[a-z/#{}\" .:0-9]{0,24}",
-            "[a-z ]{0,6}\\$\\{(vault|bao|>>vault):[a-z/#{}.0-9]{0,20}\\}?[a-z ]{0,6}",
-            any::<String>(),
-        ]
-    }
-
-    fn annotations() -> impl Strategy<Value = Vec<(String, String)>> {
-        let keys = prop::sample::select(vec![
-            "rotor.dev/inject",
-            "rotor.dev/from-path",
-            "rotor.dev/vault-addr",
-            "rotor.dev/vault-role",
-            "rotor.dev/auth-method",
-            "vault.security.banzaicloud.io/vault-env-daemon",
-            "vault.security.banzaicloud.io/vault-skip-verify",
-        ]);
-        let values = prop_oneof![
-            prop::sample::select(vec![
-                "true",
-                "false",
-                "yes",
-                "0",
-                "maybe",
-                "secret/data/a,secret/data/b#2",
-                "https://vault.team-a:8200",
-                "http://evil:8200",
-                "kubernetes",
-                "jwt",
-                "",
-            ])
-            .prop_map(str::to_string),
-            "[ -~]{0,16}",
-        ];
-        prop::collection::vec((keys.prop_map(str::to_string), values), 0..4)
-    }
-
-    fn pod_json() -> impl Strategy<Value = Value> {
-        let container = (prop::collection::vec(value(), 0..4), any::<bool>());
-        (annotations(), prop::collection::vec(container, 1..4)).prop_map(
-            |(annotations, containers)| {
-                let annotations: serde_json::Map<String, Value> = annotations
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
-                let containers: Vec<Value> = containers
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (env, has_command))| {
-                        let env: Vec<Value> = env
-                            .into_iter()
-                            .enumerate()
-                            .map(|(k, v)| json!({ "name": format!("V{k}"), "value": v }))
-                            .collect();
-                        let mut c =
-                            json!({ "name": format!("c{i}"), "image": "app:1", "env": env });
-                        if has_command {
-                            c["command"] = json!(["/app"]);
-                        }
-                        c
-                    })
-                    .collect();
-                json!({ "metadata": { "name": "p", "namespace": "n", "annotations": annotations },
-                    "spec": { "containers": containers } })
-            },
-        )
-    }
 
     /// The property must see patches, not only refusals: the generator, run with a fixed seed
     /// (so the count is the same on every run), yields patched pods among 512.
