@@ -29,15 +29,21 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 {{ . }}.matches(r'^(>>)?(vault|bao):({{ $h }}+#|{{ $h }}*/{{ $h }}*$)')
 {{- end -}}
 
+{{/* The pod (annotations map `.`) reads a from-path list with an entry, or files. */}}
+{{- define "rotor.cel.pathOrFiles" -}}
+{{ printf `%s.matches(r'[^,\p{Z}\t\n\v\f\r\x{85}]')` (include "rotor.cel.annotation" (list "from-path" "vault-env-from-path" "" .)) }} || {{ . }}.exists(k, k.startsWith('rotor.dev/file.'))
+{{- end -}}
+
 {{/* The annotation value of a setting: rotor.dev/ first, then the Bank-Vaults spellings (the
      third item, or '', when absent). */}}
 {{- define "rotor.cel.annotation" -}}
 {{- $rotor := index . 0 -}}{{- $bv := index . 1 -}}
 {{- $absent := "" -}}{{- if gt (len .) 2 -}}{{- $absent = index . 2 -}}{{- end -}}
+{{- $m := "variables.ann" -}}{{- if gt (len .) 3 -}}{{- $m = index . 3 -}}{{- end -}}
 {{- if $bv -}}
-('rotor.dev/{{ $rotor }}' in variables.ann ? variables.ann['rotor.dev/{{ $rotor }}'] : 'vault.security.banzaicloud.io/{{ $bv }}' in variables.ann ? variables.ann['vault.security.banzaicloud.io/{{ $bv }}'] : 'secrets-webhook.security.bank-vaults.io/{{ $bv }}' in variables.ann ? variables.ann['secrets-webhook.security.bank-vaults.io/{{ $bv }}'] : '{{ $absent }}')
+('rotor.dev/{{ $rotor }}' in {{ $m }} ? {{ $m }}['rotor.dev/{{ $rotor }}'] : 'vault.security.banzaicloud.io/{{ $bv }}' in {{ $m }} ? {{ $m }}['vault.security.banzaicloud.io/{{ $bv }}'] : 'secrets-webhook.security.bank-vaults.io/{{ $bv }}' in {{ $m }} ? {{ $m }}['secrets-webhook.security.bank-vaults.io/{{ $bv }}'] : '{{ $absent }}')
 {{- else -}}
-('rotor.dev/{{ $rotor }}' in variables.ann ? variables.ann['rotor.dev/{{ $rotor }}'] : '{{ $absent }}')
+('rotor.dev/{{ $rotor }}' in {{ $m }} ? {{ $m }}['rotor.dev/{{ $rotor }}'] : '{{ $absent }}')
 {{- end -}}
 {{- end -}}
 
@@ -65,7 +71,7 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 # from-path (with an entry: parse_from_path drops blank ones) and files make the webhook wrap
 # containers that hold no reference themselves.
 - name: pathOrFiles
-  expression: {{ printf `%s.matches(r'[^,\p{Z}\t\n\v\f\r\x{85}]') || variables.ann.exists(k, k.startsWith('rotor.dev/file.'))` (include "rotor.cel.annotation" (list "from-path" "vault-env-from-path")) | quote }}
+  expression: {{ include "rotor.cel.pathOrFiles" "variables.ann" | quote }}
 - name: anyWrapped
   expression: "(variables.init + object.spec.containers).exists(c, has(c.command) && size(c.command) > 0 && c.command[0] == '/rotor/bin/rotor-init')"
 # Indexes of the containers that carry a reference and are not wrapped yet.
@@ -178,7 +184,7 @@ objectSelector:
      after the policy ran, because it has a from-path or file annotation, or a container that
      carries a reference and is not wrapped (the policy wraps every container in its scope). */}}
 {{- define "rotor.policy.leavesToWebhook" -}}
-(has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations || object.metadata.annotations.exists(k, k.startsWith('rotor.dev/file.')))) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && {{ include "rotor.cel.isRef" "e.value" }}) && !(has(c.command) && size(c.command) > 0 && c.command[0] == '/rotor/bin/rotor-init'))){{ if .Values.webhook.configMapReferences }} || {{ include "rotor.hasConfigMapEnv" . }}{{ end }}
+(has(object.metadata.annotations) && ({{ include "rotor.cel.pathOrFiles" "object.metadata.annotations" }})) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && {{ include "rotor.cel.isRef" "e.value" }}) && !(has(c.command) && size(c.command) > 0 && c.command[0] == '/rotor/bin/rotor-init'))){{ if .Values.webhook.configMapReferences }} || {{ include "rotor.hasConfigMapEnv" . }}{{ end }}
 {{- end -}}
 
 {{/* The JSON patch, op for op the planner's (crates/rotor-webhook/src/plan.rs): rotor-init's
