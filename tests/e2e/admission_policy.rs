@@ -382,3 +382,108 @@ async fn fuzzed_pods_are_judged_alike_by_the_policy_and_the_webhook() -> Result<
     assert!(injected >= 20, "only {injected} injected pods compared");
     Ok(())
 }
+
+const NODE_CANARY: &str = "policy-node-canary-31c9";
+
+/// Done-when of the policy path: on the newest stack with the webhook registered as the chart
+/// registers it but nothing behind its address (0 replicas), pods that state their command are
+/// injected by the API server and run on the real node with their secret; a pod only the
+/// webhook can inject is refused, never started with a literal reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_webhook_down_policy_pods_run_on_the_node_with_their_secret() -> Result<()> {
+    use rotor_e2e::node_pods::{binary_source, push_node_images, seed_app_secret, wait_for_log};
+    use rotor_test_app::env_line;
+    rotor_testkit::install_crypto_provider();
+    let stack = Stack::start(StackOptions {
+        node: true,
+        ..StackOptions::default()
+    })
+    .await?;
+    let images = push_node_images(&stack)?;
+    seed_app_secret(&stack, "db", NODE_CANARY, "app", &["*"]).await?;
+    let (repository, tag) = images.init.rsplit_once(':').expect("repo:tag");
+    let docs = render_chart(&[
+        format!("store.addr={}", stack.bao.addr),
+        format!("initImage.repository={repository}"),
+        format!("initImage.tag={tag}"),
+        format!("initImage.source={}", binary_source(&stack)?),
+    ])?;
+    apply_policies(&stack, &docs).await?;
+    let nobody_listens = rotor_testkit::ports::free_port()?;
+    register_chart_webhook(&stack, &docs, nobody_listens).await?;
+    let ns = stack
+        .namespace_with_labels("policy-node", &[("rotor-e2e", "enabled")])
+        .await?;
+    stack.service_account(&ns, "app").await?;
+    let pods = Api::<Pod>::namespaced(stack.kube.clone(), &ns);
+    let app = |name: &str, env: Value, args: Value, command: bool| -> Result<Pod> {
+        let mut container = json!({ "name": "app", "image": images.app, "env": env, "args": args });
+        if command {
+            container["command"] = json!(["/app"]);
+        }
+        Ok(serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": { "serviceAccountName": "app", "containers": [container] },
+        }))?)
+    };
+    wait_until_injected(
+        &stack,
+        &ns,
+        &app(
+            "probe",
+            json!([{ "name": "DB_PASSWORD", "value": "vault:secret/data/db#password" }]),
+            json!(["DB_PASSWORD"]),
+            true,
+        )?,
+    )
+    .await?;
+
+    for (name, var, value, expected) in [
+        (
+            "whole",
+            "DB_PASSWORD",
+            "vault:secret/data/db#password".to_string(),
+            NODE_CANARY.to_string(),
+        ),
+        (
+            "inline",
+            "DSN",
+            "postgres://app:${vault:secret/data/db#password}@db/app".to_string(),
+            format!("postgres://app:{NODE_CANARY}@db/app"),
+        ),
+    ] {
+        let pod = app(
+            name,
+            json!([{ "name": var, "value": value }]),
+            json!([var]),
+            true,
+        )?;
+        pods.create(&PostParams::default(), &pod).await?;
+        let log = wait_for_log(
+            &pods,
+            name,
+            "app",
+            &env_line(var, Some(&expected)),
+            std::time::Duration::from_secs(90),
+        )
+        .await?;
+        assert!(log.contains("literal-references=0"), "{name}: {log}");
+        assert!(
+            !log.contains(NODE_CANARY),
+            "{name}: the value reached the log: {log}"
+        );
+    }
+    let no_command = app(
+        "no-command",
+        json!([{ "name": "DB_PASSWORD", "value": "vault:secret/data/db#password" }]),
+        json!(["DB_PASSWORD"]),
+        false,
+    )?;
+    let err = pods
+        .create(&PostParams::default(), &no_command)
+        .await
+        .expect_err("only the webhook can wrap a container without command")
+        .to_string();
+    assert!(err.contains("pods.rotor.dev"), "{err}");
+    Ok(())
+}
