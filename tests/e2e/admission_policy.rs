@@ -10,17 +10,13 @@ use anyhow::Result;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use rotor_core::reference::{Shape, shape_cases};
-use rotor_e2e::fixtures::{Webhook, binary, start_webhook};
 use rotor_e2e::policy::{
-    apply_policies, create_namespace, register_chart_webhook, render_chart, wait_until_injected,
+    BOTH_NS, OTHER_STORE, POLICY_NS, TwoPaths, WEBHOOK_NS, apply_policies, register_chart_webhook,
+    render_chart, two_paths, wait_until_injected,
 };
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::{Value, json};
 
-const POLICY_NS: &str = "by-policy";
-const WEBHOOK_NS: &str = "by-webhook";
-const BOTH_NS: &str = "by-both";
-const OTHER_STORE: &str = "https://vault-b.example:8200";
 /// The catch-all refusal: a reference rotor did not inject (the webhook's pods, webhook absent).
 const NOT_INJECTED: &str = "carries references but rotor did not inject it";
 
@@ -209,41 +205,9 @@ async fn webhook_requests(admin: &str) -> f64 {
         .unwrap()
 }
 
-/// The stack with the chart's policies (for every namespace but [`WEBHOOK_NS`]) and the webhook
-/// (for [`WEBHOOK_NS`] and [`BOTH_NS`]), each namespace checked to inject a probe pod.
-async fn policy_and_webhook() -> Result<(Stack, Webhook, tempfile::TempDir)> {
-    rotor_testkit::install_crypto_provider();
-    let stack = Stack::start(StackOptions::default()).await?;
-    let docs = render_chart(&[
-        format!("store.addr={}", stack.bao.addr),
-        format!("store.addrAllowlist={{{OTHER_STORE}}}"),
-        "initImage.repository=rotor-init".to_string(),
-        "initImage.tag=local".to_string(),
-        format!("webhook.excludeNamespaces={{{WEBHOOK_NS}}}"),
-    ])?;
-    apply_policies(&stack, &docs).await?;
-    let dir = tempfile::tempdir()?;
-    let webhook = start_webhook(
-        &stack,
-        &binary("rotor-webhook")?,
-        dir.path(),
-        &[format!("--addr-allowlist={OTHER_STORE}")],
-    )
-    .await?;
-    register_chart_webhook(&stack, &docs, webhook.port).await?;
-    create_namespace(&stack, POLICY_NS, &[], &["shop"]).await?;
-    create_namespace(&stack, WEBHOOK_NS, &[("rotor-e2e", "enabled")], &["shop"]).await?;
-    create_namespace(&stack, BOTH_NS, &[("rotor-e2e", "enabled")], &["shop"]).await?;
-    let probe: Pod = serde_json::from_value(base_pod("probe", "vault:secret/data/db#k"))?;
-    for ns in [POLICY_NS, WEBHOOK_NS, BOTH_NS] {
-        wait_until_injected(&stack, ns, &probe).await?;
-    }
-    Ok((stack, webhook, dir))
-}
-
 #[tokio::test]
 async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() -> Result<()> {
-    let (stack, webhook, _dir) = policy_and_webhook().await?;
+    let TwoPaths { stack, webhook } = two_paths().await?;
 
     let api = |ns: &str| Api::<Pod>::namespaced(stack.kube.clone(), ns);
     let mut same = 0;
@@ -327,7 +291,10 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
 #[tokio::test]
 async fn fuzzed_pods_are_judged_alike_by_the_policy_and_the_webhook() -> Result<()> {
     use proptest::strategy::{Strategy as _, ValueTree as _};
-    let (stack, _webhook, _dir) = policy_and_webhook().await?;
+    let TwoPaths {
+        stack,
+        webhook: _webhook,
+    } = two_paths().await?;
     let api = |ns: &str| Api::<Pod>::namespaced(stack.kube.clone(), ns);
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let any_pod = rotor_testkit::pod_fuzz::pod_json();

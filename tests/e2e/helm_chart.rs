@@ -558,3 +558,52 @@ fn the_binary_source_reaches_the_webhook_and_image_volumes_need_kubernetes_1_35(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/initImage/source"));
 }
+
+#[test]
+fn the_admission_policy_is_on_where_the_api_server_serves_it() {
+    let render = |kube: &str, apis: &[&str], sets: &[&str]| -> String {
+        let mut args = vec!["template", "r", "charts/rotor", "--kube-version", kube];
+        for api in apis {
+            args.extend(["--api-versions", api]);
+        }
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        ok(&helm(&args, None))
+    };
+    let served = ["admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"];
+    let kinds = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .filter(|k| k.contains("AdmissionPolicy"))
+            .map(str::to_string)
+            .collect()
+    };
+    let narrowed = |out: &str| out.contains("name: not-in-policy-scope");
+
+    let on = render("1.37.2", &served, &[]);
+    assert_eq!(
+        kinds(&on),
+        [
+            "MutatingAdmissionPolicy",
+            "MutatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
+        ]
+    );
+    assert!(
+        on.contains("name: r-rotor-policy-params"),
+        "the params ConfigMap"
+    );
+    assert!(narrowed(&on), "the webhook leaves the policy's pods alone");
+
+    // Not served (Kubernetes 1.34, or 1.36+ with the API off): the webhook does everything.
+    for off in [
+        render("1.34.0", &[], &[]),
+        render("1.37.2", &served, &["admissionPolicy.enabled=false"]),
+        render("1.37.2", &served, &["store.caConfigMap=vault-ca"]),
+    ] {
+        assert!(kinds(&off).is_empty(), "{:?}", kinds(&off));
+        assert!(!narrowed(&off));
+    }
+}

@@ -10,12 +10,68 @@ use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use rotor_testkit::Stack;
+use rotor_testkit::{Stack, StackOptions};
+
+use crate::fixtures::{Webhook, binary, start_webhook};
 use rotor_testkit::tools::{repo_root, tool};
 use serde_json::{Value, json};
 
 /// The namespace the chart is "installed" in (where the policies' params live).
 pub const RELEASE_NAMESPACE: &str = "rotor-system";
+/// In [`two_paths`]: a namespace only the policies see, one only the webhook sees, one both see.
+pub const POLICY_NS: &str = "by-policy";
+pub const WEBHOOK_NS: &str = "by-webhook";
+pub const BOTH_NS: &str = "by-both";
+/// A second store on the allowlist (never called: admission only writes it into pods).
+pub const OTHER_STORE: &str = "https://vault-b.example:8200";
+
+/// A stack with both admission paths, as [`two_paths`] sets them up.
+pub struct TwoPaths {
+    pub stack: Stack,
+    pub webhook: Webhook,
+}
+
+/// The stack with the chart's policies (for every namespace but [`WEBHOOK_NS`]) and rotor-webhook
+/// registered with the chart's conditions (for [`WEBHOOK_NS`] and [`BOTH_NS`]), each namespace
+/// with ServiceAccounts `default` and `shop`, and checked to inject a probe pod.
+pub async fn two_paths() -> Result<TwoPaths> {
+    rotor_testkit::install_crypto_provider();
+    let stack = Stack::start(StackOptions::default()).await?;
+    let docs = render_chart(&[
+        format!("store.addr={}", stack.bao.addr),
+        format!("store.addrAllowlist={{{OTHER_STORE}}}"),
+        "initImage.repository=rotor-init".to_string(),
+        "initImage.tag=local".to_string(),
+        format!("webhook.excludeNamespaces={{{WEBHOOK_NS}}}"),
+    ])?;
+    apply_policies(&stack, &docs).await?;
+    let webhook = start_webhook(
+        &stack,
+        &binary("rotor-webhook")?,
+        stack.dir(),
+        &[format!("--addr-allowlist={OTHER_STORE}")],
+    )
+    .await?;
+    register_chart_webhook(&stack, &docs, webhook.port).await?;
+    create_namespace(&stack, POLICY_NS, &[], &["shop"]).await?;
+    create_namespace(&stack, WEBHOOK_NS, &[("rotor-e2e", "enabled")], &["shop"]).await?;
+    create_namespace(&stack, BOTH_NS, &[("rotor-e2e", "enabled")], &["shop"]).await?;
+    for ns in [POLICY_NS, WEBHOOK_NS, BOTH_NS] {
+        wait_until_injected(&stack, ns, &probe_pod()?).await?;
+    }
+    Ok(TwoPaths { stack, webhook })
+}
+
+/// A pod both paths inject: one container stating its command, one whole reference.
+pub fn probe_pod() -> Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": { "name": "probe" },
+        "spec": { "automountServiceAccountToken": false, "containers": [{
+            "name": "app", "image": "app:1", "command": ["/app"],
+            "env": [{ "name": "DB_PASSWORD", "value": "vault:secret/data/db#password" }],
+        }]},
+    }))?)
+}
 
 /// The chart rendered for Kubernetes 1.37 with `sets` (helm `--set`), as JSON documents.
 pub fn render_chart(sets: &[String]) -> Result<Vec<Value>> {
