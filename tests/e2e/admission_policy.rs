@@ -350,6 +350,76 @@ async fn fuzzed_pods_are_judged_alike_by_the_policy_and_the_webhook() -> Result<
     Ok(())
 }
 
+/// A pod of `containers` containers, each with `vars` env values made by `value(i)`.
+fn sized_pod(name: &str, containers: usize, vars: usize, value: impl Fn(usize) -> String) -> Pod {
+    let containers: Vec<Value> = (0..containers)
+        .map(|c| {
+            let env: Vec<Value> = (0..vars)
+                .map(|i| json!({ "name": format!("V{i}"), "value": value(i) }))
+                .collect();
+            json!({ "name": format!("c{c}"), "image": "app:1", "command": ["/app"], "env": env })
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": { "automountServiceAccountToken": false, "containers": containers },
+    }))
+    .unwrap()
+}
+
+/// CEL has a cost limit per evaluation. Pods without references up to the API server's 3 MiB
+/// request limit (created dry-run) are never refused for it (the conditions scan each value once); a referencing
+/// pod within it (1,000 references) is injected by the policy; one beyond it (20 references of
+/// 100 KB) is left to the webhook, which injects it, never a refusal for cost and never a pod
+/// admitted with a literal reference where the webhook is registered.
+#[tokio::test]
+async fn the_cel_cost_limit_never_refuses_a_pod_the_webhook_accepts() -> Result<()> {
+    let TwoPaths { stack, webhook } = two_paths().await?;
+    let api = |ns: &str| Api::<Pod>::namespaced(stack.kube.clone(), ns);
+    // Dry-run: the whole admission chain, without etcd's own (smaller) limit on a stored object.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let plain = [
+        sized_pod("one-huge-value", 1, 1, |_| "x".repeat(3_100_000)),
+        sized_pod("many-values", 1, 60, |_| "/usr/lib/app:".repeat(3_800)),
+        // Shell templates scan twice as often (every value holding `${` is looked at for the
+        // four reference prefixes): 1 MB of them is within the limit (README, "Limits").
+        sized_pod("shell-templates", 1, 60, |_| "${HOME}/x ".repeat(1_700)),
+    ];
+    for pod in &plain {
+        let size = serde_json::to_vec(pod)?.len();
+        for ns in [POLICY_NS, WEBHOOK_NS, BOTH_NS] {
+            let stored = api(ns).create(&dry, pod).await.map_err(|e| {
+                anyhow::anyhow!("a {size}-byte pod without references in {ns}: {e}")
+            })?;
+            assert!(!wrapped(&stored));
+        }
+    }
+    let within = sized_pod("thousand-references", 1, 1000, |i| {
+        format!("vault:secret/data/app{i}#password")
+    });
+    let by_policy = api(POLICY_NS).create(&dry, &within).await?;
+    let by_webhook = api(WEBHOOK_NS).create(&dry, &within).await?;
+    assert!(wrapped(&by_policy));
+    assert_eq!(stored_view(&by_policy), stored_view(&by_webhook));
+
+    let beyond = sized_pod("huge-references", 1, 20, |i| {
+        format!("vault:secret/data/app{i}#{}", "k".repeat(100_000))
+    });
+    let before = webhook_requests(&webhook.admin).await;
+    let by_both = api(BOTH_NS).create(&dry, &beyond).await?;
+    assert!(
+        wrapped(&by_both),
+        "the webhook injected what CEL could not afford"
+    );
+    assert!(webhook_requests(&webhook.admin).await > before);
+    let by_webhook = api(WEBHOOK_NS).create(&dry, &beyond).await?;
+    assert_eq!(stored_view(&by_both), stored_view(&by_webhook));
+    Ok(())
+}
+
 const NODE_CANARY: &str = "policy-node-canary-31c9";
 
 /// Done-when of the policy path: on the newest stack with the webhook registered as the chart

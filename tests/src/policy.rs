@@ -188,9 +188,13 @@ pub async fn create_namespace(
         Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(stack.kube.clone(), name);
     for account in std::iter::once(&"default").chain(accounts) {
         let sa = serde_json::from_value(json!({ "metadata": { "name": account } }))?;
-        api.create(&PostParams::default(), &sa)
-            .await
-            .with_context(|| format!("creating ServiceAccount {name}/{account}"))?;
+        match api.create(&PostParams::default(), &sa).await {
+            // A controller manager may have made `default` already.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            created => {
+                created.with_context(|| format!("creating ServiceAccount {name}/{account}"))?;
+            }
+        }
     }
     Ok(())
 }

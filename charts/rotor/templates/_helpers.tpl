@@ -59,10 +59,12 @@ seccompProfile:
 {{- end -}}
 
 {{/* CEL: the pod carries a reference (env value or from-path annotation). Only such pods reach the webhook.
+     Priced for the API server's CEL cost limit: a value is scanned once (contains '${'), the regex runs only on
+     values that start like a reference, so a pod without references at the 3 MiB limit is never refused.
      The shape of a whole reference is rotor-core's (reference::has_reference), checked against one table of
      cases (crates/rotor-core/testdata/reference_shapes.tsv) through the real API server. */}}
 {{- define "rotor.hasReference" -}}
-(has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations || object.metadata.annotations.exists(k, k.startsWith('rotor.dev/file.')))) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (e.value.matches('^(>>)?(vault|bao):([^[:space:]#]+#|[^[:space:]#]*/)') || e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>vault:') || e.value.contains('${>>bao:')))))
+(has(object.metadata.annotations) && ('rotor.dev/from-path' in object.metadata.annotations || 'vault.security.banzaicloud.io/vault-env-from-path' in object.metadata.annotations || 'secrets-webhook.security.bank-vaults.io/vault-env-from-path' in object.metadata.annotations || object.metadata.annotations.exists(k, k.startsWith('rotor.dev/file.')))) || [object.spec.containers, has(object.spec.initContainers) ? object.spec.initContainers : []].exists(list, list.exists(c, has(c.env) && c.env.exists(e, has(e.value) && (((e.value.startsWith('vault:') || e.value.startsWith('bao:') || e.value.startsWith('>>vault:') || e.value.startsWith('>>bao:')) && e.value.matches('^(>>)?(vault|bao):([^[:space:]#]+#|[^[:space:]#]*/)')) || (e.value.contains('${') && (e.value.contains('${vault:') || e.value.contains('${bao:') || e.value.contains('${>>vault:') || e.value.contains('${>>bao:')))))))
 {{- end -}}
 
 {{/* CEL: a container takes env from ConfigMaps (which may hold references). Added with webhook.configMapReferences. */}}

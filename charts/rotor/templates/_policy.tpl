@@ -18,9 +18,10 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 {{- define "rotor.cel.path" -}}/*{{ include "rotor.cel.segment" . }}(/{{ include "rotor.cel.segment" . }})*/*{{- end -}}
 {{- define "rotor.cel.version" -}}(#[1-9][0-9]{0,17})?{{- end -}}
 
-{{/* `V` holds a reference exactly as reference::has_reference decides (a whole attempt or ${...}). */}}
+{{/* `V` holds a reference exactly as reference::has_reference decides (a whole attempt or ${...}),
+     priced like rotor.hasReference: the regex only where the value starts like a reference. */}}
 {{- define "rotor.cel.isRef" -}}
-({{ include "rotor.cel.wholeAttempt" . }} || {{ . }}.contains('${vault:') || {{ . }}.contains('${bao:') || {{ . }}.contains('${>>vault:') || {{ . }}.contains('${>>bao:'))
+((({{ . }}.startsWith('vault:') || {{ . }}.startsWith('bao:') || {{ . }}.startsWith('>>vault:') || {{ . }}.startsWith('>>bao:')) && {{ include "rotor.cel.wholeAttempt" . }}) || ({{ . }}.contains('${') && ({{ . }}.contains('${vault:') || {{ . }}.contains('${bao:') || {{ . }}.contains('${>>vault:') || {{ . }}.contains('${>>bao:'))))
 {{- end -}}
 
 {{/* `V` is a whole-reference attempt exactly as reference::whole_attempt decides. */}}
