@@ -11,14 +11,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use rotor_core::reference::{Shape, shape_cases};
 use rotor_e2e::policy::{
-    BOTH_NS, OTHER_STORE, POLICY_NS, TwoPaths, WEBHOOK_NS, apply_policies, register_chart_webhook,
-    render_chart, two_paths, wait_until_injected,
+    BOTH_NS, NOT_INJECTED, OTHER_STORE, POLICY_NS, TwoPaths, WEBHOOK_NS, apply_policies,
+    register_chart_webhook, render_chart, two_paths, wait_until_injected,
 };
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::{Value, json};
-
-/// The catch-all refusal: a reference rotor did not inject (the webhook's pods, webhook absent).
-const NOT_INJECTED: &str = "carries references but rotor did not inject it";
 
 /// What a case must show.
 #[derive(Debug)]
@@ -162,12 +159,17 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// The stored pod as both paths must agree on it: spec, labels and annotations (names,
-/// namespaces, uids and timestamps differ by construction).
+/// The annotation by which a user tells the policy's pods from the webhook's.
+const INJECTED_BY: &str = "rotor.dev/injected-by";
+
+/// The stored pod as both paths must agree on it: spec, labels and annotations but the mark of
+/// the path (names, namespaces, uids and timestamps differ by construction).
 fn stored_view(pod: &Pod) -> Value {
+    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove(INJECTED_BY);
     let view = json!({
         "labels": pod.metadata.labels,
-        "annotations": pod.metadata.annotations,
+        "annotations": annotations,
         "spec": pod.spec,
     });
     // The ServiceAccount admission names its token volume with a random suffix.
@@ -199,6 +201,14 @@ fn wrapped(pod: &Pod) -> bool {
     })
 }
 
+fn injected_by(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INJECTED_BY))
+        .map(String::as_str)
+}
+
 async fn webhook_requests(admin: &str) -> f64 {
     rotor_e2e::observe::metric(admin, "rotor_webhook_admission_requests_total")
         .await
@@ -227,6 +237,17 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
                 assert_eq!(stored_view(&policy), stored_view(&webhook), "{name}");
                 assert_eq!(stored_view(&both), stored_view(&webhook), "{name}");
                 assert_eq!(wrapped(&policy), injected, "{name}");
+                assert_eq!(
+                    injected_by(&policy),
+                    injected.then_some("admission-policy"),
+                    "{name}"
+                );
+                assert_eq!(
+                    injected_by(&both),
+                    injected.then_some("admission-policy"),
+                    "{name}"
+                );
+                assert_eq!(injected_by(&webhook), None, "{name}");
                 if injected {
                     same += 1;
                     assert!(

@@ -22,6 +22,8 @@ pub const RELEASE_NAMESPACE: &str = "rotor-system";
 pub const POLICY_NS: &str = "by-policy";
 pub const WEBHOOK_NS: &str = "by-webhook";
 pub const BOTH_NS: &str = "by-both";
+/// The ValidatingAdmissionPolicy's refusal of a reference rotor did not inject.
+pub const NOT_INJECTED: &str = "carries references but rotor did not inject it";
 /// A second store on the allowlist (never called: admission only writes it into pods).
 pub const OTHER_STORE: &str = "https://vault-b.example:8200";
 
@@ -59,6 +61,28 @@ pub async fn two_paths() -> Result<TwoPaths> {
     for ns in [POLICY_NS, WEBHOOK_NS, BOTH_NS] {
         wait_until_injected(&stack, ns, &probe_pod()?).await?;
     }
+    // The validating policy fails open until its params are synced: wait until it refuses a
+    // pod only the webhook can inject.
+    let mut write = serde_json::to_value(probe_pod()?)?;
+    write["spec"]["containers"][0]["env"][0]["value"] =
+        json!(">>vault:database/creds/app#username");
+    let write: Pod = serde_json::from_value(write)?;
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), POLICY_NS);
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    crate::observe::wait_until(
+        "the ValidatingAdmissionPolicy to refuse a pod it cannot inject",
+        Duration::from_secs(30),
+        || async {
+            Ok(pods
+                .create(&dry, &write)
+                .await
+                .is_err_and(|e| e.to_string().contains(NOT_INJECTED)))
+        },
+    )
+    .await?;
     Ok(TwoPaths { stack, webhook })
 }
 

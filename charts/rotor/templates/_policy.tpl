@@ -105,7 +105,7 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
   expression: "variables.addrAnnotation != '' && !variables.addrAnnotation.startsWith('http://') && !variables.addrAnnotation.startsWith('https://')"
 # Annotations the policy reads; a pod with any other rotor or Bank-Vaults annotation goes to the webhook.
 - name: otherAnnotations
-  expression: "variables.ann.exists(k, (k.startsWith('rotor.dev/') && !(k in ['rotor.dev/vault-addr', 'rotor.dev/vault-role', 'rotor.dev/vault-auth-path', 'rotor.dev/vault-namespace', 'rotor.dev/inject', 'rotor.dev/mutate', 'rotor.dev/reload', 'rotor.dev/rotated-at', 'rotor.dev/observed-versions', 'rotor.dev/versions'])) || ((k.startsWith('vault.security.banzaicloud.io/') || k.startsWith('secrets-webhook.security.bank-vaults.io/')) && !(k.substring(k.indexOf('/') + 1) in ['vault-addr', 'vault-role', 'vault-path', 'vault-namespace', 'mutate'])))"
+  expression: "variables.ann.exists(k, (k.startsWith('rotor.dev/') && !(k in ['rotor.dev/vault-addr', 'rotor.dev/vault-role', 'rotor.dev/vault-auth-path', 'rotor.dev/vault-namespace', 'rotor.dev/inject', 'rotor.dev/mutate', 'rotor.dev/reload', 'rotor.dev/rotated-at', 'rotor.dev/observed-versions', 'rotor.dev/versions', 'rotor.dev/injected-by'])) || ((k.startsWith('vault.security.banzaicloud.io/') || k.startsWith('secrets-webhook.security.bank-vaults.io/')) && !(k.substring(k.indexOf('/') + 1) in ['vault-addr', 'vault-role', 'vault-path', 'vault-namespace', 'mutate'])))"
 - name: role
   expression: {{ printf "%s" (include "rotor.cel.annotation" (list "vault-role" "vault-role")) | quote }}
 - name: authPath
@@ -190,7 +190,8 @@ objectSelector:
 
 {{/* The JSON patch, op for op the planner's (crates/rotor-webhook/src/plan.rs): rotor-init's
      volume, the projected token, each target wrapped (command, args, mounts, settings), and the
-     copy init container in front. [] outside the scope or when refused. */}}
+     copy init container in front; plus the one mark of this path, the annotation
+     rotor.dev/injected-by: admission-policy. [] outside the scope or when refused. */}}
 {{- define "rotor.policy.patch" -}}
 !variables.inScope || variables.refusal != '' ? [] : (
   (has(object.spec.volumes)
@@ -206,6 +207,9 @@ objectSelector:
       : [JSONPatch{op: 'add', path: '/spec/containers/' + string(i) + '/volumeMounts', value: variables.mounts}]).flatten()
   + variables.initTargets.map(i, variables.settings.filter(s, !variables.init[i].env.exists(e, e.name == s.name)).map(s, JSONPatch{op: 'add', path: '/spec/initContainers/' + string(i) + '/env/-', value: s})).flatten()
   + variables.mainTargets.map(i, variables.settings.filter(s, !object.spec.containers[i].env.exists(e, e.name == s.name)).map(s, JSONPatch{op: 'add', path: '/spec/containers/' + string(i) + '/env/-', value: s})).flatten()
+  + [has(object.metadata.annotations)
+    ? JSONPatch{op: 'add', path: '/metadata/annotations/rotor.dev~1injected-by', value: 'admission-policy'}
+    : JSONPatch{op: 'add', path: '/metadata/annotations', value: {'rotor.dev/injected-by': 'admission-policy'}}]
   + (params.data.binarySource != 'copy' ? []
     : has(object.spec.initContainers)
     ? [JSONPatch{op: 'add', path: '/spec/initContainers/0', value: variables.copyContainer}]
