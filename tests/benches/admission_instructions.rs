@@ -15,18 +15,8 @@ use serde_json::{Value, json};
 
 const REVIEWS: usize = 200;
 
-/// The bench pod: 2 containers with a stated command, 4 references (a whole value and an
-/// inline template with one reference in each), one plain value.
 fn bench_pod() -> Value {
-    let containers: Vec<_> = (0..2)
-        .map(|c| {
-            json!({ "name": format!("c{c}"), "image": "app:1", "command": ["/app"],
-            "env": [{ "name": "DB", "value": "vault:secret/data/db#password" },
-                    { "name": "URL", "value": "x${vault:secret/data/db#user}y" },
-                    { "name": "MODE", "value": "prod" }] })
-        })
-        .collect();
-    json!({ "containers": containers })
+    rotor_e2e::fixtures::bench_pod_spec()
 }
 
 fn plain_pod() -> Value {

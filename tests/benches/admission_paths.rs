@@ -19,19 +19,10 @@ const CREATES: usize = 400;
 
 /// The bench pod of the webhook's benches: 2 containers stating their command, 4 references.
 fn bench_pod() -> Pod {
-    let containers: Vec<_> = (0..2)
-        .map(|c| {
-            json!({ "name": format!("c{c}"), "image": "app:1", "command": ["/app"],
-            "env": [{ "name": "DB", "value": "vault:secret/data/db#password" },
-                    { "name": "URL", "value": "x${vault:secret/data/db#user}y" },
-                    { "name": "MODE", "value": "prod" }] })
-        })
-        .collect();
-    serde_json::from_value(json!({
-        "metadata": { "generateName": "web-" },
-        "spec": { "automountServiceAccountToken": false, "containers": containers },
-    }))
-    .unwrap()
+    let mut pod = json!({ "metadata": { "generateName": "web-" } });
+    pod["spec"] = rotor_e2e::fixtures::bench_pod_spec();
+    pod["spec"]["automountServiceAccountToken"] = json!(false);
+    serde_json::from_value(pod).unwrap()
 }
 
 fn plain_pod() -> Pod {
@@ -112,8 +103,13 @@ async fn main() {
     println!("| --- | --- | --- | --- | --- | --- |");
     for r in rows {
         println!(
-            "| {} | {:.2?} | {:.2?} | {:.2?} | {:.0?} | {:.0?} |",
-            r.what, r.median, r.p90, r.p99, r.apiserver_cpu, r.webhook_cpu
+            "| {} | {:.2?} | {:.2?} | {:.2?} | {} µs | {} µs |",
+            r.what,
+            r.median,
+            r.p90,
+            r.p99,
+            r.apiserver_cpu.as_micros(),
+            r.webhook_cpu.as_micros()
         );
     }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use rotor_e2e::fixtures::{
     INIT_IMAGE, Webhook, binary, certificate_der, register_webhook, served_certificate,
-    start_webhook,
+    start_webhook, webhook_requests,
 };
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
@@ -35,12 +35,6 @@ fn app_pod(name: &str, env_value: &str) -> Pod {
         },
     }))
     .unwrap()
-}
-
-async fn webhook_requests(admin: &str) -> f64 {
-    rotor_e2e::observe::metric(admin, "rotor_webhook_admission_requests_total")
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -10,11 +10,11 @@ use anyhow::Result;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use rotor_core::reference::{Shape, shape_cases};
+use rotor_e2e::fixtures::webhook_requests;
 use rotor_e2e::policy::{
     BOTH_NS, NOT_INJECTED, OTHER_STORE, POLICY_NS, TwoPaths, WEBHOOK_NS, apply_policies,
     register_chart_webhook, render_chart, two_paths, wait_until_injected,
 };
-use rotor_testkit::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 /// What a case must show.
@@ -209,12 +209,6 @@ fn injected_by(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-async fn webhook_requests(admin: &str) -> f64 {
-    rotor_e2e::observe::metric(admin, "rotor_webhook_admission_requests_total")
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() -> Result<()> {
     let TwoPaths { stack, webhook } = two_paths().await?;
@@ -296,13 +290,18 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
         "write-while-down",
         ">>vault:database/creds/app#username",
     ))?;
-    let err = api(BOTH_NS)
-        .create(&PostParams::default(), &write)
+    refused_for_the_absent_webhook(&api(BOTH_NS), &write).await;
+    Ok(())
+}
+
+/// `pod` is refused because only the webhook can inject it and it does not answer.
+async fn refused_for_the_absent_webhook(pods: &Api<Pod>, pod: &Pod) {
+    let err = pods
+        .create(&PostParams::default(), pod)
         .await
         .expect_err("a pod only the webhook injects is refused while it is down")
         .to_string();
     assert!(err.contains("pods.rotor.dev"), "{err}");
-    Ok(())
 }
 
 /// The webhook's bounded fuzz generator (rotor_testkit::pod_fuzz, fixed seed) through both
@@ -449,15 +448,9 @@ const NODE_CANARY: &str = "policy-node-canary-31c9";
 /// webhook can inject is refused, never started with a literal reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_webhook_down_policy_pods_run_on_the_node_with_their_secret() -> Result<()> {
-    use rotor_e2e::node_pods::{binary_source, push_node_images, seed_app_secret, wait_for_log};
+    use rotor_e2e::node_pods::{binary_source, seed_app_secret, start_node_stack, wait_for_log};
     use rotor_test_app::env_line;
-    rotor_testkit::install_crypto_provider();
-    let stack = Stack::start(StackOptions {
-        node: true,
-        ..StackOptions::default()
-    })
-    .await?;
-    let images = push_node_images(&stack)?;
+    let (stack, images) = start_node_stack().await?;
     seed_app_secret(&stack, "db", NODE_CANARY, "app", &["*"]).await?;
     let (repository, tag) = images.init.rsplit_once(':').expect("repo:tag");
     let docs = render_chart(&[
@@ -537,11 +530,6 @@ async fn with_the_webhook_down_policy_pods_run_on_the_node_with_their_secret() -
         json!(["DB_PASSWORD"]),
         false,
     )?;
-    let err = pods
-        .create(&PostParams::default(), &no_command)
-        .await
-        .expect_err("only the webhook can wrap a container without command")
-        .to_string();
-    assert!(err.contains("pods.rotor.dev"), "{err}");
+    refused_for_the_absent_webhook(&pods, &no_command).await;
     Ok(())
 }

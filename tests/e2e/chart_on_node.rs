@@ -14,13 +14,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, PostParams};
 use rotor_e2e::node_pods::{
-    describe, pod_names, push_node_images, push_webhook_image, replica_set_count, seed_app_secret,
-    seed_reloader_role, shop_deployment, wait_for, wait_for_log, wait_for_observed_versions,
-    wait_for_replacement,
+    describe, pod_names, push_webhook_image, replica_set_count, seed_app_secret,
+    seed_reloader_role, shop_deployment, start_node_stack, wait_for, wait_for_log,
+    wait_for_observed_versions, wait_for_replacement,
 };
 use rotor_test_app::env_line;
 use rotor_testkit::tools::{repo_root, tool};
-use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
 const FIRST: &str = "chart-canary-v1";
@@ -58,13 +57,7 @@ async fn ready_replicas(deployments: &Api<Deployment>, name: &str) -> Result<i32
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_rotor_as_pods_on_the_node() -> Result<()> {
-    rotor_testkit::install_crypto_provider();
-    let stack = Stack::start(StackOptions {
-        node: true,
-        ..StackOptions::default()
-    })
-    .await?;
-    let images = push_node_images(&stack)?;
+    let (stack, images) = start_node_stack().await?;
     let webhook_image = push_webhook_image(&stack)?;
     let registry = stack.registry()?.host.clone();
 

@@ -18,13 +18,12 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use rotor_e2e::fixtures::{binary, certificate_der, served_certificate_at, start_reloader};
 use rotor_e2e::node_pods::{
-    container_status, pod_names, processes_in_container, push_node_images, replica_set_count,
-    seed_app_secret, seed_reloader_role, start_node_webhook, wait_for, wait_for_log,
+    container_status, pod_names, processes_in_container, replica_set_count, seed_app_secret,
+    seed_reloader_role, start_node_stack, start_node_webhook, wait_for, wait_for_log,
     wait_for_running_container_id,
 };
 use rotor_e2e::observe::metric;
 use rotor_test_app::{file_line, fnv1a};
-use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
 const FIRST: &str = "files-canary-v1";
@@ -39,13 +38,7 @@ fn rendered(password: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_render_and_rotate_in_place_on_a_real_node() -> Result<()> {
-    rotor_testkit::install_crypto_provider();
-    let stack = Stack::start(StackOptions {
-        node: true,
-        ..StackOptions::default()
-    })
-    .await?;
-    let images = push_node_images(&stack)?;
+    let (stack, images) = start_node_stack().await?;
     let ns = stack
         .namespace_with_labels("files", &[("rotor-e2e", "enabled")])
         .await?;

@@ -179,6 +179,27 @@ pub struct Webhook {
     pub key: PathBuf,
 }
 
+/// How many admission reviews the webhook at `admin` has answered.
+pub async fn webhook_requests(admin: &str) -> f64 {
+    crate::observe::metric(admin, "rotor_webhook_admission_requests_total")
+        .await
+        .unwrap_or(f64::NAN)
+}
+
+/// The bench pod's spec (the webhook's benches): 2 containers with a stated command, 4
+/// references (a whole value and an inline template with one reference in each), one plain value.
+pub fn bench_pod_spec() -> serde_json::Value {
+    let containers: Vec<_> = (0..2)
+        .map(|c| {
+            json!({ "name": format!("c{c}"), "image": "app:1", "command": ["/app"],
+            "env": [{ "name": "DB", "value": "vault:secret/data/db#password" },
+                    { "name": "URL", "value": "x${vault:secret/data/db#user}y" },
+                    { "name": "MODE", "value": "prod" }] })
+        })
+        .collect();
+    json!({ "containers": containers })
+}
+
 /// Starts rotor-webhook on loopback against the stack: serving certificate from the stack's CA,
 /// OpenBao as the default store, [`INIT_IMAGE`] as the injected image, the admin kubeconfig.
 pub async fn start_webhook(

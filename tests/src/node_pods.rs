@@ -70,6 +70,18 @@ pub struct NodeImages {
     pub app: String,
 }
 
+/// A stack with a real node, and the rotor-init and app images pushed to its registry.
+pub async fn start_node_stack() -> Result<(Stack, NodeImages)> {
+    rotor_testkit::install_crypto_provider();
+    let stack = Stack::start(rotor_testkit::StackOptions {
+        node: true,
+        ..rotor_testkit::StackOptions::default()
+    })
+    .await?;
+    let images = push_node_images(&stack)?;
+    Ok((stack, images))
+}
+
 /// Builds the static binaries and pushes the rotor-init and app images.
 pub fn push_node_images(stack: &Stack) -> Result<NodeImages> {
     let binaries = build_static_binaries()?;
