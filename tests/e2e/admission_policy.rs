@@ -489,31 +489,82 @@ async fn with_the_webhook_down_policy_pods_run_on_the_node_with_their_secret() -
     )
     .await?;
 
-    for (name, var, value, expected) in [
+    // Version 2 of the secret: a pinned reference must still read version 1.
+    let second = format!("{NODE_CANARY}-v2");
+    stack
+        .bao_admin()?
+        .put_kv2(
+            "secret",
+            "db",
+            json!({ "password": second, "user": "app-user" }),
+        )
+        .await?;
+    let dsn = "postgres://${vault:secret/data/db#user}:${vault:secret/data/db#password}@db/app";
+    let dsn_value = format!("postgres://app-user:{second}@db/app");
+    // (pod, container, variable, reference, expected value): every form of the table of shapes
+    // that reads (whole vault: and bao:, pinned, inline), the realistic set's init container and
+    // annotations (rotor's and Bank-Vaults' spellings).
+    let cases = [
         (
             "whole",
+            "app",
             "DB_PASSWORD",
-            "vault:secret/data/db#password".to_string(),
-            NODE_CANARY.to_string(),
+            "vault:secret/data/db#password",
+            second.clone(),
         ),
         (
-            "inline",
-            "DSN",
-            "postgres://app:${vault:secret/data/db#password}@db/app".to_string(),
-            format!("postgres://app:{NODE_CANARY}@db/app"),
+            "bao",
+            "app",
+            "DB_PASSWORD",
+            "bao:secret/data/db#password",
+            second.clone(),
         ),
-    ] {
+        (
+            "pinned",
+            "app",
+            "DB_PASSWORD",
+            "vault:secret/data/db#password#1",
+            NODE_CANARY.to_string(),
+        ),
+        ("inline", "app", "DSN", dsn, dsn_value.clone()),
+    ];
+    for (name, _, var, reference, _) in &cases {
         let pod = app(
             name,
-            json!([{ "name": var, "value": value }]),
+            json!([{ "name": var, "value": reference }]),
             json!([var]),
             true,
         )?;
         pods.create(&PostParams::default(), &pod).await?;
+    }
+    let mut realistic = serde_json::to_value(app(
+        "realistic",
+        json!([{ "name": "DB_PASSWORD", "value": "vault:secret/data/db#password" }]),
+        json!(["DB_PASSWORD"]),
+        true,
+    )?)?;
+    realistic["metadata"]["annotations"] = json!({
+        "rotor.dev/vault-role": "app",
+        "vault.security.banzaicloud.io/vault-path": "kubernetes",
+    });
+    realistic["spec"]["initContainers"] = json!([{
+        "name": "migrate", "image": images.app, "command": ["/app"], "args": ["--exit", "DSN"],
+        "env": [{ "name": "DSN", "value": dsn }],
+    }]);
+    pods.create(&PostParams::default(), &serde_json::from_value(realistic)?)
+        .await?;
+    let all = cases
+        .iter()
+        .map(|(pod, container, var, _, value)| (*pod, *container, *var, value.clone()))
+        .chain([
+            ("realistic", "migrate", "DSN", dsn_value.clone()),
+            ("realistic", "app", "DB_PASSWORD", second.clone()),
+        ]);
+    for (name, container, var, expected) in all {
         let log = wait_for_log(
             &pods,
             name,
-            "app",
+            container,
             &env_line(var, Some(&expected)),
             std::time::Duration::from_secs(90),
         )
@@ -523,6 +574,8 @@ async fn with_the_webhook_down_policy_pods_run_on_the_node_with_their_secret() -
             !log.contains(NODE_CANARY),
             "{name}: the value reached the log: {log}"
         );
+        let stored = pods.get(name).await?;
+        assert_eq!(injected_by(&stored), Some("admission-policy"), "{name}");
     }
     let no_command = app(
         "no-command",
