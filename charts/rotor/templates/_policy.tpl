@@ -5,8 +5,9 @@ ValidatingAdmissionPolicy (which refuses), so the two never judge a pod differen
 
 The policy's scope is what CEL can decide exactly as rotor-webhook's planner does: every
 container with a reference states `command`; references are reads, whole or inline, in the
-common grammar; no annotation the policy does not implement. The webhook gets the rest (its
-matchConditions are `hasReference && !inScope`). Inside the scope, a pod is injected, or
+common grammar; no annotation the policy does not implement. The webhook gets the rest: its
+matchConditions add `rotor.policy.leavesToWebhook` (a referencing container still unwrapped
+after the mutating policy ran, from-path or files). Inside the scope, a pod is injected, or
 refused with the field and the fix. The contract (names, paths, settings) is rotor-core's; the
 test `admission_policy` proves the stored pods equal to the webhook's through the real API server.
 */}}
@@ -50,7 +51,6 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 
 {{/* The variables both policies evaluate. `params` is the ConfigMap the chart writes. */}}
 {{- define "rotor.policy.variables" -}}
-{{- $seg := include "rotor.cel.segment" . -}}
 {{- $path := include "rotor.cel.path" . -}}
 {{- $ver := include "rotor.cel.version" . -}}
 {{- $h := include "rotor.cel.head" . -}}
