@@ -489,54 +489,73 @@ async fn with_the_webhook_down_policy_pods_run_on_the_node_with_their_secret() -
     )
     .await?;
 
-    // Version 2 of the secret: a pinned reference must still read version 1.
-    let second = format!("{NODE_CANARY}-v2");
-    stack
-        .bao_admin()?
-        .put_kv2(
+    // The store holds what the table of shapes reads: secret/data/db in three versions (version
+    // 1 is the canary seed_app_secret wrote), kv/app in a second KV v2 mount.
+    let bao = stack.bao_admin()?;
+    let latest = format!("{NODE_CANARY}-v3");
+    for password in [format!("{NODE_CANARY}-v2"), latest.clone()] {
+        bao.put_kv2(
             "secret",
             "db",
-            json!({ "password": second, "user": "app-user" }),
+            json!({ "password": password, "user": "app-user" }),
         )
         .await?;
-    let dsn = "postgres://${vault:secret/data/db#user}:${vault:secret/data/db#password}@db/app";
-    let dsn_value = format!("postgres://app-user:{second}@db/app");
-    // (pod, container, variable, reference, expected value): every form of the table of shapes
-    // that reads (whole vault: and bao:, pinned, inline), the realistic set's init container and
-    // annotations (rotor's and Bank-Vaults' spellings).
-    let cases = [
-        (
-            "whole",
-            "app",
-            "DB_PASSWORD",
-            "vault:secret/data/db#password",
-            second.clone(),
-        ),
-        (
-            "bao",
-            "app",
-            "DB_PASSWORD",
-            "bao:secret/data/db#password",
-            second.clone(),
-        ),
-        (
-            "pinned",
-            "app",
-            "DB_PASSWORD",
-            "vault:secret/data/db#password#1",
-            NODE_CANARY.to_string(),
-        ),
-        ("inline", "app", "DSN", dsn, dsn_value.clone()),
-    ];
-    for (name, _, var, reference, _) in &cases {
+    }
+    bao.mount("kv", "kv", json!({ "version": "2" })).await?;
+    bao.put_kv2("kv", "app", json!({ "k": "kay", "j": "jay" }))
+        .await?;
+    bao.put_policy(
+        "app",
+        r#"path "secret/data/db" { capabilities = ["read"] }
+path "kv/data/app" { capabilities = ["read"] }"#,
+    )
+    .await?;
+    let value_of = |r: &rotor_core::reference::Reference| -> Result<String, String> {
+        let version = match &r.action {
+            rotor_core::reference::Action::Read { version } => *version,
+            other => return Err(format!("{other:?}")),
+        };
+        Ok(match (r.path.as_str(), r.key.as_str(), version) {
+            ("secret/data/db", "password", Some(1)) => NODE_CANARY.to_string(),
+            ("secret/data/db", "password", _) => latest.clone(),
+            ("secret/data/db", "user", _) => "app-user".to_string(),
+            ("kv/app", key @ ("k" | "j"), None) => {
+                if key == "k" { "kay" } else { "jay" }.to_string()
+            }
+            other => return Err(format!("{other:?} is not in the store")),
+        })
+    };
+    // Every row of the table of shapes that reads and names a path of this store (the row
+    // `vault:db#password` names a mount-less path, a grammar case only; writes are the
+    // webhook's), plus a pinned version 1.
+    let mut cases: Vec<(String, String, String)> = Vec::new();
+    let mut rows: Vec<&str> = shape_cases()
+        .into_iter()
+        .filter(|(value, shape)| {
+            matches!(shape, Shape::Whole | Shape::Inline)
+                && !value.contains(">>")
+                && *value != "vault:db#password"
+        })
+        .map(|(value, _)| value)
+        .collect();
+    rows.push("vault:secret/data/db#password#1");
+    for (i, reference) in rows.into_iter().enumerate() {
+        let template =
+            rotor_core::reference::parse_value("V", reference)?.expect("a reference row");
+        let expected = template.render(value_of).map_err(anyhow::Error::msg)?;
+        let name = format!("row-{i}");
         let pod = app(
-            name,
-            json!([{ "name": var, "value": reference }]),
-            json!([var]),
+            &name,
+            json!([{ "name": "V", "value": reference }]),
+            json!(["V"]),
             true,
         )?;
         pods.create(&PostParams::default(), &pod).await?;
+        cases.push((name, "V".to_string(), expected));
     }
+    assert!(cases.len() >= 6, "{cases:?}");
+    let dsn = "postgres://${vault:secret/data/db#user}:${vault:secret/data/db#password}@db/app";
+    let dsn_value = format!("postgres://app-user:{latest}@db/app");
     let mut realistic = serde_json::to_value(app(
         "realistic",
         json!([{ "name": "DB_PASSWORD", "value": "vault:secret/data/db#password" }]),
@@ -555,10 +574,10 @@ async fn with_the_webhook_down_policy_pods_run_on_the_node_with_their_secret() -
         .await?;
     let all = cases
         .iter()
-        .map(|(pod, container, var, _, value)| (*pod, *container, *var, value.clone()))
+        .map(|(pod, var, value)| (pod.as_str(), "app", var.as_str(), value.clone()))
         .chain([
             ("realistic", "migrate", "DSN", dsn_value.clone()),
-            ("realistic", "app", "DB_PASSWORD", second.clone()),
+            ("realistic", "app", "DB_PASSWORD", latest.clone()),
         ]);
     for (name, container, var, expected) in all {
         let log = wait_for_log(
