@@ -433,11 +433,17 @@ async fn one_http2_connection_with_100_stalled_streams_is_bounded_too() {
     }
     let answered = answers.iter().filter(|a| a.is_ok()).count();
     eprintln!("{answered} of 100 read the 408 before the reset");
-    assert_eq!(
-        server
-            .metric("rotor_webhook_refused_total{reason=\"body_timeout\"}")
-            .await,
-        100.0
+    // Every stream the server's handler saw was cut at the body timeout and counted before its
+    // 408. A stream the client opened before it had read the server's SETTINGS (at most
+    // --max-streams at once) can instead be reset by the HTTP/2 layer without reaching a
+    // handler: seen once in CI, 65 counted, 35 reset. Either way it ended, none by the client's
+    // own timeout (asserted above), and memory stayed bounded (below).
+    let counted = server
+        .metric("rotor_webhook_refused_total{reason=\"body_timeout\"}")
+        .await;
+    assert!(
+        counted >= answered as f64 && counted <= 100.0,
+        "{counted} counted, {answered} answered 408"
     );
     assert!(peak < CHART_LIMIT_BYTES, "{} MiB", peak >> 20);
 }
