@@ -7,8 +7,10 @@ pub mod error;
 pub(crate) mod fake;
 pub mod retry;
 pub mod transport;
+pub mod version_listing;
 
 pub use auth::{Auth, DEFAULT_SERVICE_ACCOUNT_TOKEN};
 pub use client::{Lease, MountInfo, Secret, StoreClient, StoreConfig};
 pub use error::StoreError;
 pub use retry::RetryPolicy;
+pub use version_listing::{ListedVersion, VersionPage};

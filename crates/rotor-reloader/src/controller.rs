@@ -637,7 +637,12 @@ async fn poll_store(
         }
     }
     let mut result = poller
-        .poll_versions(&store.client, paths, &mut store.lookups)
+        .poll_versions(
+            &store.client,
+            paths,
+            &mut store.lookups,
+            &mut store.listings,
+        )
         .await;
     // A 403 is either a path this reloader may not read or a token that is gone: log in
     // again only for the second, so one forbidden path does not mint a token per poll.
@@ -647,7 +652,12 @@ async fn poll_store(
         match store.client.login(auth).await {
             Ok(()) => {
                 result = poller
-                    .poll_versions(&store.client, paths, &mut store.lookups)
+                    .poll_versions(
+                        &store.client,
+                        paths,
+                        &mut store.lookups,
+                        &mut store.listings,
+                    )
                     .await;
             }
             Err(e) => {

@@ -1,6 +1,6 @@
 //! The reloader's store poll when the store fails part-way through a cycle: a scripted store
 //! on loopback (HTTP/1.1, keep-alive) answers the mount lookup and one path, and fails the other
-//! path with 503 until told to recover.
+//! path with 503 until told to recover. Like Vault, it has no `detailed-metadata` listing.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -94,6 +94,7 @@ async fn a_store_that_fails_mid_cycle_keeps_what_answered_and_the_failed_path_is
         logged_in: false,
         login_backoff: Default::default(),
         lookups: Default::default(),
+        listings: Default::default(),
     };
     let key = StoreKey {
         addr: stub.addr.clone(),
@@ -115,7 +116,10 @@ async fn a_store_that_fails_mid_cycle_keeps_what_answered_and_the_failed_path_is
         !answer.versions.contains_key("secret/data/b"),
         "no version is made up for the path that failed"
     );
-    assert_eq!(requests, 2, "one metadata request per path");
+    assert_eq!(
+        requests, 3,
+        "a directory listing the store does not serve (as Vault), then one metadata request per path"
+    );
     assert_eq!(metrics.store_errors.get(), 1);
     assert!(store.logged_in, "a failed read is not a failed login");
     let after_first = stub.requests.load(Ordering::SeqCst);
@@ -126,9 +130,13 @@ async fn a_store_that_fails_mid_cycle_keeps_what_answered_and_the_failed_path_is
 
     // The store recovers: the next poll reads both, without a new login.
     stub.failing.store(false, Ordering::SeqCst);
-    let (answer, _) = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics)
+    let (answer, requests) = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics)
         .await
         .expect("answered");
+    assert_eq!(
+        requests, 2,
+        "the unlisted directory is remembered: per path only"
+    );
     assert_eq!(answer.versions.get("secret/data/a"), Some(&3));
     assert_eq!(answer.versions.get("secret/data/b"), Some(&7));
     assert_eq!(metrics.store_errors.get(), 1, "no new error");

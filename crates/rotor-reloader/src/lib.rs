@@ -8,6 +8,7 @@ pub mod controller;
 pub mod decision;
 pub mod fair_share;
 pub mod leader;
+pub mod listing;
 pub mod metrics;
 pub mod planner;
 pub mod pods;

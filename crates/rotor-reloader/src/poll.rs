@@ -1,5 +1,6 @@
-//! Polling the store for the current version of each distinct path: one KV v2 metadata request
-//! per path per poll (never the secret data), with a concurrency bound and a request-rate limit.
+//! Polling the store for the current version of each distinct path (KV v2 metadata, never the
+//! secret data): by directory listing where that takes fewer requests ([`crate::listing`]), one
+//! metadata request per path otherwise, with a concurrency bound and a request-rate limit.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use rotor_core::store::{StoreClient, StoreError};
 use tokio::sync::Mutex;
 
 use crate::backoff::Remembered;
+use crate::listing::{Group, Listings, dir_and_name, list_groups, settle_refusals};
 
 #[derive(Debug, Default)]
 pub struct PollResult {
@@ -61,8 +63,9 @@ impl Poller {
         }
     }
 
-    /// The current version of every path in `paths`: one request per distinct secret, however
-    /// it is spelled (`secret/db` and `secret/data/db` are one request).
+    /// The current version of every path in `paths`: each distinct secret once, however it is
+    /// spelled (`secret/db` and `secret/data/db` are one), by listing its directory where
+    /// `listings` says that is cheaper, by one request otherwise.
     /// A path whose mount lookup failed is not looked up again until its backoff in
     /// `lookups` has passed (its last error stands for it meanwhile); lookups run concurrently.
     pub async fn poll_versions(
@@ -70,6 +73,7 @@ impl Poller {
         client: &StoreClient,
         paths: &BTreeSet<String>,
         lookups: &mut Remembered<StoreError>,
+        listings: &mut Listings,
     ) -> PollResult {
         // Spellings → canonical paths (the mount lookup is cached per mount).
         let now = std::time::Instant::now();
@@ -100,9 +104,11 @@ impl Poller {
                 }
             }
         }
-        let canonical: Vec<String> = spellings.keys().cloned().collect();
+        let (groups, mut per_path) = group_by_directory(client, spellings.keys()).await;
+        let listed = list_groups(self, client, groups, listings).await;
+        per_path.extend(listed.unanswered);
         type Answer = Result<(u64, Option<String>), StoreError>;
-        let answers: Vec<(String, Answer)> = futures::stream::iter(canonical)
+        let mut answers: Vec<(String, Answer)> = futures::stream::iter(per_path)
             .map(|path| async move {
                 self.pace().await;
                 let answer = client.current_version_info(&path).await;
@@ -111,11 +117,29 @@ impl Poller {
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
+        let answered: BTreeSet<&str> = answers
+            .iter()
+            .filter(|(_, a)| a.is_ok())
+            .map(|(p, _)| p.as_str())
+            .collect();
+        settle_refusals(
+            &client.config().addr,
+            listed.refused,
+            |p| answered.contains(p),
+            listings,
+        );
         let mut result = PollResult {
-            requests: answers.len(),
+            requests: answers.len() + listed.requests,
             errors: failed,
             ..PollResult::default()
         };
+        answers.extend(
+            listed
+                .found
+                .into_iter()
+                .map(|(path, version, written)| (path, Ok((version, written)))),
+        );
+        answers.extend(listed.errors.into_iter().map(|(path, e)| (path, Err(e))));
         for (canonical, answer) in answers {
             match answer {
                 Ok((v, written)) => {
@@ -133,7 +157,12 @@ impl Poller {
         result
     }
 
-    async fn pace(&self) {
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Waits for the rate limit's next request start.
+    pub async fn pace(&self) {
         if self.gap.is_zero() {
             return;
         }
@@ -147,4 +176,39 @@ impl Poller {
             *last = now;
         }
     }
+}
+
+/// Canonical paths on KV v2 mounts grouped by (mount, directory); the others (other engines,
+/// a failed mount lookup) are read per path, which reports their error as before.
+async fn group_by_directory(
+    client: &StoreClient,
+    canonical: impl Iterator<Item = &String>,
+) -> (Vec<Group>, Vec<String>) {
+    let mut groups: HashMap<(String, String), Group> = HashMap::new();
+    let mut per_path = Vec::new();
+    for path in canonical {
+        // Cached by the canonical lookup: no request.
+        let mount = match client.mount_info(path).await {
+            Ok(m) if m.kv_version == Some(2) => m,
+            _ => {
+                per_path.push(path.clone());
+                continue;
+            }
+        };
+        let Some((dir, name)) = dir_and_name(&mount, path) else {
+            per_path.push(path.clone());
+            continue;
+        };
+        let (dir, name) = (dir.to_string(), name.to_string());
+        groups
+            .entry((mount.path.clone(), dir.clone()))
+            .or_insert_with(|| Group {
+                mount,
+                dir,
+                names: Default::default(),
+            })
+            .names
+            .insert(name, path.clone());
+    }
+    (groups.into_values().collect(), per_path)
 }

@@ -42,6 +42,8 @@ pub struct Store {
     pub login_backoff: crate::backoff::Backoff,
     /// Paths whose mount lookup failed, each waiting for its backoff.
     pub lookups: crate::backoff::Remembered<rotor_core::store::StoreError>,
+    /// What listing each directory of this store cost, or that it cannot be listed.
+    pub listings: crate::listing::Listings,
 }
 
 pub struct Stores {
@@ -105,6 +107,7 @@ impl Stores {
                     logged_in: false,
                     login_backoff: Default::default(),
                     lookups: Default::default(),
+                    listings: Default::default(),
                 },
             );
         }

@@ -82,7 +82,7 @@ pub struct MountInfo {
 
 impl MountInfo {
     /// The path relative to the mount, without a leading `data/` or `metadata/` on KV v2.
-    fn relative<'a>(&self, path: &'a str) -> &'a str {
+    pub fn relative<'a>(&self, path: &'a str) -> &'a str {
         let rel = path.strip_prefix(self.path.as_str()).unwrap_or(path);
         if self.kv_version == Some(2) {
             rel.strip_prefix("data/")
@@ -402,7 +402,7 @@ impl StoreClient {
         ))
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         path: &str,
