@@ -102,6 +102,7 @@ fn lint_templates_and_schema() {
         ("webhook.replica=2", "replica"),
         ("webhook.failurePolicy=Maybe", "/webhook/failurePolicy"),
         ("reloader.pollInterval=0", "/reloader/pollInterval"),
+        ("reloader.pollBudget=-1", "/reloader/pollBudget"),
         (
             "webhook.registry.platform=amd64",
             "/webhook/registry/platform",
@@ -150,21 +151,7 @@ fn rendered(sets: &[&str], kind: &str, name: &str) -> serde_json::Value {
 
 #[test]
 fn the_reloader_may_patch_pods_only_for_in_place_rotation() {
-    let pod_rules = |sets: &[&str]| -> Vec<serde_json::Value> {
-        rendered(sets, "ClusterRole", "r-rotor-reloader")["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["resources"].as_array().unwrap().contains(&"pods".into()))
-            .cloned()
-            .collect()
-    };
-    let rules = pod_rules(&[]);
-    assert_eq!(rules.len(), 1, "{rules:?}");
-    assert_eq!(rules[0]["verbs"], serde_json::json!(["list", "patch"]));
-    assert!(pod_rules(&["reloader.inPlaceRotation=false"]).is_empty());
-    // A Deployment's own pods are those of its ReplicaSets: listed, never changed.
-    let replica_set_rules = |sets: &[&str]| -> Vec<serde_json::Value> {
+    let rules_on = |sets: &[&str], resource: &str| -> Vec<serde_json::Value> {
         rendered(sets, "ClusterRole", "r-rotor-reloader")["rules"]
             .as_array()
             .unwrap()
@@ -173,15 +160,46 @@ fn the_reloader_may_patch_pods_only_for_in_place_rotation() {
                 r["resources"]
                     .as_array()
                     .unwrap()
-                    .contains(&"replicasets".into())
+                    .contains(&resource.into())
             })
             .cloned()
             .collect()
     };
-    let rules = replica_set_rules(&[]);
+    let rules = rules_on(&[], "pods");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["verbs"], serde_json::json!(["list", "patch"]));
+    assert!(rules_on(&["reloader.inPlaceRotation=false"], "pods").is_empty());
+    // A Deployment's own pods are those of its ReplicaSets: listed, never changed.
+    let rules = rules_on(&[], "replicasets");
     assert_eq!(rules.len(), 1, "{rules:?}");
     assert_eq!(rules[0]["verbs"], serde_json::json!(["list"]));
-    assert!(replica_set_rules(&["reloader.inPlaceRotation=false"]).is_empty());
+    assert!(rules_on(&["reloader.inPlaceRotation=false"], "replicasets").is_empty());
+    // ConfigMaps: read, only when the webhook finds references there; the flag goes with it.
+    assert!(rules_on(&[], "configmaps").is_empty());
+    let on = ["webhook.configMapReferences=true"];
+    let rules = rules_on(&on, "configmaps");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules[0]["verbs"],
+        serde_json::json!(["get", "list", "watch"])
+    );
+    let args = |sets: &[&str]| {
+        rendered(sets, "Deployment", "r-rotor-reloader")["spec"]["template"]["spec"]["containers"]
+            [0]["args"]
+            .clone()
+    };
+    assert!(
+        args(&on)
+            .as_array()
+            .unwrap()
+            .contains(&"--configmap-references".into())
+    );
+    assert!(
+        !args(&[])
+            .as_array()
+            .unwrap()
+            .contains(&"--configmap-references".into())
+    );
 }
 
 /// Every TCP/UDP port an egress (or ingress) rule list allows, with the peers of its rule.

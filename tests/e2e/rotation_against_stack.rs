@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
 use rotor_core::contract::EventReason;
+use rotor_e2e::node_pods::RELOADER_POLICY;
 use rotor_reloader::decision::record_key;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,11 +42,7 @@ async fn setup() -> Result<Env> {
     stack.enable_bao_kubernetes_auth("kubernetes").await?;
     let bao = stack.bao_admin()?;
     // The reloader's whole store policy: read metadata, never data.
-    bao.put_policy(
-        "rotor-reloader",
-        r#"path "secret/metadata/*" { capabilities = ["read"] }"#,
-    )
-    .await?;
+    bao.put_policy("rotor-reloader", RELOADER_POLICY).await?;
     bao.put_kubernetes_role(
         "kubernetes",
         "rotor-reloader",
@@ -957,10 +954,7 @@ async fn each_workload_follows_its_own_stores_versions() -> Result<()> {
         .enable_kubernetes_auth_on(&team_admin, "kubernetes")
         .await?;
     team_admin
-        .put_policy(
-            "rotor-reloader",
-            r#"path "secret/metadata/*" { capabilities = ["read"] }"#,
-        )
+        .put_policy("rotor-reloader", RELOADER_POLICY)
         .await?;
     team_admin
         .put_kubernetes_role(
@@ -1233,5 +1227,188 @@ async fn signal_mode_tells_every_pod_and_never_rolls() -> Result<()> {
             && !notes[0].contains("rotated-in-place"),
         "{notes:?}"
     );
+    Ok(())
+}
+
+/// Patches the env value of a Deployment's container (a new template generation).
+async fn set_env_value(env: &Env, name: &str, value: &str) -> Result<()> {
+    let patch = json!({ "spec": { "template": { "spec": { "containers": [
+        { "name": "app", "env": [{ "name": "S", "value": value }] }
+    ] } } } });
+    Api::<Deployment>::namespaced(env.stack.kube.clone(), &env.ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The reloader keeps a workload without references as its identity only (issue 21): one that
+/// gains a reference later is watched from that change on and rolls once on rotation; one that
+/// loses it is forgotten and never rolls again.
+#[tokio::test]
+async fn a_workload_that_gains_a_reference_is_watched_and_one_that_loses_it_is_not() -> Result<()> {
+    let env = setup().await?;
+    rotate(&env, "gain", "v1").await?;
+    create::<Deployment>(&env, "dep-plain", "plain").await?;
+    create::<Deployment>(&env, "dep-ref", "vault:secret/data/gain#value").await?;
+    let reloader = start_reloader(&env, "reloader-1", &[]).await?;
+    let watched = || async { metric(&reloader.admin, "rotor_reloader_workloads_watched").await };
+    wait_until("dep-ref recorded", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-ref").await?.2.is_some())
+    })
+    .await?;
+    assert_eq!(watched().await?, 1.0);
+    assert_eq!(state::<Deployment>(&env, "dep-plain").await?.2, None);
+
+    set_env_value(&env, "dep-plain", "vault:secret/data/gain#value").await?;
+    wait_until("dep-plain recorded", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-plain").await?.2.is_some())
+    })
+    .await?;
+    assert_eq!(watched().await?, 2.0);
+    rotate(&env, "gain", "v2").await?;
+    wait_until("both rolled", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-plain").await?.1.is_some()
+            && state::<Deployment>(&env, "dep-ref").await?.1.is_some())
+    })
+    .await?;
+
+    set_env_value(&env, "dep-plain", "plain again").await?;
+    wait_until("dep-plain forgotten", Duration::from_secs(30), || async {
+        Ok(watched().await? == 1.0)
+    })
+    .await?;
+    let plain_rolled_at = state::<Deployment>(&env, "dep-plain").await?.1;
+    let ref_rolled_at = state::<Deployment>(&env, "dep-ref").await?.1;
+    rotate(&env, "gain", "v3").await?;
+    wait_until("dep-ref rolled again", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-ref").await?.1 != ref_rolled_at)
+    })
+    .await?;
+    wait_for_polls(&reloader.admin, 2).await?;
+    assert_eq!(
+        state::<Deployment>(&env, "dep-plain").await?.1,
+        plain_rolled_at,
+        "a workload without references any more does not roll"
+    );
+    Ok(())
+}
+
+/// References that reach pods through ConfigMaps (`configMapKeyRef`, `envFrom` with a prefix)
+/// are watched with `--configmap-references` (issue 21): each workload rolls once when its own
+/// secret rotates, and a reference the ConfigMap gains later is watched from then on.
+#[tokio::test]
+async fn references_from_configmaps_roll_their_workloads_once() -> Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let env = setup().await?;
+    rotate(&env, "cmref", "v1").await?;
+    rotate(&env, "cmall", "v1").await?;
+    rotate(&env, "cmlater", "v1").await?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    for (name, data) in [
+        (
+            "refs",
+            json!({ "S": "vault:secret/data/cmref#value", "OTHER": "plain" }),
+        ),
+        (
+            "all",
+            json!({ "T": "x ${vault:secret/data/cmall#value} y", "PLAIN": "1" }),
+        ),
+    ] {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({ "metadata": { "name": name }, "data": data }))?;
+        configmaps.create(&PostParams::default(), &cm).await?;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    for (name, env_json) in [
+        (
+            "dep-cm-key",
+            json!({ "env": [{ "name": "S", "valueFrom": { "configMapKeyRef": { "name": "refs", "key": "S" } } }] }),
+        ),
+        (
+            "dep-cm-from",
+            json!({ "envFrom": [{ "prefix": "P_", "configMapRef": { "name": "all" } }] }),
+        ),
+    ] {
+        let mut value = workload_json(name, "plain");
+        value["spec"].as_object_mut().unwrap().remove("serviceName");
+        let container = &mut value["spec"]["template"]["spec"]["containers"][0];
+        container.as_object_mut().unwrap().remove("env");
+        for (k, v) in env_json.as_object().unwrap() {
+            container[k] = v.clone();
+        }
+        deployments
+            .create(&PostParams::default(), &serde_json::from_value(value)?)
+            .await?;
+    }
+    let reloader = start_reloader(&env, "reloader-1", &["--configmap-references"]).await?;
+    let record = |name: &'static str| {
+        let env = &env;
+        async move {
+            Ok::<_, anyhow::Error>(state::<Deployment>(env, name).await?.2.unwrap_or_default())
+        }
+    };
+    wait_until("both recorded", Duration::from_secs(30), || async {
+        Ok(record("dep-cm-key")
+            .await?
+            .contains(&record_key("secret/data/cmref"))
+            && record("dep-cm-from")
+                .await?
+                .contains(&record_key("secret/data/cmall")))
+    })
+    .await?;
+    recorded_with_one_replica_set(&env, "dep-cm-key").await?;
+    recorded_with_one_replica_set(&env, "dep-cm-from").await?;
+
+    rotate(&env, "cmref", "v2").await?;
+    wait_until("dep-cm-key rolled", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-cm-key").await? == 2)
+    })
+    .await?;
+    wait_for_polls(&reloader.admin, 3).await?;
+    assert_eq!(replica_sets(&env, "dep-cm-key").await?, 2, "once");
+    assert_eq!(
+        replica_sets(&env, "dep-cm-from").await?,
+        1,
+        "not its secret"
+    );
+
+    rotate(&env, "cmall", "v2").await?;
+    wait_until("dep-cm-from rolled", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-cm-from").await? == 2)
+    })
+    .await?;
+
+    // The ConfigMap gains a reference: watched from then on.
+    configmaps
+        .patch(
+            "all",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "data": { "U": "vault:secret/data/cmlater#value" } })),
+        )
+        .await?;
+    wait_until(
+        "the new reference recorded",
+        Duration::from_secs(30),
+        || async {
+            Ok(record("dep-cm-from")
+                .await?
+                .contains(&record_key("secret/data/cmlater")))
+        },
+    )
+    .await?;
+    rotate(&env, "cmlater", "v2").await?;
+    wait_until(
+        "dep-cm-from rolled again",
+        Duration::from_secs(30),
+        || async { Ok(replica_sets(&env, "dep-cm-from").await? == 3) },
+    )
+    .await?;
+    wait_for_polls(&reloader.admin, 3).await?;
+    assert_eq!(replica_sets(&env, "dep-cm-from").await?, 3, "once more");
+    assert_eq!(replica_sets(&env, "dep-cm-key").await?, 2);
     Ok(())
 }

@@ -440,15 +440,16 @@ pub async fn seed_app_secret(
     .await
 }
 
-/// The reloader's store role: KV v2 metadata only, for ServiceAccount `rotor-reloader` in
+/// The reloader's store policy, as the README gives it: KV v2 metadata only (never data), read
+/// per path and listed per directory (OpenBao's `detailed-metadata`).
+pub const RELOADER_POLICY: &str = r#"path "secret/metadata/*" { capabilities = ["read"] }
+path "secret/detailed-metadata/*" { capabilities = ["list"] }"#;
+
+/// The reloader's store role: [`RELOADER_POLICY`], for ServiceAccount `rotor-reloader` in
 /// `namespace`, audience `rotor`.
 pub async fn seed_reloader_role(stack: &Stack, namespace: &str) -> Result<()> {
     let bao = stack.bao_admin()?;
-    bao.put_policy(
-        "rotor-reloader",
-        r#"path "secret/metadata/*" { capabilities = ["read"] }"#,
-    )
-    .await?;
+    bao.put_policy("rotor-reloader", RELOADER_POLICY).await?;
     bao.put_kubernetes_role(
         "kubernetes",
         "rotor-reloader",

@@ -188,22 +188,23 @@ impl Controller {
             .map(|(key, by_ns)| (key.clone(), by_ns.values().flatten().cloned().collect()))
             .collect();
         let mut versions: BTreeMap<StoreKey, StoreAnswer> = BTreeMap::new();
-        let mut requests = 0usize;
+        let (polled, resting) = self.poll_stores(&selected, &watched).await;
+        let mut distinct = resting.iter().map(|(_, n)| n).sum::<usize>();
         let mut down = 0usize;
-        for (key, outcome) in self.poll_stores(&selected, &watched).await {
+        for (key, outcome) in polled {
             match outcome {
-                Some((answered, made)) => {
-                    requests += made;
+                Some((answered, asked)) => {
+                    distinct += asked;
                     versions.insert(key, answered);
                 }
                 None => down += 1,
             }
         }
-        // Distinct secrets, however they are spelled, per store: one request each per poll,
-        // and those whose namespace's turn has not come.
+        // Distinct secrets, however they are spelled, per store (a resting store's as of its
+        // last poll), and those whose namespace's turn has not come.
         self.metrics
             .paths_watched
-            .set(i64::try_from(requests + waiting).unwrap_or(i64::MAX));
+            .set(i64::try_from(distinct + waiting).unwrap_or(i64::MAX));
         self.metrics.store_reachable.set(i64::from(down == 0));
         // One poll per cycle, over every store: failed when any store did not answer.
         let outcome = if down == 0 { "ok" } else { "failed" };
@@ -211,7 +212,7 @@ impl Controller {
             .polls
             .get_or_create(&ResultLabels { result: outcome })
             .inc();
-        if down == by_store.len() {
+        if down > 0 && down + resting.len() == by_store.len() {
             return Cycle::StoreDown;
         }
         let nothing_answered = StoreAnswer::default();
@@ -242,13 +243,28 @@ impl Controller {
 
     /// Polls the stores at once, each within its own deadline, so a store that hangs or resets
     /// holds back only its own workloads (and, with its failures remembered, only once per
-    /// backoff): each store's answer, or `None` when it did not answer.
+    /// backoff): each store's answer and distinct secrets, or `None` when it did not answer.
+    /// A store still resting after an expensive poll (`--poll-budget`) is not polled: it is
+    /// returned apart, with its last poll's distinct secrets, and its workloads wait as when a
+    /// path is not answered (nothing is recorded or rolled for them this cycle).
     async fn poll_stores(
         &mut self,
         selected: &BTreeMap<StoreKey, BTreeSet<String>>,
         watched: &BTreeMap<StoreKey, BTreeSet<String>>,
-    ) -> Vec<(StoreKey, Option<(StoreAnswer, usize)>)> {
+    ) -> (Polled, Vec<(StoreKey, usize)>) {
         let mut outcomes = Vec::new();
+        let now = Instant::now();
+        let resting: Vec<(StoreKey, usize)> = self
+            .stores
+            .entries_mut()
+            .filter(|(key, store)| {
+                selected.contains_key(*key) && store.rest_until.is_some_and(|until| now < until)
+            })
+            .map(|(key, store)| (key.clone(), store.last_distinct))
+            .collect();
+        for (key, _) in &resting {
+            tracing::debug!(store = %key, "the store rests: its last poll's requests allow the next only later (--poll-budget)");
+        }
         for key in selected.keys() {
             if let Err(e) = self.stores.get(key) {
                 tracing::warn!(store = %key, error = %e, "no client for the store");
@@ -260,6 +276,7 @@ impl Controller {
         let polls = self
             .stores
             .entries_mut()
+            .filter(|(key, _)| !resting.iter().any(|(resting, _)| resting == *key))
             .filter_map(|(key, store)| Some((key, store, selected.get(key)?)))
             .map(|(key, store, paths)| {
                 let auth = &auth;
@@ -279,7 +296,7 @@ impl Controller {
                 }
             });
         outcomes.extend(futures::future::join_all(polls).await);
-        outcomes
+        (outcomes, resting)
     }
 
     /// Logs and counts what the plan found before anything is applied.
@@ -608,8 +625,9 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Polls every selected path of one store once (logging in first when needed and its backoff
-/// allows, and again once if the token was refused): the versions and the requests made, or
-/// `None` when the store did not answer or the login failed.
+/// allows, and again once if the token was refused): the versions and the distinct secrets
+/// asked about, or `None` when the store did not answer or the login failed. An answered poll
+/// sets the store's rest (`Poller::rest_after` its requests).
 async fn poll_store(
     store: &mut Store,
     key: &StoreKey,
@@ -669,7 +687,7 @@ async fn poll_store(
     metrics
         .poll_duration
         .observe(started.elapsed().as_secs_f64());
-    // Distinct secrets, however they are spelled: one request each per poll.
+    // Listing pages and per-path reads.
     metrics.store_requests.inc_by(result.requests as u64);
     metrics.store_errors.inc_by(result.errors.len() as u64);
     for (path, error) in result.errors.iter().take(5) {
@@ -696,8 +714,13 @@ async fn poll_store(
         versions: result.versions,
         written: result.written,
     };
-    Some((answer, result.requests))
+    store.rest_until = Some(started + poller.rest_after(result.requests));
+    store.last_distinct = result.distinct;
+    Some((answer, result.distinct))
 }
+
+/// Each polled store's answer and distinct secrets, or `None` when it did not answer.
+type Polled = Vec<(StoreKey, Option<(StoreAnswer, usize)>)>;
 
 #[cfg(test)]
 #[path = "controller_store_tests.rs"]

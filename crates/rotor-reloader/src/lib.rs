@@ -4,6 +4,7 @@
 #[cfg(test)]
 pub mod api_mock;
 pub mod backoff;
+pub mod configmaps;
 pub mod controller;
 pub mod decision;
 pub mod fair_share;

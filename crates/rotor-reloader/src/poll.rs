@@ -20,6 +20,8 @@ pub struct PollResult {
     /// When each path's current version was written (paths the store gave a time for).
     pub written: HashMap<String, jiff::Timestamp>,
     pub requests: usize,
+    /// Distinct secrets asked about (spellings of one secret are one).
+    pub distinct: usize,
     /// Paths that failed, with the error (names the path, never a value).
     pub errors: Vec<(String, StoreError)>,
 }
@@ -42,8 +44,15 @@ impl PollResult {
     }
 }
 
+/// The longest a budget rests a store: the old default interval, so no store is polled less
+/// often than before the budget (nor more than its paths per 30 s beyond the budget).
+pub const LONGEST_REST: Duration = Duration::from_secs(30);
+
 pub struct Poller {
     concurrency: usize,
+    /// Average store requests per second one store's polls may make (`--poll-budget`; zero: no
+    /// budget): a store rests after an expensive poll until the budget allows the next.
+    budget: f64,
     /// Time between two request starts (the rate limit), zero for none.
     gap: Duration,
     last_start: Arc<Mutex<tokio::time::Instant>>,
@@ -58,6 +67,7 @@ impl Poller {
         };
         Self {
             concurrency: concurrency.max(1),
+            budget: 0.0,
             gap,
             last_start: Arc::new(Mutex::new(tokio::time::Instant::now())),
         }
@@ -104,6 +114,7 @@ impl Poller {
                 }
             }
         }
+        let distinct = spellings.len();
         let (groups, mut per_path) = group_by_directory(client, spellings.keys()).await;
         let listed = list_groups(self, client, groups, listings).await;
         per_path.extend(listed.unanswered);
@@ -130,6 +141,7 @@ impl Poller {
         );
         let mut result = PollResult {
             requests: answers.len() + listed.requests,
+            distinct,
             errors: failed,
             ..PollResult::default()
         };
@@ -155,6 +167,23 @@ impl Poller {
             }
         }
         result
+    }
+
+    /// One store's polls make at most `per_second` requests per second on average (but for
+    /// [`LONGEST_REST`]): a store read path by path (Vault) with many secrets is polled less
+    /// often than the interval, one whose versions are listed every interval.
+    pub fn with_budget(mut self, per_second: f64) -> Self {
+        self.budget = per_second;
+        self
+    }
+
+    /// How long a store rests after a poll that made `requests` requests: what the budget
+    /// needs, at most [`LONGEST_REST`]; zero without a budget.
+    pub fn rest_after(&self, requests: usize) -> Duration {
+        if self.budget.is_nan() || self.budget <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(requests as f64 / self.budget).min(LONGEST_REST)
     }
 
     pub fn concurrency(&self) -> usize {
@@ -211,4 +240,22 @@ async fn group_by_directory(
             .insert(name, path.clone());
     }
     (groups.into_values().collect(), per_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_rests_as_long_as_its_budget_needs_and_never_longer_than_the_old_interval() {
+        let poller = Poller::new(8, 0).with_budget(10.0);
+        assert_eq!(poller.rest_after(3), Duration::from_millis(300), "listed");
+        assert_eq!(poller.rest_after(100), Duration::from_secs(10));
+        assert_eq!(poller.rest_after(5_000), LONGEST_REST, "never longer");
+        assert_eq!(
+            Poller::new(8, 0).rest_after(5_000),
+            Duration::ZERO,
+            "no budget"
+        );
+    }
 }

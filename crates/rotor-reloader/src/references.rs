@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use rotor_core::contract::annotations::{self, get_bool};
 use rotor_core::contract::workload::WorkloadError;
 use rotor_core::contract::{ContainerEnv, StoreChoice, workload_references};
@@ -50,6 +50,15 @@ pub fn watched_paths(template: &PodTemplateSpec) -> Result<BTreeSet<String>, Wor
 /// The paths a pod template reads and the store it reads them from (its own
 /// `rotor.dev/vault-addr` and namespace annotations, as the webhook honours them).
 pub fn watched(template: &PodTemplateSpec) -> Result<Watched, WorkloadError> {
+    watched_with(template, |_| Vec::new())
+}
+
+/// [`watched`], with the env each container takes from ConfigMaps (`(variable, value)`, as
+/// `from_configmaps` finds it) read like its literal env.
+pub fn watched_with(
+    template: &PodTemplateSpec,
+    from_configmaps: impl Fn(&Container) -> Vec<(String, String)>,
+) -> Result<Watched, WorkloadError> {
     let Some(spec) = template.spec.as_ref() else {
         return Ok(Watched::default());
     };
@@ -58,12 +67,21 @@ pub fn watched(template: &PodTemplateSpec) -> Result<Watched, WorkloadError> {
         .as_ref()
         .and_then(|m| m.annotations.as_ref())
         .unwrap_or(&NO_ANNOTATIONS);
-    let containers: Vec<ContainerEnv<'_>> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .map(rotor_runtime::container_env)
+    let all = || {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+    };
+    let sourced: Vec<Vec<(String, String)>> = all().map(&from_configmaps).collect();
+    let containers: Vec<ContainerEnv<'_>> = all()
+        .zip(&sourced)
+        .map(|(container, sourced)| {
+            let mut env = rotor_runtime::container_env(container);
+            env.env
+                .extend(sourced.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            env
+        })
         .collect();
     let references = workload_references(annotations, &containers)?;
     Ok(Watched {

@@ -51,8 +51,14 @@ pub struct RunArgs {
     #[arg(long, env = var::TOKEN, hide_env_values = true)]
     pub token: Option<String>,
     /// Seconds between polls.
-    #[arg(long, env = "ROTOR_POLL_INTERVAL", default_value_t = 30.0)]
+    #[arg(long, env = "ROTOR_POLL_INTERVAL", default_value_t = 5.0)]
     pub poll_interval: f64,
+    /// Average store requests per second one store's polls may make: after a poll of N
+    /// requests the store rests N / budget seconds (at most 30 s, the old interval) before the
+    /// next. A store whose versions are listed (OpenBao) is polled every interval; one read path
+    /// by path (Vault) with many secrets less often. 0: no budget.
+    #[arg(long, env = "ROTOR_POLL_BUDGET", default_value_t = 10.0)]
+    pub poll_budget: f64,
     /// Random extra wait per poll, as a fraction of the interval.
     #[arg(long, env = "ROTOR_POLL_JITTER", default_value_t = 0.1)]
     pub poll_jitter: f64,
@@ -83,6 +89,10 @@ pub struct RunArgs {
     /// Watch every workload that has references, not only those annotated rotor.dev/reload.
     #[arg(long, env = "ROTOR_ALL_WORKLOADS")]
     pub all_workloads: bool,
+    /// Watch the ConfigMaps pods take env from (`configMapKeyRef`, `envFrom`), so references
+    /// there roll their workloads too: set with the webhook's `--configmap-references`.
+    #[arg(long, env = "ROTOR_CONFIGMAP_REFERENCES")]
+    pub configmap_references: bool,
     /// Paths a workload's namespace may have watched: exact, or a prefix ending in `*`, with
     /// `{namespace}` for the workload's namespace (comma-separated; for example
     /// `secret/data/{namespace}/*`). Other paths are not polled for it, and an Event on the
@@ -142,6 +152,7 @@ impl RunArgs {
             token_file,
             token,
             poll_interval,
+            poll_budget,
             poll_jitter,
             settle,
             max_rollouts_per_poll,
@@ -150,6 +161,7 @@ impl RunArgs {
             max_requests_per_second,
             paths_per_namespace_per_poll,
             all_workloads,
+            configmap_references,
             watchable_paths,
             watch_namespace,
             lease_namespace,
@@ -205,8 +217,9 @@ impl RunArgs {
         let controller = Controller {
             kube: kube.clone(),
             stores: Stores::new(store, addr_allowlist, auth),
-            caches: Caches::start(&kube, watch_namespace.as_deref()),
-            poller: Poller::new(concurrency, max_requests_per_second),
+            caches: Caches::start(&kube, watch_namespace.as_deref(), configmap_references),
+            poller: Poller::new(concurrency, max_requests_per_second)
+                .with_budget(checked_budget(poll_budget)?),
             metrics,
             config: ControllerConfig {
                 poll_interval: checked_poll_interval(seconds(poll_interval, "poll-interval")?)?,
@@ -246,6 +259,16 @@ struct StoreArgs<'a> {
 }
 
 /// The settings every store's client starts from, and how the reloader logs in. The reloader's
+/// `--poll-budget`, refused when negative or not a number.
+fn checked_budget(budget: f64) -> Result<f64> {
+    if budget.is_finite() && budget >= 0.0 {
+        return Ok(budget);
+    }
+    anyhow::bail!(
+        "--poll-budget={budget}: expected a non-negative number of store requests per second (0: no budget)"
+    )
+}
+
 /// The shortest poll interval: each poll reads the version of every watched path, so a zero or
 /// sub-second interval would give the store no rest (`--poll-interval 0` used to be accepted).
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -309,6 +332,16 @@ fn store_config(args: StoreArgs<'_>) -> Result<(StoreConfig, Auth)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poll_budget_that_is_negative_or_not_a_number_is_refused_with_the_flag() {
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let err = checked_budget(bad).unwrap_err().to_string();
+            assert!(err.contains("--poll-budget="), "{err}");
+        }
+        assert_eq!(checked_budget(0.0).unwrap(), 0.0);
+        assert_eq!(checked_budget(10.0).unwrap(), 10.0);
+    }
 
     #[test]
     fn a_poll_interval_below_one_second_is_refused_with_the_flag() {

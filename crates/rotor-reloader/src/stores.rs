@@ -44,6 +44,10 @@ pub struct Store {
     pub lookups: crate::backoff::Remembered<rotor_core::store::StoreError>,
     /// What listing each directory of this store cost, or that it cannot be listed.
     pub listings: crate::listing::Listings,
+    /// Not polled again before this (the average request budget's rest after its last poll).
+    pub rest_until: Option<std::time::Instant>,
+    /// Distinct secrets its last poll asked about (for the watched-paths gauge while it rests).
+    pub last_distinct: usize,
 }
 
 pub struct Stores {
@@ -108,6 +112,8 @@ impl Stores {
                     login_backoff: Default::default(),
                     lookups: Default::default(),
                     listings: Default::default(),
+                    rest_until: None,
+                    last_distinct: 0,
                 },
             );
         }

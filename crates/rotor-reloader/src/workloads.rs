@@ -17,8 +17,9 @@ use rotor_core::contract::workload::WorkloadError;
 use rotor_core::contract::{OnRotation, StoreChoice};
 use serde_json::json;
 
+use crate::configmaps::{ConfigMaps, reads_configmaps};
 use crate::decision::{OBSERVED, ROTATED_AT, Versions};
-use crate::references::{Watched, opted_in, watched};
+use crate::references::{Watched, opted_in, watched, watched_with};
 use crate::tenancy::WatchablePaths;
 
 pub const FIELD_MANAGER: &str = "rotor-reloader";
@@ -88,15 +89,66 @@ pub struct Caches {
     deployments: Store<Deployment>,
     statefulsets: Store<StatefulSet>,
     daemonsets: Store<DaemonSet>,
+    /// Watched when references may come from ConfigMaps (`--configmap-references`).
+    configmaps: Option<ConfigMaps>,
     parsed: Mutex<ParsedTemplates>,
 }
 
 /// The watched paths of each pod template (or why they cannot be read), parsed once per object
-/// uid and generation: a template changes only with a new generation, so a poll parses only what
-/// changed, and a template that does not parse is warned about once, not on every poll.
-type ParsedTemplates = HashMap<(String, i64), Arc<Result<Watched, WorkloadError>>>;
+/// uid and generation (and versions of the ConfigMaps it reads): a template changes only with a
+/// new generation, so a poll parses only what changed, and a template that does not parse is
+/// warned about once, not on every poll.
+type ParsedTemplates = HashMap<(String, i64), (String, Arc<Result<Watched, WorkloadError>>)>;
 
-fn cache<K>(api: Api<K>) -> Store<K>
+/// A workload kind whose pods come from a template.
+trait Templated: Resource {
+    fn pod_template(&self) -> Option<&PodTemplateSpec>;
+    /// Drops its spec and status: what the cache keeps of an object without references.
+    fn drop_spec_and_status(&mut self);
+}
+
+macro_rules! templated {
+    ($($kind:ty),*) => {$(
+        impl Templated for $kind {
+            fn pod_template(&self) -> Option<&PodTemplateSpec> {
+                self.spec.as_ref().map(|s| &s.template)
+            }
+            fn drop_spec_and_status(&mut self) {
+                self.spec = None;
+                self.status = None;
+            }
+        }
+    )*};
+}
+templated!(Deployment, StatefulSet, DaemonSet);
+
+/// What the cache keeps of an object as it arrives: without managed fields; and an object whose
+/// template references no secret (most of a cluster) only as its identity (name, namespace, uid,
+/// resourceVersion), so memory follows rotor's workloads, not the cluster's. Each watch event
+/// carries the whole object again, so a template that gains a reference is kept in full from
+/// that event on, and one that loses its last is stripped. A template whose reference does not
+/// parse is kept, so the poll warns about it.
+fn keep<K: Templated>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    let references_nothing = object
+        .pod_template()
+        .is_none_or(|t| !reads_configmaps(t) && watched(t).is_ok_and(|w| w.paths.is_empty()));
+    if references_nothing {
+        object.drop_spec_and_status();
+        let meta = object.meta_mut();
+        *meta = kube::api::ObjectMeta {
+            name: meta.name.take(),
+            namespace: meta.namespace.take(),
+            uid: meta.uid.take(),
+            resource_version: meta.resource_version.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// A reflector cache of `api`'s objects, each reduced by `keep` as it arrives.
+pub(crate) fn cache<K>(api: Api<K>, keep: fn(&mut K)) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -106,7 +158,7 @@ where
         writer,
         watcher(api, watcher::Config::default())
             .default_backoff()
-            .modify(|o: &mut K| o.meta_mut().managed_fields = None),
+            .modify(keep),
     );
     tokio::spawn(stream.for_each(|event| async move {
         if let Err(e) = event {
@@ -117,8 +169,12 @@ where
 }
 
 impl Caches {
-    /// Starts watching all namespaces (or one).
-    pub fn start(client: &kube::Client, namespace: Option<&str>) -> Self {
+    /// Starts watching all namespaces (or one), and their ConfigMaps when `configmap_references`.
+    pub fn start(
+        client: &kube::Client,
+        namespace: Option<&str>,
+        configmap_references: bool,
+    ) -> Self {
         fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
         where
             K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -130,9 +186,10 @@ impl Caches {
             }
         }
         Self {
-            deployments: cache(api(client, namespace)),
-            statefulsets: cache(api(client, namespace)),
-            daemonsets: cache(api(client, namespace)),
+            deployments: cache(api(client, namespace), keep::<Deployment>),
+            statefulsets: cache(api(client, namespace), keep::<StatefulSet>),
+            daemonsets: cache(api(client, namespace), keep::<DaemonSet>),
+            configmaps: configmap_references.then(|| ConfigMaps::start(client, namespace)),
             parsed: Mutex::new(HashMap::new()),
         }
     }
@@ -141,6 +198,9 @@ impl Caches {
         let _ = self.deployments.wait_until_ready().await;
         let _ = self.statefulsets.wait_until_ready().await;
         let _ = self.daemonsets.wait_until_ready().await;
+        if let Some(configmaps) = &self.configmaps {
+            configmaps.wait_ready().await;
+        }
     }
 
     /// Every opted-in workload with at least one watched path.
@@ -152,6 +212,7 @@ impl Caches {
             previous: std::mem::take(&mut *parsed),
             current: HashMap::new(),
             watchable,
+            configmaps: self.configmaps.as_ref(),
         };
         collect(
             &mut out,
@@ -189,26 +250,37 @@ struct Templates<'a> {
     previous: ParsedTemplates,
     current: ParsedTemplates,
     watchable: &'a WatchablePaths,
+    configmaps: Option<&'a ConfigMaps>,
 }
 
 impl Templates<'_> {
-    /// The watched paths of `template`, parsed only when its object's generation is new.
-    /// `fresh` is true when it was parsed now.
+    /// The watched paths of `template`, parsed only when its object's generation (or a
+    /// ConfigMap it reads) is new. `fresh` is true when it was parsed now.
     fn paths(
         &mut self,
         meta: &kube::api::ObjectMeta,
         template: &PodTemplateSpec,
     ) -> (Arc<Result<Watched, WorkloadError>>, bool) {
-        let parse = || Arc::new(watched(template));
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        let configmaps = self.configmaps;
+        let parse = || {
+            Arc::new(match configmaps {
+                Some(cms) => watched_with(template, |c| cms.env_of(namespace, c)),
+                None => watched(template),
+            })
+        };
         let Some(uid) = meta.uid.clone() else {
             return (parse(), true);
         };
+        let fingerprint = configmaps
+            .map(|cms| cms.fingerprint(namespace, template))
+            .unwrap_or_default();
         let key = (uid, meta.generation.unwrap_or_default());
         let (paths, fresh) = match self.previous.remove(&key) {
-            Some(paths) => (paths, false),
-            None => (parse(), true),
+            Some((seen, paths)) if seen == fingerprint => (paths, false),
+            _ => (parse(), true),
         };
-        self.current.insert(key, paths.clone());
+        self.current.insert(key, (fingerprint, paths.clone()));
         (paths, fresh)
     }
 }
@@ -389,6 +461,7 @@ mod tests {
             previous: HashMap::new(),
             current: HashMap::new(),
             watchable: &open,
+            configmaps: None,
         };
         let poll = |templates: &mut Templates, generation| {
             let (paths, fresh) = templates.paths(&meta(generation), &template);
@@ -404,6 +477,42 @@ mod tests {
             poll(&mut templates, 2),
             "an object gone from a poll is forgotten"
         );
+    }
+
+    #[test]
+    fn an_object_without_references_is_kept_as_its_identity_and_one_with_references_in_full() {
+        let deployment = |value: &str| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": { "name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7",
+                    "labels": { "app": "web" }, "annotations": { "big": "x".repeat(10_000) },
+                    "managedFields": [{ "manager": "kubectl" }] },
+                "spec": { "selector": { "matchLabels": { "app": "web" } }, "template": { "spec": {
+                    "containers": [{ "name": "a", "env": [{ "name": "A", "value": value }] }] } } },
+                "status": { "replicas": 1 }
+            }))
+            .unwrap()
+        };
+        let mut plain = deployment("hello");
+        keep(&mut plain);
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7" } }),
+            "identity only"
+        );
+        for kept in ["vault:secret/db#password", "vault:secret/db#"] {
+            let mut object = deployment(kept);
+            keep(&mut object);
+            assert!(object.meta().managed_fields.is_none());
+            assert!(
+                object.spec.is_some() && object.status.is_some(),
+                "{kept:?}: kept in full (a reference that does not parse is warned about)"
+            );
+            assert_eq!(
+                object.meta().annotations.as_ref().unwrap()["big"].len(),
+                10_000
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,24 @@ pub fn container_env(
     )
 }
 
+/// (ConfigMap, key) pairs a container's env reads; key `None` means every key (`envFrom`). The
+/// webhook (which containers to wrap) and the reloader (which paths to watch) read ConfigMap
+/// sources through this one function.
+pub fn configmap_sources(
+    container: &k8s_openapi::api::core::v1::Container,
+) -> Vec<(String, Option<String>)> {
+    let keyed = container.env.iter().flatten().filter_map(|e| {
+        let r = e.value_from.as_ref()?.config_map_key_ref.as_ref()?;
+        Some((r.name.clone(), Some(r.key.clone())))
+    });
+    let whole = container
+        .env_from
+        .iter()
+        .flatten()
+        .filter_map(|e| e.config_map_ref.as_ref().map(|r| (r.name.clone(), None)));
+    keyed.chain(whole).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

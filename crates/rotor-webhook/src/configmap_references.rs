@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
 use rotor_core::reference::{has_reference, parse_value};
+use rotor_runtime::configmap_sources;
 
 /// Names of the containers whose ConfigMap-sourced env carries references. A reference that does
 /// not parse is an error naming the ConfigMap and key.
@@ -60,18 +61,4 @@ pub async fn containers_with_configmap_references(
         }
     }
     Ok(found)
-}
-
-/// (ConfigMap, key) pairs a container's env reads; key `None` means every key (`envFrom`).
-fn configmap_sources(container: &Container) -> Vec<(String, Option<String>)> {
-    let keyed = container.env.iter().flatten().filter_map(|e| {
-        let r = e.value_from.as_ref()?.config_map_key_ref.as_ref()?;
-        Some((r.name.clone(), Some(r.key.clone())))
-    });
-    let whole = container
-        .env_from
-        .iter()
-        .flatten()
-        .filter_map(|e| e.config_map_ref.as_ref().map(|r| (r.name.clone(), None)));
-    keyed.chain(whole).collect()
 }
