@@ -180,6 +180,8 @@ async fn main() {
         format!("--token={token}"),
         "--poll-interval=5".to_string(),
         "--max-rollouts-per-poll=100".to_string(),
+        // Every path every poll (the namespace holds them all; the default window is 200).
+        "--paths-per-namespace-per-poll=1000".to_string(),
         format!("--max-requests-per-second={rps}"),
         format!("--watch-namespace={ns}"),
         "--log-level=warn".to_string(),

@@ -350,3 +350,166 @@ fn assert_mount_is_tmpfs(volume: &Path) -> Result<()> {
     assert_eq!(fs.as_deref(), Some("tmpfs"), "{target}");
     Ok(())
 }
+
+/// Renewal in place (issue 21): in signal mode a certificate and key from one PKI `>>` answer
+/// (24 s, with a lease) are issued again at two thirds of their life, written as a set, the app
+/// signalled once each time, the old lease revoked after `ROTOR_RENEW_GRACE`: the app serves TLS
+/// across three renewals with no restart and no failed handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_issued_again_in_place_without_a_restart_or_a_failed_handshake()
+-> Result<()> {
+    const RENEWALS: usize = 3;
+    let (stack, images) = start_node_stack().await?;
+    let ns = stack
+        .namespace_with_labels("renew", &[("rotor-e2e", "enabled")])
+        .await?;
+    seed_app_secret(&stack, "demo/db", FIRST, "shop", &[&ns]).await?;
+    let bao = stack.bao_admin()?;
+    bao.put_policy(
+        "shop",
+        r#"
+path "pki/issue/short" { capabilities = ["create", "update"] }
+path "sys/leases/revoke/pki/issue/short/*" { capabilities = ["update"] }
+"#,
+    )
+    .await?;
+    bao.enable_pki("pki", "rotor.test", "web").await?;
+    bao.write(
+        "pki/roles/short",
+        json!({ "allowed_domains": "rotor.test", "allow_subdomains": true, "ttl": "24s",
+            "max_ttl": "1h", "generate_lease": true }),
+    )
+    .await?;
+    let ca = bao.read("pki/cert/ca").await?["data"]["certificate"]
+        .as_str()
+        .context("the PKI CA")?
+        .to_string();
+    let _webhook = start_node_webhook(&stack, &images).await?;
+    stack.service_account(&ns, "shop").await?;
+    let mut web = deployment(&images.app)?;
+    let template = web
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.metadata.as_mut())
+        .context("template")?;
+    let issue = r#"{"common_name":"web.rotor.test"}"#;
+    let annotations = template.annotations.get_or_insert_default();
+    annotations.remove("rotor.dev/file.db.conf");
+    annotations.insert(
+        "rotor.dev/file.tls.crt".into(),
+        format!(">>vault:pki/issue/short#certificate#{issue}"),
+    );
+    annotations.insert(
+        "rotor.dev/file.tls.key".into(),
+        format!(">>vault:pki/issue/short#private_key#{issue}"),
+    );
+    let container = &mut web
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .context("pod spec")?
+        .containers[0];
+    container.command = Some(
+        ["/app", "--file", CERT, "--tls", "8443", CERT, KEY]
+            .map(String::from)
+            .to_vec(),
+    );
+    container.env = Some(vec![serde_json::from_value(
+        json!({ "name": "ROTOR_RENEW_GRACE", "value": "3" }),
+    )?]);
+    let apps: Api<Deployment> = Api::namespaced(stack.kube.clone(), &ns);
+    apps.create(&PostParams::default(), &web).await?;
+    let pods: Api<Pod> = Api::namespaced(stack.kube.clone(), &ns);
+    let name = wait_for(Duration::from_secs(60), "the web pod", || async {
+        Ok(pod_names(&pods, "app=web").await?.into_iter().next())
+    })
+    .await?;
+    wait_for_log(
+        &pods,
+        &name,
+        "web",
+        "app: tls port=8443",
+        Duration::from_secs(90),
+    )
+    .await?;
+    let pod = pods.get(&name).await?;
+    let uid = pod.metadata.uid.clone().context("pod uid")?;
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .context("pod IP")?;
+
+    // Handshakes every 200 ms, each verified against the PKI's CA, until the app has served
+    // the first certificate and three more.
+    let mut served: Vec<Vec<u8>> = Vec::new();
+    let mut handshakes = 0usize;
+    let mut failed = Vec::new();
+    let started = Instant::now();
+    while served.len() < RENEWALS + 1 {
+        if started.elapsed() > Duration::from_secs(150) {
+            bail!(
+                "{} certificates served in 150 s ({handshakes} handshakes, failures {failed:?})",
+                served.len()
+            );
+        }
+        match served_certificate_at(&pod_ip, 8443, "web.rotor.test", &ca).await {
+            Ok(der) => {
+                if served.last() != Some(&der) {
+                    served.push(der);
+                }
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+        handshakes += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        failed.is_empty(),
+        "{} handshakes failed: {failed:?}",
+        failed.len()
+    );
+
+    // The same pod, never restarted; rotor-init says what it did, three times, once each.
+    let pod = pods.get(&name).await?;
+    assert_eq!(pod.metadata.uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(
+        container_status(&pod, "web").map(|s| s.restart_count),
+        Some(0)
+    );
+    let log = wait_for_log(
+        &pods,
+        &name,
+        "web",
+        "renewal in place: the old lease revoked after the grace",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let renewals = count("renewal in place: issued again, rewrote the files as a set");
+    assert!(renewals >= RENEWALS, "{log}");
+    assert!(count("app: received SIGHUP") >= RENEWALS, "{log}");
+    assert_eq!(count("lease can no longer be renewed"), 0, "{log}");
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+    // The old leases are revoked by rotor-init after the grace (the store's own record).
+    wait_for(
+        Duration::from_secs(30),
+        "the old leases revoked",
+        || async {
+            let revoked = stack
+                .bao
+                .audited_requests()?
+                .iter()
+                .filter(|r| r.path.starts_with("sys/leases/revoke/pki/issue/short/"))
+                .count();
+            Ok((revoked >= RENEWALS).then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "renewal in place: {} certificates served across {renewals} renewals in {:.0?}, {handshakes} handshakes, 0 failed, 0 restarts",
+        served.len(),
+        started.elapsed()
+    );
+    Ok(())
+}

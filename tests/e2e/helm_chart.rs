@@ -614,6 +614,22 @@ fn the_admission_policy_is_on_where_the_api_server_serves_it() {
         "the params ConfigMap"
     );
     assert!(narrowed(&on), "the webhook leaves the policy's pods alone");
+    // The ROTOR_* variables a pod author may set: rotor-core's list, as the refusal says it.
+    let tunables = rotor_core::contract::init_settings::var::POD_TUNABLE.join(", ");
+    assert!(
+        on.contains(&format!("(only {tunables} may be set there)")),
+        "the policy's tunables differ from var::POD_TUNABLE ({tunables})"
+    );
+    let as_cel: Vec<String> = rotor_core::contract::init_settings::var::POD_TUNABLE
+        .iter()
+        .map(|v| format!("'{v}'"))
+        .collect();
+    assert_eq!(
+        on.matches(&format!("e.name in [{}]", as_cel.join(", ")))
+            .count(),
+        4,
+        "the CEL list decides and names the culprit, in both policies' shared variables"
+    );
 
     // Not served (Kubernetes 1.34, or 1.36+ with the API off): the webhook does everything.
     for off in [

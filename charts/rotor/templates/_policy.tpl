@@ -14,6 +14,18 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
 
 {{/* CEL regexes (RE2) of the reference grammar (crates/rotor-core/src/reference.rs). */}}
 {{/* Rust's char::is_whitespace is \p{Z} plus ASCII controls, is_control is \p{Cc}. */}}
+{{- /* The ROTOR_* variables a pod author may set (rotor-core's var::POD_TUNABLE; the helm_chart
+test compares the two): one list, as a CEL list and as the message names it. */ -}}
+{{- define "rotor.policy.tunableList" -}}
+ROTOR_LOG_LEVEL ROTOR_LOG_FORMAT ROTOR_DEADLINE ROTOR_REQUEST_TIMEOUT ROTOR_CONCURRENCY ROTOR_DAEMON_GRACE ROTOR_RENEW_GRACE
+{{- end -}}
+{{- define "rotor.policy.tunables" -}}
+[{{ range $i, $v := splitList " " (include "rotor.policy.tunableList" .) }}{{ if $i }}, {{ end }}'{{ $v }}'{{ end }}]
+{{- end -}}
+{{- define "rotor.policy.tunableNames" -}}
+{{ join ", " (splitList " " (include "rotor.policy.tunableList" .)) }}
+{{- end -}}
+
 {{- define "rotor.cel.head" -}}[^\p{Z}\p{Cc}#]{{- end -}}
 {{- define "rotor.cel.segment" -}}[^/#%?\\{}$\p{Z}\p{Cc}]+{{- end -}}
 {{- define "rotor.cel.path" -}}/*{{ include "rotor.cel.segment" . }}(/{{ include "rotor.cel.segment" . }})*/*{{- end -}}
@@ -147,8 +159,8 @@ test `admission_policy` proves the stored pods equal to the webhook's through th
     ? 'pod ' + variables.pod + ': container ' + variables.targets.filter(c, has(c.volumeMounts) && c.volumeMounts.exists(m, m.mountPath.matches(r'^/rotor/bin/*$') || m.mountPath.matches(r'^/var/run/secrets/rotor/*$')))[0].name + ' mounts a volume at /rotor/bin or /var/run/secrets/rotor, where rotor mounts its own; mount it elsewhere'
     : size(variables.expanded) > 0
     ? 'pod ' + variables.pod + ': $(' + variables.expanded[0] + ') in command or args: the kubelet expands it before rotor-init runs, to the literal reference, not the secret; read ' + variables.expanded[0] + ' from the environment in the app (or run it through a shell: sh -c \'exec app "$' + variables.expanded[0] + '"\')'
-    : variables.targets.exists(c, c.env.exists(e, e.name.startsWith('ROTOR_') && !(e.name in ['ROTOR_LOG_LEVEL', 'ROTOR_LOG_FORMAT', 'ROTOR_DEADLINE', 'ROTOR_REQUEST_TIMEOUT', 'ROTOR_CONCURRENCY', 'ROTOR_DAEMON_GRACE'])))
-    ? 'pod ' + variables.pod + ': a container sets ' + variables.targets.map(c, c.env.filter(e, e.name.startsWith('ROTOR_') && !(e.name in ['ROTOR_LOG_LEVEL', 'ROTOR_LOG_FORMAT', 'ROTOR_DEADLINE', 'ROTOR_REQUEST_TIMEOUT', 'ROTOR_CONCURRENCY', 'ROTOR_DAEMON_GRACE'])).map(e, e.name)).flatten()[0] + ' in its env: rotor\'s store settings come from the pod\'s annotations (rotor.dev/vault-addr, ...) and the cluster settings; remove it (only ROTOR_LOG_LEVEL, ROTOR_LOG_FORMAT, ROTOR_DEADLINE, ROTOR_REQUEST_TIMEOUT, ROTOR_CONCURRENCY, ROTOR_DAEMON_GRACE may be set there)'
+    : variables.targets.exists(c, c.env.exists(e, e.name.startsWith('ROTOR_') && !(e.name in {{ include "rotor.policy.tunables" . }})))
+    ? 'pod ' + variables.pod + ': a container sets ' + variables.targets.map(c, c.env.filter(e, e.name.startsWith('ROTOR_') && !(e.name in {{ include "rotor.policy.tunables" . }})).map(e, e.name)).flatten()[0] + ' in its env: rotor\'s store settings come from the pod\'s annotations (rotor.dev/vault-addr, ...) and the cluster settings; remove it (only {{ include "rotor.policy.tunableNames" . }} may be set there)'
     : ''
 {{- end -}}
 

@@ -83,6 +83,8 @@ pub struct Resolution {
 pub struct FileSet {
     templates: Vec<(String, FileTemplate)>,
     answers: HashMap<Request, Secret>,
+    /// `>>` requests the env renders too: the env cannot change, so these are never re-issued.
+    env_writes: HashSet<Request>,
 }
 
 enum FileTemplate {
@@ -365,6 +367,11 @@ pub async fn resolve_with_files(
     render_env(&mut resolution, env, &templates, &answers, &options)?;
     add_from_paths(&mut resolution, from_paths, &answers, &options)?;
     resolution.files = file_set(file_templates, answers)?;
+    resolution.files.env_writes = templates
+        .iter()
+        .flat_map(|(_, t)| t.references().into_iter().map(Request::of))
+        .filter(|r| matches!(r, Request::Write { .. }))
+        .collect();
     Ok(resolution)
 }
 
@@ -393,6 +400,7 @@ fn file_set(
     let mut set = FileSet {
         templates,
         answers: HashMap::new(),
+        env_writes: HashSet::new(),
     };
     let needed: HashSet<Request> = set.references().map(Request::of).collect();
     for (request, answer) in answers {
@@ -540,6 +548,10 @@ fn add_from_paths(
     }
     Ok(())
 }
+
+#[path = "resolve_renewal.rs"]
+mod renewal;
+pub use renewal::FileWrite;
 
 #[cfg(test)]
 #[path = "resolve_tests.rs"]

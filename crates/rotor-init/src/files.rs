@@ -49,30 +49,53 @@ fn read_bounded(path: &Path) -> Result<String, FileError> {
     Ok(text)
 }
 
-/// Writes every file into `dir` with `mode`, each atomically.
+/// Writes every file into `dir` with `mode` as a set: each new content is written to a
+/// temporary file first, and only when all of them are written are they renamed over the old
+/// ones, so a failure leaves every file as it was (a certificate never beside the wrong key),
+/// and a reader sees each file old or new, never half of one.
 pub fn write_all(dir: &Path, mode: u32, files: &[RenderedFile]) -> Result<(), FileError> {
+    let mut staged = Vec::with_capacity(files.len());
     for file in files {
-        write_atomically(dir, &file.name, file.content.as_bytes(), mode)?;
+        match stage(dir, &file.name, file.content.as_bytes(), mode) {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                for s in staged {
+                    let _ = std::fs::remove_file(&s.temp);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut staged = staged.into_iter();
+    while let Some(s) = staged.next() {
+        if let Err(e) = std::fs::rename(&s.temp, &s.target) {
+            for rest in std::iter::once(&s).chain(staged.as_slice()) {
+                let _ = std::fs::remove_file(&rest.temp);
+            }
+            return Err(failure("write", &s.target, e));
+        }
     }
     Ok(())
 }
 
-/// Writes `content` to `dir/name`: a new temporary file (exclusive create, `mode` from the
-/// start, never wider), then a rename over the old one.
-pub fn write_atomically(
-    dir: &Path,
-    name: &str,
-    content: &[u8],
-    mode: u32,
-) -> Result<(), FileError> {
+/// A new content written beside its target, waiting to be renamed over it.
+struct Staged {
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+fn failure(what: &str, target: &Path, e: std::io::Error) -> FileError {
+    FileError(format!(
+        "cannot {what} {}: {e}; the directory must be writable by the app's user (rotor mounts a memory volume there)",
+        target.display()
+    ))
+}
+
+/// A new temporary file beside `dir/name` (exclusive create, `mode` from the start, never
+/// wider) holding `content`, synced.
+fn stage(dir: &Path, name: &str, content: &[u8], mode: u32) -> Result<Staged, FileError> {
     let target = dir.join(name);
     let temp: PathBuf = dir.join(format!(".{name}.rotor-{}", std::process::id()));
-    let fail = |what: &str, e: std::io::Error| {
-        FileError(format!(
-            "cannot {what} {}: {e}; the directory must be writable by the app's user (rotor mounts a memory volume there)",
-            target.display()
-        ))
-    };
     // A temporary file left by a crash of this same process id is stale.
     let _ = std::fs::remove_file(&temp);
     let mut out = std::fs::OpenOptions::new()
@@ -80,14 +103,14 @@ pub fn write_atomically(
         .create_new(true)
         .mode(mode)
         .open(&temp)
-        .map_err(|e| fail("create a temporary file for", e))?;
+        .map_err(|e| failure("create a temporary file for", &target, e))?;
     let written = out.write_all(content).and_then(|()| out.sync_all());
     drop(out);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&temp, &target)) {
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&temp);
-        return Err(fail("write", e));
+        return Err(failure("write", &target, e));
     }
-    Ok(())
+    Ok(Staged { temp, target })
 }
 
 #[cfg(test)]
@@ -124,6 +147,53 @@ mod tests {
         assert!(
             err.contains("/nonexistent/rotor/db.conf") && !err.contains("CANARY"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_set_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, content: &str| RenderedFile {
+            name: name.to_string(),
+            content: content.to_string(),
+        };
+        write_all(
+            dir.path(),
+            0o600,
+            &[file("tls.crt", "cert-1"), file("tls.key", "key-1")],
+        )
+        .unwrap();
+        // The second file cannot be staged (its name is a directory's): neither changes.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let err = write_all(
+            dir.path(),
+            0o600,
+            &[file("tls.crt", "cert-2"), file("sub/x/tls.key", "key-2")],
+        );
+        assert!(err.is_err());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tls.crt")).unwrap(),
+            "cert-1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tls.key")).unwrap(),
+            "key-1"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["sub", "tls.crt", "tls.key"], "no temporary left");
+        write_all(
+            dir.path(),
+            0o600,
+            &[file("tls.crt", "cert-2"), file("tls.key", "key-2")],
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tls.key")).unwrap(),
+            "key-2"
         );
     }
 

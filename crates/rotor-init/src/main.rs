@@ -155,7 +155,17 @@ fn prepare(
         env, leases, files, ..
     } = resolution;
     write_files(settings, &files)?;
+    let reissued = files.renewable_lease_ids();
     let rotation = rotation_of(settings, &client, files);
+    // In signal mode the files' own credentials are issued again before they end, not renewed
+    // (and never a reason to stop the app); the env's leases are daemon mode's as before.
+    let leases = match rotation {
+        Some(_) => leases
+            .into_iter()
+            .filter(|l| !reissued.contains(&l.id))
+            .collect(),
+        None => leases,
+    };
     Ok(Ready {
         client,
         env,
@@ -255,8 +265,9 @@ fn write_files(settings: &Settings, file_set: &rotor_core::resolve::FileSet) -> 
     Ok(())
 }
 
-/// In signal mode with files that read secrets at their current version: what watches for
-/// their rotation. `None` otherwise (nothing could change in place).
+/// In signal mode with files that read secrets at their current version, or render `>>`
+/// credentials that end: what watches for their rotation and issues those again. `None`
+/// otherwise (nothing could change in place).
 fn rotation_of(
     settings: &Settings,
     client: &StoreClient,
@@ -265,22 +276,23 @@ fn rotation_of(
     let OnRotation::Signal(signal) = settings.init.on_rotation else {
         return None;
     };
-    if files.watched_paths().is_empty() {
+    if files.watched_paths().is_empty()
+        && files
+            .renewable_writes(std::time::SystemTime::now())
+            .is_empty()
+    {
         tracing::info!(
-            "on-rotation is signal, but no file reads a secret at its current version: nothing to watch"
+            "on-rotation is signal, but no file reads a secret at its current version or renders a credential that ends: nothing to watch"
         );
         return None;
     }
     let signal = signal.name().parse::<nix::sys::signal::Signal>().ok()?;
-    let info = std::path::Path::new(&settings.init.pod_info_dir);
     Some(rotation::Rotation::new(
         files,
         client.clone(),
         settings.auth.clone(),
-        settings.init.files_dir.clone().into(),
-        settings.init.files_mode,
         signal,
-        info.join(rotor_core::contract::files::VERSIONS_FILE),
+        &settings.init,
     ))
 }
 

@@ -36,6 +36,11 @@ fn answer(path: &str, failing: bool) -> (u16, String) {
 }
 
 fn scripted_store() -> ScriptedStore {
+    scripted_store_with(answer)
+}
+
+/// A scripted store answering each request path with `answer(path, failing)`.
+fn scripted_store_with(answer: fn(&str, bool) -> (u16, String)) -> ScriptedStore {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = format!("http://{}", listener.local_addr().expect("addr"));
     let failing = Arc::new(AtomicBool::new(true));
@@ -155,4 +160,67 @@ async fn a_store_that_fails_mid_cycle_keeps_what_answered_and_the_failed_path_is
             .is_none(),
         "a store whose every answer failed is unreachable for this cycle"
     );
+}
+
+/// A hostile store whose listing pages never end (always full, the same keys): the listing
+/// stops at one page fewer than the watched names and the rest are read per path, so it never
+/// costs more than per-path reads plus that bound.
+fn endless_listing(path: &str, _failing: bool) -> (u16, String) {
+    if path.starts_with("/v1/sys/internal/ui/mounts/") {
+        return (
+            200,
+            r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#.to_string(),
+        );
+    }
+    if path.starts_with("/v1/secret/detailed-metadata/") {
+        let keys: Vec<String> = (0..crate::listing::PAGE_KEYS)
+            .map(|i| format!("\"junk{i:03}\""))
+            .collect();
+        return (
+            200,
+            format!(r#"{{"data":{{"keys":[{}]}}}}"#, keys.join(",")),
+        );
+    }
+    if path.starts_with("/v1/secret/metadata/") {
+        return (200, r#"{"data":{"current_version":1}}"#.to_string());
+    }
+    (404, r#"{"errors":[]}"#.to_string())
+}
+
+#[tokio::test]
+async fn a_listing_that_never_ends_is_bounded_and_the_paths_are_read_one_by_one() {
+    let stub = scripted_store_with(endless_listing);
+    let mut store = Store {
+        client: StoreClient::new(StoreConfig::new(&stub.addr)).expect("client"),
+        logged_in: false,
+        login_backoff: Default::default(),
+        lookups: Default::default(),
+        listings: Default::default(),
+        rest_until: None,
+        last_distinct: 0,
+    };
+    let key = StoreKey {
+        addr: stub.addr.clone(),
+        namespace: None,
+    };
+    let paths: BTreeSet<String> = (0..4).map(|i| format!("secret/z{i}")).collect();
+    let auth = Auth::Token("t".to_string());
+    let poller = Poller::new(4, 0);
+    let metrics = Metrics::new();
+    let (answer, distinct) = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics)
+        .await
+        .expect("answered");
+    assert_eq!(distinct, 4);
+    assert_eq!(answer.versions.len(), 4, "every path read, one by one");
+    assert_eq!(
+        metrics.store_requests.get(),
+        3 + 4,
+        "at most one page fewer than the names, then each name"
+    );
+    // Remembered as costing as many pages as names: per path only from now on.
+    let (answer, _) = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics)
+        .await
+        .expect("answered");
+    assert_eq!(answer.versions.len(), 4);
+    assert_eq!(metrics.store_requests.get(), 7 + 4);
 }

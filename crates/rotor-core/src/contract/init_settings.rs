@@ -40,6 +40,9 @@ pub mod var {
     pub const FROM_PATH_DENY: &str = "ROTOR_FROM_PATH_DENY";
     pub const DAEMON: &str = "ROTOR_DAEMON";
     pub const DAEMON_GRACE: &str = "ROTOR_DAEMON_GRACE";
+    /// Signal mode: how long a re-issued file credential's old lease lives on before rotor-init
+    /// revokes it (the app's time to move to the new one).
+    pub const RENEW_GRACE: &str = "ROTOR_RENEW_GRACE";
     pub const FILES: &str = "ROTOR_FILES";
     pub const FILES_DIR: &str = "ROTOR_FILES_DIR";
     pub const FILES_MODE: &str = "ROTOR_FILES_MODE";
@@ -58,6 +61,7 @@ pub mod var {
         REQUEST_TIMEOUT,
         CONCURRENCY,
         DAEMON_GRACE,
+        RENEW_GRACE,
     ];
 }
 
@@ -71,6 +75,7 @@ pub const CREDENTIAL_VARS: &[&str] = &["VAULT_TOKEN", "BAO_TOKEN"];
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DAEMON_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_RENEW_GRACE: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONCURRENCY: usize = 8;
 pub const MAX_CONCURRENCY: usize = 256;
 
@@ -137,6 +142,8 @@ pub struct InitSettings {
     pub from_path_deny: Vec<String>,
     pub daemon: bool,
     pub daemon_grace: Duration,
+    /// Signal mode: how long a re-issued file credential's old lease lives on before revoking.
+    pub renew_grace: Duration,
     /// The files to render (names; each template is read from `pod_info_dir/files/NAME`).
     pub files: Vec<String>,
     pub files_dir: String,
@@ -171,6 +178,7 @@ impl InitSettings {
             from_path_deny: Vec::new(),
             daemon: false,
             daemon_grace: DEFAULT_DAEMON_GRACE,
+            renew_grace: DEFAULT_RENEW_GRACE,
             files: Vec::new(),
             files_dir: DEFAULT_FILES_DIR.to_string(),
             files_mode: DEFAULT_FILE_MODE,
@@ -258,6 +266,10 @@ impl InitSettings {
             seconds(self.daemon_grace, DEFAULT_DAEMON_GRACE),
         );
         optional(
+            var::RENEW_GRACE,
+            seconds(self.renew_grace, DEFAULT_RENEW_GRACE),
+        );
+        optional(
             var::FILES,
             (!self.files.is_empty()).then(|| self.files.join(",")),
         );
@@ -337,6 +349,7 @@ impl InitSettings {
             .unwrap_or_default();
         settings.daemon = env.flag(var::DAEMON)?;
         settings.daemon_grace = env.seconds(var::DAEMON_GRACE, DEFAULT_DAEMON_GRACE)?;
+        settings.renew_grace = env.seconds(var::RENEW_GRACE, DEFAULT_RENEW_GRACE)?;
         settings.files = env.get(var::FILES).map(name_list).unwrap_or_default();
         for name in &settings.files {
             check_file_name(name).map_err(|e| {

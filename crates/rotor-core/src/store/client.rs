@@ -381,6 +381,18 @@ impl StoreClient {
         })
     }
 
+    /// Revokes a lease (`sys/leases/revoke/<lease id>`, so a policy can allow it per path:
+    /// `update` on `sys/leases/revoke/pki/issue/web/*`): the credential it holds stops working.
+    pub async fn revoke_lease(&self, lease_id: &str) -> Result<(), StoreError> {
+        let op = "revoking a lease".to_string();
+        let path = format!("sys/leases/revoke/{lease_id}");
+        self.config
+            .retry
+            .run(|| self.call(Method::Put, &path, None, &op))
+            .await
+            .map(drop)
+    }
+
     /// Renews a lease; returns the new duration.
     pub async fn renew_lease(
         &self,
