@@ -292,6 +292,9 @@ async fn main() {
         if more == 0.0 {
             continue;
         }
+        // Writes land at spread points of the poll cycle (a fixed sequence over 0..5 s), not
+        // right after the poll that saw the previous rotation.
+        tokio::time::sleep(Duration::from_millis((path as u64 * 2_711) % 5_000)).await;
         let written = Instant::now();
         bao.put_kv2("secret", &format!("scale/p{path}"), json!({ "v": "y" }))
             .await

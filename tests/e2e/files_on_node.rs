@@ -20,7 +20,7 @@ use rotor_e2e::fixtures::{binary, certificate_der, served_certificate_at, start_
 use rotor_e2e::node_pods::{
     container_status, pod_names, processes_in_container, replica_set_count, seed_app_secret,
     seed_reloader_role, start_node_stack, start_node_webhook, wait_for, wait_for_log,
-    wait_for_running_container_id,
+    wait_for_record, wait_for_running_container_id,
 };
 use rotor_e2e::observe::metric;
 use rotor_test_app::{file_line, fnv1a};
@@ -38,20 +38,15 @@ fn rendered(password: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_render_and_rotate_in_place_on_a_real_node() -> Result<()> {
-    let (stack, images) = start_node_stack().await?;
-    let ns = stack
-        .namespace_with_labels("files", &[("rotor-e2e", "enabled")])
-        .await?;
-    seed_app_secret(&stack, "demo/db", FIRST, "shop", &[&ns]).await?;
-    let bao = stack.bao_admin()?;
-    bao.put_policy(
-        "shop",
+    let (stack, images, ns) = node_with_shop(
+        "files",
         r#"
 path "secret/data/demo/db" { capabilities = ["read"] }
 path "pki/issue/web" { capabilities = ["create", "update"] }
 "#,
     )
     .await?;
+    let bao = stack.bao_admin()?;
     bao.enable_pki("pki", "rotor.test", "web").await?;
     let _webhook = start_node_webhook(&stack, &images).await?;
     stack.service_account(&ns, "shop").await?;
@@ -153,15 +148,7 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
     );
 
     // The reloader has recorded the version; rotate it and time store write -> app signal.
-    wait_for(Duration::from_secs(60), "the reloader's record", || async {
-        let d = apps.get("web").await?;
-        Ok(d.metadata
-            .annotations
-            .unwrap_or_default()
-            .contains_key("rotor.dev/observed-versions")
-            .then_some(()))
-    })
-    .await?;
+    wait_for_record(&apps, "web").await?;
     let polled_before = metric(&admin, "rotor_reloader_store_requests_total").await?;
     let audited_before = stack.bao.audited_requests()?.len();
     let written = Instant::now();
@@ -276,6 +263,25 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
     Ok(())
 }
 
+/// The node stack, a namespace `name` for the webhook, `secret/demo/db` and the app role
+/// `shop` with `policy`.
+async fn node_with_shop(
+    name: &str,
+    policy: &str,
+) -> Result<(
+    rotor_testkit::Stack,
+    rotor_e2e::node_pods::NodeImages,
+    String,
+)> {
+    let (stack, images) = start_node_stack().await?;
+    let ns = stack
+        .namespace_with_labels(name, &[("rotor-e2e", "enabled")])
+        .await?;
+    seed_app_secret(&stack, "demo/db", FIRST, "shop", &[&ns]).await?;
+    stack.bao_admin()?.put_policy("shop", policy).await?;
+    Ok((stack, images, ns))
+}
+
 fn deployment(image: &str) -> Result<Deployment> {
     let issue = r#"{"common_name":"web.rotor.test"}"#;
     Ok(serde_json::from_value(json!({
@@ -359,20 +365,15 @@ fn assert_mount_is_tmpfs(volume: &Path) -> Result<()> {
 async fn a_certificate_is_issued_again_in_place_without_a_restart_or_a_failed_handshake()
 -> Result<()> {
     const RENEWALS: usize = 3;
-    let (stack, images) = start_node_stack().await?;
-    let ns = stack
-        .namespace_with_labels("renew", &[("rotor-e2e", "enabled")])
-        .await?;
-    seed_app_secret(&stack, "demo/db", FIRST, "shop", &[&ns]).await?;
-    let bao = stack.bao_admin()?;
-    bao.put_policy(
-        "shop",
+    let (stack, images, ns) = node_with_shop(
+        "renew",
         r#"
 path "pki/issue/short" { capabilities = ["create", "update"] }
 path "sys/leases/revoke/pki/issue/short/*" { capabilities = ["update"] }
 "#,
     )
     .await?;
+    let bao = stack.bao_admin()?;
     bao.enable_pki("pki", "rotor.test", "web").await?;
     bao.write(
         "pki/roles/short",

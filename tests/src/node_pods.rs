@@ -524,3 +524,19 @@ pub async fn replica_set_count(replica_sets: &Api<ReplicaSet>, selector: &str) -
         .items
         .len())
 }
+
+/// Waits (60 s at most) until the reloader has recorded the versions of Deployment `name`.
+pub async fn wait_for_record(
+    apps: &Api<Deployment>,
+    name: &str,
+) -> Result<()> {
+    wait_for(Duration::from_secs(60), "the reloader's record", || async {
+        let d = apps.get(name).await?;
+        Ok(d.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("rotor.dev/observed-versions")
+            .then_some(()))
+    })
+    .await
+}

@@ -94,15 +94,7 @@ async fn a_store_that_fails_mid_cycle_keeps_what_answered_and_the_failed_path_is
         max: Duration::from_millis(20),
         deadline: Duration::from_millis(200),
     };
-    let mut store = Store {
-        client: StoreClient::new(config).expect("client"),
-        logged_in: false,
-        login_backoff: Default::default(),
-        lookups: Default::default(),
-        listings: Default::default(),
-        rest_until: None,
-        last_distinct: 0,
-    };
+    let mut store = Store::new(StoreClient::new(config).expect("client"));
     let key = StoreKey {
         addr: stub.addr.clone(),
         namespace: None,
@@ -190,15 +182,7 @@ fn endless_listing(path: &str, _failing: bool) -> (u16, String) {
 #[tokio::test]
 async fn a_listing_that_never_ends_is_bounded_and_the_paths_are_read_one_by_one() {
     let stub = scripted_store_with(endless_listing);
-    let mut store = Store {
-        client: StoreClient::new(StoreConfig::new(&stub.addr)).expect("client"),
-        logged_in: false,
-        login_backoff: Default::default(),
-        lookups: Default::default(),
-        listings: Default::default(),
-        rest_until: None,
-        last_distinct: 0,
-    };
+    let mut store = Store::new(StoreClient::new(StoreConfig::new(&stub.addr)).expect("client"));
     let key = StoreKey {
         addr: stub.addr.clone(),
         namespace: None,

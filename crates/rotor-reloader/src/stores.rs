@@ -50,6 +50,21 @@ pub struct Store {
     pub last_distinct: usize,
 }
 
+impl Store {
+    /// A store not logged in yet, with nothing remembered.
+    pub fn new(client: StoreClient) -> Self {
+        Self {
+            client,
+            logged_in: false,
+            login_backoff: Default::default(),
+            lookups: Default::default(),
+            listings: Default::default(),
+            rest_until: None,
+            last_distinct: 0,
+        }
+    }
+}
+
 pub struct Stores {
     default: StoreKey,
     allowlist: Vec<String>,
@@ -103,19 +118,8 @@ impl Stores {
             let mut config = self.template.clone();
             config.addr = key.addr.clone();
             config.namespace = key.namespace.clone();
-            let client = StoreClient::new(config)?;
-            self.clients.insert(
-                key.clone(),
-                Store {
-                    client,
-                    logged_in: false,
-                    login_backoff: Default::default(),
-                    lookups: Default::default(),
-                    listings: Default::default(),
-                    rest_until: None,
-                    last_distinct: 0,
-                },
-            );
+            self.clients
+                .insert(key.clone(), Store::new(StoreClient::new(config)?));
         }
         self.clients
             .get_mut(key)
