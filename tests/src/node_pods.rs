@@ -526,10 +526,7 @@ pub async fn replica_set_count(replica_sets: &Api<ReplicaSet>, selector: &str) -
 }
 
 /// Waits (60 s at most) until the reloader has recorded the versions of Deployment `name`.
-pub async fn wait_for_record(
-    apps: &Api<Deployment>,
-    name: &str,
-) -> Result<()> {
+pub async fn wait_for_record(apps: &Api<Deployment>, name: &str) -> Result<()> {
     wait_for(Duration::from_secs(60), "the reloader's record", || async {
         let d = apps.get(name).await?;
         Ok(d.metadata

@@ -9,17 +9,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodTemplateSpec};
 use kube::api::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
 use rotor_core::reference::has_reference;
 
-use crate::workloads::cache;
+use crate::kept::Kept;
 
 pub struct ConfigMaps {
-    store: Store<ConfigMap>,
+    store: Kept<ConfigMap>,
 }
 
-/// What the cache keeps of a ConfigMap: its identity and the values that carry a reference.
-fn keep(configmap: &mut ConfigMap) {
+/// What the cache keeps of a ConfigMap: one with a value that carries a reference, as its
+/// identity and those values.
+fn keep(configmap: &mut ConfigMap) -> bool {
     let meta = &mut configmap.metadata;
     *meta = kube::api::ObjectMeta {
         name: meta.name.take(),
@@ -36,6 +36,7 @@ fn keep(configmap: &mut ConfigMap) {
     if configmap.data.as_ref().is_some_and(BTreeMap::is_empty) {
         configmap.data = None;
     }
+    configmap.data.is_some()
 }
 
 impl ConfigMaps {
@@ -46,16 +47,16 @@ impl ConfigMaps {
             None => Api::all(client.clone()),
         };
         Self {
-            store: cache(api, keep),
+            store: Kept::start(api, keep),
         }
     }
 
     pub async fn wait_ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        self.store.wait_until_ready().await;
     }
 
     fn get(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<ConfigMap>> {
-        self.store.get(&ObjectRef::new(name).within(namespace))
+        self.store.get(namespace, name)
     }
 
     /// The env `container` takes from ConfigMaps in `namespace` that carries references, as
@@ -141,7 +142,7 @@ mod tests {
             "binaryData": { "blob": "AAAA" }
         }))
         .unwrap();
-        keep(&mut cm);
+        assert!(keep(&mut cm));
         assert_eq!(
             serde_json::to_value(&cm).unwrap(),
             json!({ "apiVersion": "v1", "kind": "ConfigMap",
@@ -151,7 +152,6 @@ mod tests {
         let mut plain: ConfigMap =
             serde_json::from_value(json!({ "metadata": { "name": "p" }, "data": { "A": "1" } }))
                 .unwrap();
-        keep(&mut plain);
-        assert_eq!(plain.data, None);
+        assert!(!keep(&mut plain), "no reference: not kept");
     }
 }

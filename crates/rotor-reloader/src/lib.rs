@@ -8,6 +8,7 @@ pub mod configmaps;
 pub mod controller;
 pub mod decision;
 pub mod fair_share;
+pub mod kept;
 pub mod leader;
 pub mod listing;
 pub mod metrics;

@@ -4,14 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource, ResourceExt as _};
 use rotor_core::contract::workload::WorkloadError;
 use rotor_core::contract::{OnRotation, StoreChoice};
@@ -19,6 +16,7 @@ use serde_json::json;
 
 use crate::configmaps::{ConfigMaps, reads_configmaps};
 use crate::decision::{OBSERVED, ROTATED_AT, Versions};
+use crate::kept::Kept;
 use crate::references::{Watched, opted_in, watched, watched_with};
 use crate::tenancy::WatchablePaths;
 
@@ -86,9 +84,9 @@ impl Workload {
 
 /// Reflector caches of the three kinds.
 pub struct Caches {
-    deployments: Store<Deployment>,
-    statefulsets: Store<StatefulSet>,
-    daemonsets: Store<DaemonSet>,
+    deployments: Kept<Deployment>,
+    statefulsets: Kept<StatefulSet>,
+    daemonsets: Kept<DaemonSet>,
     /// Watched when references may come from ConfigMaps (`--configmap-references`).
     configmaps: Option<ConfigMaps>,
     parsed: Mutex<ParsedTemplates>,
@@ -103,8 +101,6 @@ type ParsedTemplates = HashMap<(String, i64), (String, Arc<Result<Watched, Workl
 /// A workload kind whose pods come from a template.
 trait Templated: Resource {
     fn pod_template(&self) -> Option<&PodTemplateSpec>;
-    /// Drops its spec and status: what the cache keeps of an object without references.
-    fn drop_spec_and_status(&mut self);
 }
 
 macro_rules! templated {
@@ -113,59 +109,20 @@ macro_rules! templated {
             fn pod_template(&self) -> Option<&PodTemplateSpec> {
                 self.spec.as_ref().map(|s| &s.template)
             }
-            fn drop_spec_and_status(&mut self) {
-                self.spec = None;
-                self.status = None;
-            }
         }
     )*};
 }
 templated!(Deployment, StatefulSet, DaemonSet);
 
-/// What the cache keeps of an object as it arrives: without managed fields; and an object whose
-/// template references no secret (most of a cluster) only as its identity (name, namespace, uid,
-/// resourceVersion), so memory follows rotor's workloads, not the cluster's. Each watch event
-/// carries the whole object again, so a template that gains a reference is kept in full from
-/// that event on, and one that loses its last is stripped. A template whose reference does not
-/// parse is kept, so the poll warns about it.
-fn keep<K: Templated>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    let references_nothing = object
+/// Whether the cache keeps a workload as it arrives: only one whose template references a
+/// secret, takes env from ConfigMaps, or has a reference that does not parse (so the poll warns
+/// about it), without its managed fields. The rest of a cluster costs nothing, so memory
+/// follows rotor's workloads, not the cluster's ([`Kept`]).
+fn keep<K: Templated>(object: &mut K) -> bool {
+    object.meta_mut().managed_fields = None;
+    object
         .pod_template()
-        .is_none_or(|t| !reads_configmaps(t) && watched(t).is_ok_and(|w| w.paths.is_empty()));
-    if references_nothing {
-        object.drop_spec_and_status();
-        let meta = object.meta_mut();
-        *meta = kube::api::ObjectMeta {
-            name: meta.name.take(),
-            namespace: meta.namespace.take(),
-            uid: meta.uid.take(),
-            resource_version: meta.resource_version.take(),
-            ..Default::default()
-        };
-    }
-}
-
-/// A reflector cache of `api`'s objects, each reduced by `keep` as it arrives.
-pub(crate) fn cache<K>(api: Api<K>, keep: fn(&mut K)) -> Store<K>
-where
-    K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(keep),
-    );
-    tokio::spawn(stream.for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "watch error (retrying with backoff)");
-        }
-    }));
-    reader
+        .is_some_and(|t| reads_configmaps(t) || !watched(t).is_ok_and(|w| w.paths.is_empty()))
 }
 
 impl Caches {
@@ -186,18 +143,18 @@ impl Caches {
             }
         }
         Self {
-            deployments: cache(api(client, namespace), keep::<Deployment>),
-            statefulsets: cache(api(client, namespace), keep::<StatefulSet>),
-            daemonsets: cache(api(client, namespace), keep::<DaemonSet>),
+            deployments: Kept::start(api(client, namespace), keep::<Deployment>),
+            statefulsets: Kept::start(api(client, namespace), keep::<StatefulSet>),
+            daemonsets: Kept::start(api(client, namespace), keep::<DaemonSet>),
             configmaps: configmap_references.then(|| ConfigMaps::start(client, namespace)),
             parsed: Mutex::new(HashMap::new()),
         }
     }
 
     pub async fn wait_ready(&self) {
-        let _ = self.deployments.wait_until_ready().await;
-        let _ = self.statefulsets.wait_until_ready().await;
-        let _ = self.daemonsets.wait_until_ready().await;
+        self.deployments.wait_until_ready().await;
+        self.statefulsets.wait_until_ready().await;
+        self.daemonsets.wait_until_ready().await;
         if let Some(configmaps) = &self.configmaps {
             configmaps.wait_ready().await;
         }
@@ -480,38 +437,29 @@ mod tests {
     }
 
     #[test]
-    fn an_object_without_references_is_kept_as_its_identity_and_one_with_references_in_full() {
-        let deployment = |value: &str| -> Deployment {
+    fn only_an_object_with_references_is_kept_and_without_its_managed_fields() {
+        let deployment = |env: serde_json::Value| -> Deployment {
             serde_json::from_value(json!({
-                "metadata": { "name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7",
-                    "labels": { "app": "web" }, "annotations": { "big": "x".repeat(10_000) },
-                    "managedFields": [{ "manager": "kubectl" }] },
+                "metadata": { "name": "web", "namespace": "shop", "managedFields": [{ "manager": "kubectl" }] },
                 "spec": { "selector": { "matchLabels": { "app": "web" } }, "template": { "spec": {
-                    "containers": [{ "name": "a", "env": [{ "name": "A", "value": value }] }] } } },
-                "status": { "replicas": 1 }
+                    "containers": [{ "name": "a", "env": [env] }] } } },
             }))
             .unwrap()
         };
-        let mut plain = deployment("hello");
-        keep(&mut plain);
-        assert_eq!(
-            serde_json::to_value(&plain).unwrap(),
-            json!({ "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": { "name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7" } }),
-            "identity only"
-        );
-        for kept in ["vault:secret/db#password", "vault:secret/db#"] {
-            let mut object = deployment(kept);
-            keep(&mut object);
-            assert!(object.meta().managed_fields.is_none());
+        let mut plain = deployment(json!({ "name": "A", "value": "hello" }));
+        assert!(!keep(&mut plain), "no reference: not kept, costs nothing");
+        for kept in [
+            json!({ "name": "A", "value": "vault:secret/db#password" }),
+            json!({ "name": "A", "value": "vault:secret/db#" }),
+            json!({ "name": "A", "valueFrom": { "configMapKeyRef": { "name": "cm", "key": "A" } } }),
+        ] {
+            let mut object = deployment(kept.clone());
             assert!(
-                object.spec.is_some() && object.status.is_some(),
-                "{kept:?}: kept in full (a reference that does not parse is warned about)"
+                keep(&mut object),
+                "{kept}: a reference, one that does not parse (warned about), or ConfigMap env"
             );
-            assert_eq!(
-                object.meta().annotations.as_ref().unwrap()["big"].len(),
-                10_000
-            );
+            assert!(object.meta().managed_fields.is_none());
+            assert!(object.spec.is_some());
         }
     }
 
