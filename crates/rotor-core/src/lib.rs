@@ -1,6 +1,7 @@
 //! rotor-core: the reference grammar, the store client and its auth methods.
 //! No Kubernetes and no server here; rotor-webhook, rotor-init and rotor-reloader share it.
 
+pub mod aws_reference;
 pub mod contract;
 pub mod logging;
 pub mod reference;

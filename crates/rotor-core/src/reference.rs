@@ -6,6 +6,8 @@
 //! >>vault:PATH#KEY          write (an empty body) to PATH, read KEY of the answer
 //! >>vault:PATH#KEY#{json}   write the JSON body to PATH, read KEY of the answer
 //! text ${vault:PATH#KEY} text   inline, several per value, the text around kept
+//! arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME[#KEY[#PIN]]   AWS (see aws_reference)
+//! arn:aws:ssm:REGION:ACCOUNT:parameter/NAME[#KEY[#PIN]]
 //! ```
 //!
 //! As in Bank-Vaults' vault-env, a value is a whole reference only when it *starts* with the
@@ -20,6 +22,8 @@ use std::fmt;
 pub enum Scheme {
     Vault,
     Bao,
+    /// An AWS Secrets Manager or SSM parameter ARN: the path is the whole ARN.
+    Aws,
 }
 
 impl Scheme {
@@ -27,7 +31,13 @@ impl Scheme {
         match self {
             Self::Vault => "vault:",
             Self::Bao => "bao:",
+            Self::Aws => "",
         }
+    }
+
+    /// The store family a reference is read from.
+    pub fn is_aws(self) -> bool {
+        self == Self::Aws
     }
 }
 
@@ -35,8 +45,9 @@ impl Scheme {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Reference {
     pub scheme: Scheme,
-    /// The store path as written (KV v2 paths may or may not contain `/data/`).
+    /// The store path as written (KV v2 paths may or may not contain `/data/`); for AWS the ARN.
     pub path: String,
+    /// The key to read; for AWS, empty means the whole value.
     pub key: String,
     pub action: Action,
 }
@@ -46,6 +57,9 @@ pub struct Reference {
 pub enum Action {
     /// Read the current version (`version: None`) or a pinned one.
     Read { version: Option<u64> },
+    /// Read a version named by a label (AWS: a Secrets Manager version stage or version id, an
+    /// SSM parameter label). Pinned, like a version.
+    ReadLabel { label: String },
     /// Write `body` (a JSON object, `None` for an empty body) and read the answer.
     Write { body: Option<String> },
 }
@@ -55,8 +69,13 @@ impl Reference {
     pub fn pinned_version(&self) -> Option<u64> {
         match self.action {
             Action::Read { version } => version,
-            Action::Write { .. } => None,
+            Action::ReadLabel { .. } | Action::Write { .. } => None,
         }
+    }
+
+    /// Pinned to a version or a label: never changes, so never watched.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned_version().is_some() || matches!(self.action, Action::ReadLabel { .. })
     }
 
     pub fn is_write(&self) -> bool {
@@ -69,9 +88,17 @@ impl fmt::Display for Reference {
         if self.is_write() {
             f.write_str(">>")?;
         }
-        write!(f, "{}{}#{}", self.scheme.prefix(), self.path, self.key)?;
+        write!(f, "{}{}", self.scheme.prefix(), self.path)?;
+        let pinned = !matches!(
+            self.action,
+            Action::Read { version: None } | Action::Write { body: None }
+        );
+        if !self.key.is_empty() || pinned {
+            write!(f, "#{}", self.key)?;
+        }
         match &self.action {
             Action::Read { version: Some(v) } => write!(f, "#{v}"),
+            Action::ReadLabel { label } => write!(f, "#{label}"),
             Action::Write { body: Some(body) } => write!(f, "#{body}"),
             _ => Ok(()),
         }
@@ -157,6 +184,7 @@ pub struct ParseError {
 
 const EXPECTED_REFERENCE: &str =
     "vault:PATH#KEY, vault:PATH#KEY#VERSION or >>vault:PATH#KEY[#{json body}] (bao: works alike)";
+const EXPECTED_AWS_REFERENCE: &str = "arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME[#KEY[#STAGE-OR-VERSION-ID]] or arn:aws:ssm:REGION:ACCOUNT:parameter/NAME[#KEY[#VERSION-OR-LABEL]] (KEY empty for the whole value)";
 
 /// At most this many bytes in a value that holds references (the kernel's limit on one
 /// environment string is 128 KiB; a longer value could never reach the app).
@@ -166,7 +194,15 @@ pub const MAX_REFERENCES_PER_VALUE: usize = 64;
 /// At most this many characters of a reference are quoted back in an error.
 const QUOTE_CHARS: usize = 120;
 
-const INLINE_PREFIXES: [&str; 4] = ["vault:", "bao:", ">>vault:", ">>bao:"];
+const INLINE_PREFIXES: [&str; 7] = [
+    "vault:",
+    "bao:",
+    ">>vault:",
+    ">>bao:",
+    "arn:aws:",
+    "arn:aws-cn:",
+    "arn:aws-us-gov:",
+];
 
 /// Whether `value` is something rotor treats as a reference (whole or inline); cheap, linear,
 /// no allocation. A value is a *whole* reference attempt only when it has the shape of one: it
@@ -178,7 +214,9 @@ const INLINE_PREFIXES: [&str; 4] = ["vault:", "bao:", ">>vault:", ">>bao:"];
 /// The same rule is the chart's CEL prefilter (`rotor.hasReference`); the table of cases in
 /// `testdata/reference_shapes.tsv` is checked against both.
 pub fn has_reference(value: &str) -> bool {
-    whole_attempt(value).is_some() || next_inline_start(value, 0).is_some()
+    whole_attempt(value).is_some()
+        || crate::aws_reference::aws_attempt(value)
+        || next_inline_start(value, 0).is_some()
 }
 
 /// The scheme, write flag and text after the prefix when `value` is a whole reference attempt.
@@ -247,7 +285,7 @@ pub fn parse_value(var: &str, value: &str) -> Result<Option<Template>, ParseErro
             value.len()
         )));
     }
-    if whole_attempt(value).is_some() {
+    if whole_attempt(value).is_some() || crate::aws_reference::aws_attempt(value) {
         return parse_reference(var, value).map(|r| Some(Template::Whole(r)));
     }
     let mut segments = Vec::new();
@@ -337,8 +375,61 @@ pub fn path_problem(path: &str) -> Option<String> {
     None
 }
 
-/// Parses one reference (`vault:...`, `bao:...`, `>>vault:...`).
+/// Parses one AWS reference: `ARN[#KEY[#PIN]]`.
+fn parse_aws_reference(var: &str, text: &str) -> Result<Reference, ParseError> {
+    let fail = |problem: String| ParseError {
+        var: var.to_string(),
+        reference: quoted(text),
+        problem,
+        expected: EXPECTED_AWS_REFERENCE,
+    };
+    let (arn, selector) = match text.split_once('#') {
+        Some((arn, selector)) => (arn, Some(selector)),
+        None => (text, None),
+    };
+    crate::aws_reference::parse_arn(arn).map_err(fail)?;
+    let (key, pin) = match selector {
+        None => ("", None),
+        Some(selector) => match selector.split_once('#') {
+            Some((key, pin)) => (key, Some(pin)),
+            None if selector.is_empty() => {
+                return Err(fail(
+                    "the key after '#' is empty; drop the '#' to read the whole value".to_string(),
+                ));
+            }
+            None => (selector, None),
+        },
+    };
+    if key.chars().any(char::is_control) {
+        return Err(fail("the key contains control characters".to_string()));
+    }
+    let action = match pin {
+        None => Action::Read { version: None },
+        Some(pin) => {
+            if let Some(problem) = crate::aws_reference::pin_problem(pin) {
+                return Err(fail(problem));
+            }
+            match pin.parse::<u64>() {
+                Ok(n) if n > 0 && arn.contains(":ssm:") => Action::Read { version: Some(n) },
+                _ => Action::ReadLabel {
+                    label: pin.to_string(),
+                },
+            }
+        }
+    };
+    Ok(Reference {
+        scheme: Scheme::Aws,
+        path: arn.to_string(),
+        key: key.to_string(),
+        action,
+    })
+}
+
+/// Parses one reference (`vault:...`, `bao:...`, `>>vault:...`, `arn:aws:...`).
 pub fn parse_reference(var: &str, text: &str) -> Result<Reference, ParseError> {
+    if crate::aws_reference::aws_attempt(text) {
+        return parse_aws_reference(var, text);
+    }
     let fail = |problem: String| ParseError {
         var: var.to_string(),
         reference: quoted(text),
@@ -430,6 +521,12 @@ pub fn parse_from_path(source: &str, list: &str) -> Result<Vec<PathRef>, ParseEr
             problem,
             expected: "a comma-separated list of PATH or PATH#VERSION",
         };
+        if crate::aws_reference::aws_attempt(item) {
+            return Err(fail(
+                "from-path reads Vault/OpenBao paths; reference AWS secrets one by one (env NAME: ARN#KEY)"
+                    .to_string(),
+            ));
+        }
         let item_path = item
             .strip_prefix("vault:")
             .or_else(|| item.strip_prefix("bao:"))

@@ -6,7 +6,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use futures::StreamExt as _;
 
 use crate::reference::{Action, ParseError, PathRef, Reference, Template, parse_value};
+use crate::store::aws::AwsClient;
 use crate::store::{Lease, Secret, StoreClient, StoreError};
+
+/// The stores one resolution reads from, chosen per reference by its prefix: Vault/OpenBao for
+/// `vault:`/`bao:`, AWS for `arn:aws:...`. A store the references need and that is absent is an
+/// error naming the reference.
+#[derive(Clone, Copy, Default)]
+pub struct Stores<'a> {
+    pub vault: Option<&'a StoreClient>,
+    pub aws: Option<&'a AwsClient>,
+}
 
 #[derive(Clone, Debug)]
 pub struct ResolveOptions {
@@ -128,7 +138,7 @@ impl FileSet {
     /// The paths the files read at their current version (not pinned, not `>>`).
     pub fn watched_paths(&self) -> BTreeSet<String> {
         self.references()
-            .filter(|r| !r.is_write() && r.pinned_version().is_none())
+            .filter(|r| !r.is_write() && !r.is_pinned() && !r.scheme.is_aws())
             .map(|r| r.path.clone())
             .collect()
     }
@@ -155,7 +165,7 @@ impl FileSet {
                 FileTemplate::References(t) => t
                     .references()
                     .iter()
-                    .any(|r| r.path == path && !r.is_write() && r.pinned_version().is_none()),
+                    .any(|r| r.path == path && !r.is_write() && !r.is_pinned()),
                 FileTemplate::Literal(_) => false,
             })
             .map(|(n, _)| n.as_str())
@@ -230,6 +240,12 @@ impl FileSet {
 /// volume, so that rewriting every file (new beside old, then renamed) still fits.
 pub const MAX_RENDERED_BYTES: usize = 4 << 20;
 
+fn no_store(path: &str, family: &str) -> StoreError {
+    StoreError::Client(format!(
+        "{path}: no {family} store is configured for this reference (a bug in rotor: the caller chooses the stores by the references)"
+    ))
+}
+
 fn no_answer(r: &Reference) -> StoreError {
     StoreError::Decode {
         op: format!("reading {}", r.path),
@@ -275,13 +291,47 @@ impl ResolveError {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Request {
-    Read { path: String, version: Option<u64> },
-    Write { path: String, body: Option<String> },
+    Read {
+        path: String,
+        version: Option<u64>,
+    },
+    Write {
+        path: String,
+        body: Option<String>,
+    },
+    /// An AWS secret or parameter, current or pinned by version or label.
+    ReadAws {
+        arn: String,
+        version: Option<u64>,
+        label: Option<String>,
+    },
 }
 
 impl Request {
     fn of(reference: &Reference) -> Self {
+        if reference.scheme.is_aws() {
+            let (version, label) = match &reference.action {
+                Action::ReadLabel { label } => (None, Some(label.clone())),
+                other => (
+                    match other {
+                        Action::Read { version } => *version,
+                        _ => None,
+                    },
+                    None,
+                ),
+            };
+            return Self::ReadAws {
+                arn: reference.path.clone(),
+                version,
+                label,
+            };
+        }
         match &reference.action {
+            Action::ReadLabel { label } => Self::ReadAws {
+                arn: reference.path.clone(),
+                version: None,
+                label: Some(label.clone()),
+            },
             Action::Read { version } => Self::Read {
                 path: reference.path.clone(),
                 version: *version,
@@ -345,6 +395,21 @@ pub async fn resolve_with_files(
     from_paths: &[PathRef],
     options: ResolveOptions,
 ) -> Result<Resolution, ResolveError> {
+    let stores = Stores {
+        vault: Some(client),
+        aws: None,
+    };
+    resolve_from(stores, env, files, from_paths, options).await
+}
+
+/// [`resolve_with_files`] over any mix of stores.
+pub async fn resolve_from(
+    stores: Stores<'_>,
+    env: Vec<(String, String)>,
+    files: &[(String, String)],
+    from_paths: &[PathRef],
+    options: ResolveOptions,
+) -> Result<Resolution, ResolveError> {
     let templates = parse_environment(&env)?;
     let file_templates = parse_files(files)?;
     let file_references = file_templates.iter().flat_map(|(_, t)| match t {
@@ -353,7 +418,7 @@ pub async fn resolve_with_files(
     });
     let requests = distinct_requests(&templates, file_references, from_paths);
     let request_count = requests.len();
-    let answers = fetch(client, requests, options.concurrency).await;
+    let answers = fetch(stores, requests, options.concurrency).await;
     let mut resolution = Resolution {
         requests: request_count,
         resolved: templates.len(),
@@ -408,7 +473,9 @@ fn file_set(
             let secret = answer.map_err(|source| ResolveError::Store {
                 var: "file".to_string(),
                 reference: match &request {
-                    Request::Read { path, .. } | Request::Write { path, .. } => path.clone(),
+                    Request::Read { path, .. }
+                    | Request::ReadAws { arn: path, .. }
+                    | Request::Write { path, .. } => path.clone(),
                 },
                 source,
             })?;
@@ -443,12 +510,29 @@ fn distinct_requests<'a>(
 }
 
 /// Makes every request, `concurrency` at a time.
-async fn fetch(client: &StoreClient, requests: Vec<Request>, concurrency: usize) -> Answers {
+async fn fetch(stores: Stores<'_>, requests: Vec<Request>, concurrency: usize) -> Answers {
     futures::stream::iter(requests)
         .map(|req| async move {
-            let answer = match &req {
-                Request::Read { path, version } => client.read(path, *version).await,
-                Request::Write { path, body } => client.write(path, body.as_deref()).await,
+            let answer = match (&req, stores.vault, stores.aws) {
+                (Request::Read { path, version }, Some(client), _) => {
+                    client.read(path, *version).await
+                }
+                (Request::Write { path, body }, Some(client), _) => {
+                    client.write(path, body.as_deref()).await
+                }
+                (
+                    Request::ReadAws {
+                        arn,
+                        version,
+                        label,
+                    },
+                    _,
+                    Some(aws),
+                ) => aws.read(arn, *version, label.as_deref()).await,
+                (Request::ReadAws { arn, .. }, _, None) => Err(no_store(arn, "AWS")),
+                (Request::Read { path, .. } | Request::Write { path, .. }, None, _) => {
+                    Err(no_store(path, "Vault/OpenBao"))
+                }
             };
             (req, answer)
         })

@@ -17,7 +17,9 @@ pub struct FileWrite(Request);
 impl FileWrite {
     pub fn path(&self) -> &str {
         match &self.0 {
-            Request::Read { path, .. } | Request::Write { path, .. } => path,
+            Request::Read { path, .. }
+            | Request::ReadAws { arn: path, .. }
+            | Request::Write { path, .. } => path,
         }
     }
 }

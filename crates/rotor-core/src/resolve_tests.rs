@@ -182,6 +182,12 @@ async fn rotor_init_treats_the_table_of_shapes_as_the_webhook_does() {
                     "{value:?}: refused before any request"
                 );
             }
+            // AWS references go to the AWS store, never to Vault's (none is given here).
+            Shape::Whole | Shape::Inline if value.contains("arn:aws") => {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains("no AWS store"), "{value:?}: {err}");
+                assert_eq!(store.log().len(), 0, "{value:?}: Vault was not asked");
+            }
             // The empty store answers "missing": what matters is that the store was asked.
             Shape::Whole | Shape::Inline => {
                 assert!(!store.log().is_empty(), "{value:?}: {result:?}")

@@ -1,6 +1,8 @@
-//! The store client (Vault and OpenBao), its auth methods, errors and retry policy.
+//! The store clients (Vault and OpenBao; AWS in [`aws`]), their auth methods, errors and retry
+//! policy.
 
 pub mod auth;
+pub mod aws;
 pub mod client;
 pub mod error;
 #[cfg(test)]

@@ -143,7 +143,7 @@ mod tests {
                 let references = template.references();
                 references
                     .into_iter()
-                    .filter(|r| !r.is_write() && r.pinned_version().is_none())
+                    .filter(|r| !r.is_write() && !r.is_pinned() && !r.scheme.is_aws())
                     .map(|r| r.path.clone())
                     .collect()
             };

@@ -161,7 +161,8 @@ fn count_and_watch(
             limit: MAX_REFERENCES_PER_WORKLOAD,
         });
     }
-    if !r.is_write() && r.pinned_version().is_none() {
+    // AWS references are not watched by the reloader yet (ARCHITECTURE.md "AWS").
+    if !r.is_write() && !r.is_pinned() && !r.scheme.is_aws() {
         watched.insert(r.path.clone());
     }
     Ok(())

@@ -81,6 +81,38 @@ pub enum StoreError {
     /// The HTTP client cannot be built (no usable CA certificates on an https store).
     #[error("{0}")]
     Client(String),
+    /// AWS answered with an error: its code (`ResourceNotFoundException`, `AccessDeniedException`,
+    /// `ThrottlingException`, ...) and message, which name the resource, never its value.
+    #[error("{op}: {code} (HTTP {status}){}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Aws {
+        op: String,
+        status: u16,
+        code: Box<str>,
+        message: Box<str>,
+    },
+}
+
+/// The HTTP status an AWS error code means for rotor's decisions: not found (404), denied
+/// (403), throttled (429), else the status AWS sent.
+fn aws_class(code: &str, status: u16) -> u16 {
+    match code {
+        "ResourceNotFoundException"
+        | "ParameterNotFound"
+        | "ParameterVersionNotFound"
+        | "ParameterVersionLabelNotFound" => 404,
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException"
+        | "InvalidIdentityToken" => 403,
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded"
+        | "ThrottledException" => 429,
+        _ => status,
+    }
 }
 
 impl StoreError {
@@ -89,6 +121,7 @@ impl StoreError {
         match self {
             Self::Unreachable { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 412,
+            Self::Aws { .. } => self.status().is_some_and(|s| s >= 500 || s == 429),
             _ => false,
         }
     }
@@ -100,6 +133,7 @@ impl StoreError {
         match self {
             Self::Unreachable { sent, .. } => !sent,
             Self::Status { status, .. } => *status == 429 || *status == 503,
+            Self::Aws { .. } => self.status() == Some(429),
             _ => false,
         }
     }
@@ -132,6 +166,7 @@ impl StoreError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            Self::Aws { status, code, .. } => Some(aws_class(code, *status)),
             Self::Deadline { last, .. } => last.status(),
             _ => None,
         }

@@ -154,7 +154,7 @@ pub async fn read_limited(mut response: reqwest::Response, cap: usize) -> Result
 }
 
 /// The answer's body, refused as soon as it passes [`MAX_ANSWER_BYTES`].
-async fn read_capped(
+pub(crate) async fn read_capped(
     response: reqwest::Response,
     op: &str,
     addr: &str,
@@ -175,7 +175,13 @@ async fn read_capped(
 }
 
 /// A request without an answer, classified by the error's type (never its text).
-fn failure(op: &str, addr: &str, e: &reqwest::Error, context: &str, sent: bool) -> StoreError {
+pub(crate) fn failure(
+    op: &str,
+    addr: &str,
+    e: &reqwest::Error,
+    context: &str,
+    sent: bool,
+) -> StoreError {
     if let Some(tls) = tls_error_in(e) {
         return StoreError::Tls {
             op: op.to_string(),
