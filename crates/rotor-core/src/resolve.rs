@@ -344,6 +344,32 @@ impl Request {
     }
 }
 
+/// Which store families the env and the files read from: `(vault, aws)`. The first AWS
+/// reference's ARN is returned too (where rotor-init logs in to STS by default).
+pub fn store_families(
+    env: &[(String, String)],
+    files: &[(String, String)],
+) -> Result<(bool, Option<String>), ParseError> {
+    let env_templates = parse_environment(env)?;
+    let file_templates = parse_files(files)?;
+    let references = env_templates
+        .iter()
+        .flat_map(|(_, t)| t.references())
+        .chain(file_templates.iter().flat_map(|(_, t)| match t {
+            FileTemplate::References(t) => t.references(),
+            FileTemplate::Literal(_) => Vec::new(),
+        }));
+    let (mut vault, mut aws) = (false, None);
+    for r in references {
+        if r.scheme.is_aws() {
+            aws.get_or_insert_with(|| r.path.clone());
+        } else {
+            vault = true;
+        }
+    }
+    Ok((vault, aws))
+}
+
 /// Parses every value of `env`; `(name, template)` for those with references.
 pub fn parse_environment(env: &[(String, String)]) -> Result<Vec<(usize, Template)>, ParseError> {
     let mut out = Vec::new();

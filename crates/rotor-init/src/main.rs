@@ -6,6 +6,7 @@
 //! rotor-init [--] COMMAND [ARGS]   resolve the environment, then exec COMMAND
 //! ```
 
+mod aws;
 mod config;
 mod copy_self;
 mod daemon;
@@ -19,7 +20,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::ExitCode;
 
 use rotor_core::contract::OnRotation;
-use rotor_core::resolve::{ResolveError, ResolveOptions, resolve_with_files};
+use rotor_core::resolve::{ResolveError, ResolveOptions, Stores, resolve_from};
 use rotor_core::store::{StoreClient, StoreError};
 
 use crate::config::Settings;
@@ -320,23 +321,32 @@ async fn resolve(
             },
         ));
     }
-    client.login(&settings.auth).await.map_err(|e| {
-        tracing::error!(method = settings.auth.method(), addr = %settings.store.addr, error = %e, "login failed");
-        login_error_code(&e)
-    })?;
+    let (reads_vault, first_arn) =
+        rotor_core::resolve::store_families(&app_env, files).map_err(|e| {
+            tracing::error!(error = %e, "a reference does not parse");
+            exit_code::CONFIG
+        })?;
+    let aws = match first_arn {
+        Some(arn) => Some(aws::login(&arn).await?),
+        None => None,
+    };
+    if reads_vault || !settings.init.from_path.is_empty() {
+        client.login(&settings.auth).await.map_err(|e| {
+            tracing::error!(method = settings.auth.method(), addr = %settings.store.addr, error = %e, "login failed");
+            login_error_code(&e)
+        })?;
+    }
     let options = ResolveOptions {
         ignore_missing: settings.init.ignore_missing,
         concurrency: settings.init.concurrency,
         from_path_deny: settings.init.from_path_deny.clone(),
     };
-    let resolution = match resolve_with_files(
-        &client,
-        app_env,
-        files,
-        &settings.init.from_path,
-        options,
-    )
-    .await
+    let stores = Stores {
+        vault: Some(&client),
+        aws: aws.as_ref(),
+    };
+    let resolution = match resolve_from(stores, app_env, files, &settings.init.from_path, options)
+        .await
     {
         Ok(r) => r,
         Err(e) => {
@@ -363,7 +373,7 @@ async fn resolve(
     Ok((client, resolution))
 }
 
-fn login_error_code(e: &StoreError) -> u8 {
+pub(crate) fn login_error_code(e: &StoreError) -> u8 {
     if e.is_setup() {
         exit_code::CONFIG
     } else if matches!(e, StoreError::Decode { .. }) {

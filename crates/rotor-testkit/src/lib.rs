@@ -13,6 +13,7 @@ pub mod controller_manager;
 pub mod dockerfile;
 pub mod etcd;
 pub mod host;
+pub mod moto;
 pub mod node;
 pub mod openbao;
 pub mod partition;
