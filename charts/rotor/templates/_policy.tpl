@@ -34,7 +34,14 @@ ROTOR_LOG_LEVEL ROTOR_LOG_FORMAT ROTOR_DEADLINE ROTOR_REQUEST_TIMEOUT ROTOR_CONC
 {{/* `V` holds a reference exactly as reference::has_reference decides (a whole attempt or ${...}),
      priced like rotor.hasReference: the regex only where the value starts like a reference. */}}
 {{- define "rotor.cel.isRef" -}}
-((({{ . }}.startsWith('vault:') || {{ . }}.startsWith('bao:') || {{ . }}.startsWith('>>vault:') || {{ . }}.startsWith('>>bao:')) && {{ include "rotor.cel.wholeAttempt" . }}) || ({{ . }}.contains('${') && ({{ . }}.contains('${vault:') || {{ . }}.contains('${bao:') || {{ . }}.contains('${>>vault:') || {{ . }}.contains('${>>bao:'))))
+((({{ . }}.startsWith('vault:') || {{ . }}.startsWith('bao:') || {{ . }}.startsWith('>>vault:') || {{ . }}.startsWith('>>bao:')) && {{ include "rotor.cel.wholeAttempt" . }}) || ({{ . }}.contains('${') && ({{ . }}.contains('${vault:') || {{ . }}.contains('${bao:') || {{ . }}.contains('${>>vault:') || {{ . }}.contains('${>>bao:'))) || {{ include "rotor.cel.awsRef" . }})
+{{- end -}}
+
+{{/* `V` holds an AWS reference exactly as aws_reference::aws_attempt and the inline prefixes
+     decide: a Secrets Manager secret or SSM parameter ARN, whole or as ${arn:aws...}. The
+     admission policy leaves these to the webhook (its readable check knows Vault's forms only). */}}
+{{- define "rotor.cel.awsRef" -}}
+(({{ . }}.startsWith('arn:aws') && {{ . }}.matches(r'^arn:aws(-cn|-us-gov)?:(secretsmanager:[^:#/]*:[^:#/]*:secret:|ssm:[^:#/]*:[^:#/]*:parameter/)')) || ({{ . }}.contains('${arn:aws') && ({{ . }}.contains('${arn:aws:') || {{ . }}.contains('${arn:aws-cn:') || {{ . }}.contains('${arn:aws-us-gov:'))))
 {{- end -}}
 
 {{/* `V` is a whole-reference attempt exactly as reference::whole_attempt decides. */}}

@@ -10,11 +10,13 @@ fn value() -> impl Strategy<Value = String> {
     use rotor_core::reference::Shape;
     let cases = rotor_core::reference::shape_cases();
     let shapes: Vec<String> = cases.iter().map(|(v, _)| v.to_string()).collect();
-    // The accepted shapes again on their own, so that patched pods stay common however many
-    // refused rows the table grows.
+    // The accepted Vault shapes again on their own, so that pods both admission paths inject
+    // stay common however many refused (or AWS: the webhook's alone) rows the table grows.
     let accepted: Vec<String> = cases
         .iter()
-        .filter(|(_, shape)| matches!(shape, Shape::Whole | Shape::Inline))
+        .filter(|(v, shape)| {
+            matches!(shape, Shape::Whole | Shape::Inline) && !v.contains("arn:aws")
+        })
         .map(|(v, _)| v.to_string())
         .collect();
     prop_oneof![
