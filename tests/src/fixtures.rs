@@ -378,6 +378,40 @@ pub async fn start_reloader_via(
     extra: &[String],
     kubeconfig: &Path,
 ) -> Result<(ManagedProcess, String)> {
+    let how = ReloaderEnv {
+        kubeconfig,
+        env: &[],
+    };
+    start_reloader_in(
+        stack,
+        reloader_bin,
+        name,
+        token_file,
+        lease_namespace,
+        extra,
+        how,
+    )
+    .await
+}
+
+/// How a reloader process reaches its world: the API (`kubeconfig`) and more environment (AWS's
+/// settings, for the AWS store family).
+pub struct ReloaderEnv<'a> {
+    pub kubeconfig: &'a Path,
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// [`start_reloader_via`] with more environment.
+pub async fn start_reloader_in(
+    stack: &Stack,
+    reloader_bin: &Path,
+    name: &str,
+    token_file: &Path,
+    lease_namespace: &str,
+    extra: &[String],
+    how: ReloaderEnv<'_>,
+) -> Result<(ManagedProcess, String)> {
+    let ReloaderEnv { kubeconfig, env } = how;
     let admin_port = free_port()?;
     let mut args: Vec<String> = vec![
         format!("--store-addr={}", stack.bao.addr),
@@ -395,13 +429,9 @@ pub async fn start_reloader_via(
     args.retain(|a| !extra.iter().any(|e| flag_name(e) == flag_name(a)));
     args.extend(extra.iter().cloned());
     let kubeconfig = kubeconfig.display().to_string();
-    let mut process = ManagedProcess::spawn(
-        name,
-        reloader_bin,
-        &args,
-        &[("KUBECONFIG", kubeconfig.as_str())],
-        stack.dir(),
-    )?;
+    let mut envs = vec![("KUBECONFIG", kubeconfig.as_str())];
+    envs.extend_from_slice(env);
+    let mut process = ManagedProcess::spawn(name, reloader_bin, &args, &envs, stack.dir())?;
     let admin = format!("http://127.0.0.1:{admin_port}");
     rotor_testkit::ready::wait_http_ok(&mut process, &format!("{admin}/readyz"), None).await?;
     Ok((process, admin))

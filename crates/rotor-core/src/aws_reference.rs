@@ -14,7 +14,7 @@
 //! (what a namespace's tenancy rules match), and a name alone would leave both to a setting.
 
 /// The AWS service a reference reads from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AwsService {
     SecretsManager,
     Ssm,

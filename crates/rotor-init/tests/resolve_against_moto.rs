@@ -172,7 +172,9 @@ async fn what_users_get_wrong_is_refused_with_the_arn_the_region_and_the_fix() -
         .admin
         .create_secret("us-east-1", "db", &format!(r#"{{"password":"{CANARY}"}}"#))
         .await?;
-    let cases: Vec<(&str, String, &[(&str, &str)], u8, &[&str])> = vec![
+    // (case, the reference, more environment, exit code, what stderr says)
+    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], u8, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
         (
             "unknown ARN",
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope".to_string(),

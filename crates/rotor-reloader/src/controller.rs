@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use rotor_core::contract::{EventReason, OnRotation};
 
+use crate::aws_watch::{AwsWatch, is_aws_path};
 use crate::fair_share::{select_paths, waiting};
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, StoreAnswer, plan_cycle};
@@ -42,6 +43,8 @@ pub struct ControllerConfig {
 pub struct Controller {
     pub kube: kube::Client,
     pub stores: Stores,
+    /// AWS references' versions (Secrets Manager, SSM), polled as one more store.
+    pub aws: AwsWatch,
     pub caches: Caches,
     pub poller: Poller,
     pub metrics: Arc<Metrics>,
@@ -143,12 +146,25 @@ impl Controller {
             self.announce_not_watched(recorder, &workloads).await;
         }
         workloads.retain(|w| !w.paths.is_empty());
-        let mut stores: Vec<StoreKey> = Vec::with_capacity(workloads.len());
+        // rotor-init re-reads only Vault files in place: a workload with AWS references rolls.
+        for w in workloads
+            .iter_mut()
+            .filter(|w| w.paths.iter().any(|p| is_aws_path(p)))
+        {
+            w.on_rotation = OnRotation::Rollout;
+        }
+        // Each workload's Vault store (none when it references AWS only).
+        let mut stores: Vec<Option<StoreKey>> = Vec::with_capacity(workloads.len());
         let mut kept = Vec::with_capacity(workloads.len());
         for w in workloads {
+            if w.paths.iter().all(|p| is_aws_path(p)) {
+                stores.push(None);
+                kept.push(w);
+                continue;
+            }
             match self.stores.resolve(&w.store) {
                 Ok(key) => {
-                    stores.push(key);
+                    stores.push(Some(key));
                     kept.push(w);
                 }
                 Err(why) => self.announce_store_refused(recorder, &w, why).await,
@@ -157,19 +173,30 @@ impl Controller {
         let workloads = kept;
         // Per store, per namespace: each namespace's paths are polled within its budget.
         let mut by_store: BTreeMap<StoreKey, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+        let mut aws_by_ns: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (w, key) in workloads.iter().zip(&stores) {
-            by_store
-                .entry(key.clone())
-                .or_default()
-                .entry(w.namespace.clone())
-                .or_default()
-                .extend(w.paths.iter().cloned());
+            let (aws, vault): (Vec<&String>, Vec<&String>) =
+                w.paths.iter().partition(|p| is_aws_path(p));
+            if !aws.is_empty() {
+                aws_by_ns
+                    .entry(w.namespace.clone())
+                    .or_default()
+                    .extend(aws.into_iter().cloned());
+            }
+            if let Some(key) = key {
+                by_store
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(w.namespace.clone())
+                    .or_default()
+                    .extend(vault.into_iter().cloned());
+            }
         }
         self.stores.retain(&by_store.keys().cloned().collect());
         self.metrics
             .workloads_watched
             .set(i64::try_from(workloads.len()).unwrap_or(i64::MAX));
-        if by_store.is_empty() {
+        if by_store.is_empty() && aws_by_ns.is_empty() {
             self.metrics.paths_watched.set(0);
             return Cycle::Done(interval);
         }
@@ -179,7 +206,12 @@ impl Controller {
             .iter()
             .map(|(key, by_ns)| (key.clone(), select_paths(by_ns, budget, self.turn)))
             .collect();
-        let waiting: usize = by_store.values().map(|by_ns| waiting(by_ns, budget)).sum();
+        let aws_selected = select_paths(&aws_by_ns, budget, self.turn);
+        let waiting: usize = by_store
+            .values()
+            .chain(std::iter::once(&aws_by_ns))
+            .map(|by_ns| waiting(by_ns, budget))
+            .sum();
         self.metrics
             .paths_waiting_turn
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
@@ -191,6 +223,13 @@ impl Controller {
         let (polled, resting) = self.poll_stores(&selected, &watched).await;
         let mut distinct = resting.iter().map(|(_, n)| n).sum::<usize>();
         let mut down = 0usize;
+        let aws_answer = self.poll_aws(&aws_selected).await;
+        match &aws_answer {
+            Some(_) => distinct += aws_selected.len(),
+            None if !aws_selected.is_empty() => down += 1,
+            None => {}
+        }
+        let store_count = by_store.len() + usize::from(!aws_by_ns.is_empty());
         for (key, outcome) in polled {
             match outcome {
                 Some((answered, asked)) => {
@@ -212,13 +251,34 @@ impl Controller {
             .polls
             .get_or_create(&ResultLabels { result: outcome })
             .inc();
-        if down > 0 && down + resting.len() == by_store.len() {
+        if down > 0 && down + resting.len() == store_count {
             return Cycle::StoreDown;
         }
         let nothing_answered = StoreAnswer::default();
+        let aws_answer = aws_answer.unwrap_or_default();
+        // A workload reading both families gets both answers in one.
+        let both: Vec<Option<StoreAnswer>> = workloads
+            .iter()
+            .zip(&stores)
+            .map(|(w, key)| {
+                let key = key.as_ref()?;
+                w.paths.iter().any(|p| is_aws_path(p)).then(|| {
+                    merged(
+                        versions.get(key).unwrap_or(&nothing_answered),
+                        &aws_answer,
+                        &w.paths,
+                    )
+                })
+            })
+            .collect();
         let current: Vec<&StoreAnswer> = stores
             .iter()
-            .map(|key| versions.get(key).unwrap_or(&nothing_answered))
+            .zip(&both)
+            .map(|(key, both)| match (key, both) {
+                (_, Some(both)) => both,
+                (Some(key), None) => versions.get(key).unwrap_or(&nothing_answered),
+                (None, None) => &aws_answer,
+            })
             .collect();
         let settings = PlanSettings {
             settle: self.config.settle,
@@ -297,6 +357,26 @@ impl Controller {
             });
         outcomes.extend(futures::future::join_all(polls).await);
         (outcomes, resting)
+    }
+
+    /// Polls the AWS references selected this cycle, within the store deadline; `None` when AWS
+    /// did not answer (or nothing is selected).
+    async fn poll_aws(&mut self, selected: &BTreeSet<String>) -> Option<StoreAnswer> {
+        if selected.is_empty() {
+            return None;
+        }
+        let poll = self.aws.poll(selected, &self.metrics);
+        match tokio::time::timeout(STORE_DEADLINE, poll).await {
+            Ok(outcome) => outcome.map(|(answer, _)| answer),
+            Err(_) => {
+                tracing::warn!(
+                    store = "aws",
+                    deadline_s = STORE_DEADLINE.as_secs(),
+                    "the AWS poll did not finish within its deadline; its workloads wait for the next poll"
+                );
+                None
+            }
+        }
     }
 
     /// Logs and counts what the plan found before anything is applied.
@@ -717,6 +797,22 @@ async fn poll_store(
     store.rest_until = Some(started + poller.rest_after(result.requests));
     store.last_distinct = result.distinct;
     Some((answer, result.distinct))
+}
+
+/// One answer for a workload that reads from a Vault store and from AWS: each of its paths
+/// as the family it belongs to answered it.
+fn merged(vault: &StoreAnswer, aws: &StoreAnswer, paths: &BTreeSet<String>) -> StoreAnswer {
+    let mut out = StoreAnswer::default();
+    for path in paths {
+        let from = if is_aws_path(path) { aws } else { vault };
+        if let Some(v) = from.versions.get(path) {
+            out.versions.insert(path.clone(), *v);
+        }
+        if let Some(at) = from.written.get(path) {
+            out.written.insert(path.clone(), *at);
+        }
+    }
+    out
 }
 
 /// Each polled store's answer and distinct secrets, or `None` when it did not answer.

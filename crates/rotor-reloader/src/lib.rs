@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 pub mod api_mock;
+pub mod aws_watch;
 pub mod backoff;
 pub mod configmaps;
 pub mod controller;

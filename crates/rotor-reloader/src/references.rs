@@ -143,7 +143,7 @@ mod tests {
                 let references = template.references();
                 references
                     .into_iter()
-                    .filter(|r| !r.is_write() && !r.is_pinned() && !r.scheme.is_aws())
+                    .filter(|r| !r.is_write() && !r.is_pinned())
                     .map(|r| r.path.clone())
                     .collect()
             };

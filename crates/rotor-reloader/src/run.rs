@@ -217,6 +217,7 @@ impl RunArgs {
         let controller = Controller {
             kube: kube.clone(),
             stores: Stores::new(store, addr_allowlist, auth),
+            aws: Default::default(),
             caches: Caches::start(&kube, watch_namespace.as_deref(), configmap_references),
             poller: Poller::new(concurrency, max_requests_per_second)
                 .with_budget(checked_budget(poll_budget)?),

@@ -161,8 +161,7 @@ fn count_and_watch(
             limit: MAX_REFERENCES_PER_WORKLOAD,
         });
     }
-    // AWS references are not watched by the reloader yet (ARCHITECTURE.md "AWS").
-    if !r.is_write() && !r.is_pinned() && !r.scheme.is_aws() {
+    if !r.is_write() && !r.is_pinned() {
         watched.insert(r.path.clone());
     }
     Ok(())

@@ -6,8 +6,10 @@
 pub mod client;
 pub mod identity;
 pub mod sigv4;
+pub mod versions;
 mod xml;
 
 pub use client::{AwsClient, AwsConfig};
 pub use identity::AwsIdentity;
 pub use sigv4::Credentials;
+pub use versions::AwsVersions;

@@ -147,6 +147,11 @@ impl AwsClient {
         &self.config.identity
     }
 
+    /// When the credentials end (seconds since the epoch), when the issuer said.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.creds.as_ref().and_then(|c| c.expires_at)
+    }
+
     /// Fetches the pod's credentials (STS in `default_region` unless AWS_REGION says).
     pub async fn login(&mut self, default_region: &str, partition: &str) -> Result<(), StoreError> {
         let region = self
