@@ -1,12 +1,44 @@
 //! The demo is an end-to-end test: the whole flow on the real node, checked.
 
 use rotor_core::contract::{BinarySource, COPY_CONTAINER};
-use rotor_e2e::demo::{FIRST, ROTATED, app_line, run_demo};
+use rotor_e2e::demo::{DemoReport, FIRST, Family, ROTATED, app_line, run_demo};
 
 #[tokio::test]
 async fn the_demo_runs_the_whole_flow_on_a_real_node() -> anyhow::Result<()> {
     rotor_testkit::install_crypto_provider();
-    let report = run_demo().await?;
+    let report = run_demo(Family::Vault).await?;
+    check(&report);
+    assert!(
+        report
+            .event_note
+            .contains("secret/data/demo/db version 1 -> 2"),
+        "{}",
+        report.event_note
+    );
+    Ok(())
+}
+
+/// `scripts/demo.sh aws`: the pod's token -> STS -> Secrets Manager -> exec, on the real node,
+/// and one rollout when the secret gets a new version.
+#[tokio::test]
+async fn the_aws_demo_reads_secrets_manager_with_the_pods_identity_and_rolls_once()
+-> anyhow::Result<()> {
+    rotor_testkit::install_crypto_provider();
+    let report = run_demo(Family::Aws).await?;
+    check(&report);
+    assert!(
+        report
+            .event_note
+            .contains("arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/db"),
+        "{}",
+        report.event_note
+    );
+    Ok(())
+}
+
+/// What both demos show: the value read in the first pod, the app as PID 1, one rollout, the
+/// new value in the new pod, never a value in a log.
+fn check(report: &DemoReport) {
     assert!(
         report.first_log.contains(&app_line(FIRST)),
         "the app in the first pod saw version 1 from OpenBao:\n{}",
@@ -49,16 +81,8 @@ async fn the_demo_runs_the_whole_flow_on_a_real_node() -> anyhow::Result<()> {
         "the old pod {} is gone",
         report.first_pod
     );
-    assert!(
-        report
-            .event_note
-            .contains("secret/data/demo/db version 1 -> 2"),
-        "{}",
-        report.event_note
-    );
     eprintln!(
         "demo: stack {:?}, total {:?}",
         report.stack_startup, report.total
     );
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The whole flow on the local control plane and a real node, with progress output: the
-//! README's first command (`scripts/demo.sh`) and an end-to-end test (`tests/e2e/demo.rs`).
+//! README's first command (`scripts/demo.sh`, and `scripts/demo.sh aws` for AWS Secrets Manager
+//! served by moto) and an end-to-end test (`tests/e2e/demo.rs`).
 
 use rotor_core::contract::EventReason;
 use std::time::{Duration, Instant};
@@ -10,10 +11,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use rotor_core::contract::BinarySource;
+use rotor_testkit::moto::Moto;
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
-use crate::fixtures::{binary, start_reloader};
+use crate::fixtures::{ReloaderEnv, binary, start_reloader_in};
 use crate::node_pods::{
     binary_source, pod_names, push_node_images, replica_set_count, seed_app_secret,
     seed_reloader_role, shop_deployment, start_node_webhook, wait_for, wait_for_log,
@@ -42,6 +44,36 @@ pub struct DemoReport {
     pub first_pod_init_containers: Vec<String>,
 }
 
+/// Which store the demo's secret lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// OpenBao: `vault:secret/data/demo/db#password`.
+    Vault,
+    /// AWS Secrets Manager (moto): `arn:aws:secretsmanager:...:secret:demo/db#password`, read
+    /// with the pod's web identity (IRSA's variables and projected token, as EKS sets them).
+    Aws,
+}
+
+impl Family {
+    /// `scripts/demo.sh [aws]`.
+    pub fn from_args(args: &[String]) -> Result<Self> {
+        match args {
+            [] => Ok(Self::Vault),
+            [one] if one == "aws" => Ok(Self::Aws),
+            _ => anyhow::bail!(
+                "usage: scripts/demo.sh [aws]  (no argument: OpenBao; aws: AWS Secrets Manager served by moto)"
+            ),
+        }
+    }
+}
+
+/// Where the demo's AWS secret lives, and the IRSA role named in the pod (moto does not check it).
+const AWS_REGION: &str = "eu-west-1";
+const AWS_ROLE: &str = "arn:aws:iam::123456789012:role/shop";
+/// Where EKS mounts the IRSA token, and its audience.
+const IRSA_DIR: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+const STS_AUDIENCE: &str = "sts.amazonaws.com";
+
 pub const NS: &str = "demo";
 pub const FIRST: &str = "s3cr3t-v1-demo";
 pub const ROTATED: &str = "s3cr3t-v2-demo";
@@ -55,7 +87,7 @@ fn say(step: &str) {
 }
 
 /// Runs the demo; everything it starts stops when it returns (also on error).
-pub async fn run_demo() -> Result<DemoReport> {
+pub async fn run_demo(family: Family) -> Result<DemoReport> {
     let started = Instant::now();
     // Both binaries must be built before anything starts.
     binary("rotor-webhook")?;
@@ -93,6 +125,21 @@ pub async fn run_demo() -> Result<DemoReport> {
     eprintln!(
         "    secret/demo/db version 1 written; roles shop and rotor-reloader bound to their ServiceAccounts"
     );
+    let aws = match family {
+        Family::Vault => None,
+        Family::Aws => {
+            say(
+                "starting moto (AWS Secrets Manager, SSM and STS) where pods reach it; writing secret demo/db",
+            );
+            let moto = Moto::start_on(&dir, rotor_testkit::host::GATEWAY).await?;
+            let arn = moto
+                .admin()?
+                .create_secret(AWS_REGION, "demo/db", &password_json(FIRST))
+                .await?;
+            eprintln!("    moto {}; {arn} written", moto.addr);
+            Some((moto, arn))
+        }
+    };
 
     say("starting rotor-webhook and rotor-reloader as local processes; registering the webhook");
     let webhook = start_node_webhook(&stack, &images).await?;
@@ -116,13 +163,37 @@ pub async fn run_demo() -> Result<DemoReport> {
             .service_account_token(&system, "rotor-reloader", "rotor", 3600)
             .await?,
     )?;
-    let (_reloader, _reloader_admin) = start_reloader(
+    // With AWS, the reloader's own web identity (an IRSA token for its ServiceAccount).
+    let aws_token = dir.join("reloader-aws-token");
+    std::fs::write(
+        &aws_token,
+        stack
+            .service_account_token(&system, "rotor-reloader", STS_AUDIENCE, 3600)
+            .await?,
+    )?;
+    let aws_token = aws_token.display().to_string();
+    let aws_env = match &aws {
+        None => Vec::new(),
+        Some((moto, _)) => vec![
+            ("AWS_ENDPOINT_URL", moto.addr.as_str()),
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/rotor-reloader",
+            ),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", aws_token.as_str()),
+        ],
+    };
+    let (_reloader, _reloader_admin) = start_reloader_in(
         &stack,
         &reloader_bin,
         "rotor-reloader",
         &token_file,
         &system,
         &[],
+        ReloaderEnv {
+            kubeconfig: stack.kubeconfig(),
+            env: &aws_env,
+        },
     )
     .await?;
     eprintln!(
@@ -130,12 +201,19 @@ pub async fn run_demo() -> Result<DemoReport> {
         webhook.port, webhook.admin
     );
 
-    say(
-        "creating Deployment demo/shop (image app:1, no command: rotor looks the entrypoint up) that references vault:secret/data/demo/db#password",
-    );
+    let reference = match &aws {
+        None => "vault:secret/data/demo/db#password".to_string(),
+        Some((_, arn)) => format!("{arn}#password"),
+    };
+    say(&format!(
+        "creating Deployment demo/shop (image app:1, no command: rotor looks the entrypoint up) that references {reference}"
+    ));
     create_namespace(&stack, NS, &[("rotor-e2e", "enabled")]).await?;
     stack.service_account(NS, "shop").await?;
-    let deployment = shop_deployment(&images.app, None)?;
+    let mut deployment = shop_deployment(&images.app, None)?;
+    if let Some((moto, _)) = &aws {
+        with_web_identity(&mut deployment, &reference, &moto.addr)?;
+    }
     let deployments: Api<Deployment> = Api::namespaced(stack.kube.clone(), NS);
     deployments
         .create(&PostParams::default(), &deployment)
@@ -186,11 +264,21 @@ pub async fn run_demo() -> Result<DemoReport> {
         wait_for_observed_versions(&deployments, "shop", Duration::from_secs(30)).await?;
     eprintln!("    rotor-reloader watches it: rotor.dev/observed-versions={recorded}");
 
-    say("rotating the secret in OpenBao (version 2)");
     let rs: Api<ReplicaSet> = Api::namespaced(stack.kube.clone(), NS);
     let replica_sets_before = replica_set_count(&rs, "app=shop").await?;
-    bao.put_kv2("secret", "demo/db", json!({ "password": ROTATED }))
-        .await?;
+    match &aws {
+        None => {
+            say("rotating the secret in OpenBao (version 2)");
+            bao.put_kv2("secret", "demo/db", json!({ "password": ROTATED }))
+                .await?;
+        }
+        Some((moto, arn)) => {
+            say("rotating the secret in AWS Secrets Manager (a new version becomes AWSCURRENT)");
+            moto.admin()?
+                .put_secret_value(AWS_REGION, arn, &password_json(ROTATED))
+                .await?;
+        }
+    }
     let replica_sets_after = wait_for(Duration::from_secs(30), "a new ReplicaSet", || async {
         let n = replica_set_count(&rs, "app=shop").await?;
         Ok((n > replica_sets_before).then_some(n))
@@ -259,6 +347,7 @@ pub async fn run_demo() -> Result<DemoReport> {
         first_pod_init_containers,
     };
     drop(webhook);
+    drop(aws);
     drop(stack);
     eprintln!("    done in {:.1?}", report.total);
     Ok(report)
@@ -277,6 +366,34 @@ async fn create_namespace(stack: &Stack, name: &str, labels: &[(&str, &str)]) ->
         Err(e) => return Err(e).with_context(|| format!("creating namespace {name}")),
     }
     Ok(name.to_string())
+}
+
+fn password_json(value: &str) -> String {
+    json!({ "password": value }).to_string()
+}
+
+/// The pod of `deployment` reads `reference` from AWS with its own web identity, the way EKS's
+/// IRSA webhook would set it up: a projected ServiceAccount token of audience sts.amazonaws.com,
+/// `AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE`; plus `AWS_ENDPOINT_URL`, here moto.
+fn with_web_identity(deployment: &mut Deployment, reference: &str, endpoint: &str) -> Result<()> {
+    let mut value = serde_json::to_value(&*deployment)?;
+    let spec = value
+        .pointer_mut("/spec/template/spec")
+        .context("the Deployment has a pod spec")?;
+    spec["volumes"] = json!([{ "name": "aws-iam-token", "projected": { "sources": [
+        { "serviceAccountToken": { "audience": STS_AUDIENCE, "expirationSeconds": 3600, "path": "token" } }
+    ] } }]);
+    let container = &mut spec["containers"][0];
+    container["env"] = json!([
+        { "name": "DB_PASSWORD", "value": reference },
+        { "name": "AWS_ENDPOINT_URL", "value": endpoint },
+        { "name": "AWS_ROLE_ARN", "value": AWS_ROLE },
+        { "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": format!("{IRSA_DIR}/token") },
+    ]);
+    container["volumeMounts"] =
+        json!([{ "name": "aws-iam-token", "mountPath": IRSA_DIR, "readOnly": true }]);
+    *deployment = serde_json::from_value(value)?;
+    Ok(())
 }
 
 fn indent(text: &str) -> String {

@@ -649,7 +649,14 @@ fn describe(reason: &Reason) -> (EventReason, String) {
         Reason::Rotated(changes) => {
             let summary: Vec<String> = changes
                 .iter()
-                .map(|c| format!("{} version {} -> {}", c.path, c.old, c.new))
+                .map(|c| {
+                    // A Secrets Manager version is an id, recorded as its digest: not worth showing.
+                    if c.path.contains(":secretsmanager:") {
+                        format!("{} has a new AWSCURRENT version", c.path)
+                    } else {
+                        format!("{} version {} -> {}", c.path, c.old, c.new)
+                    }
+                })
                 .collect();
             (EventReason::SecretRotated, summary.join(", "))
         }

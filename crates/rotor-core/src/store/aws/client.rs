@@ -26,6 +26,9 @@ pub struct AwsConfig {
     pub region: Option<String>,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// `AWS_CA_BUNDLE` (the AWS SDKs' variable): the CA bundle to trust instead of the
+    /// container's own (an app image without CA certificates, or a TLS-inspecting proxy).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl AwsConfig {
@@ -50,6 +53,10 @@ impl AwsConfig {
         for url in endpoint.iter().chain(service_endpoints.values()) {
             endpoint_problem(url).map_or(Ok(()), Err)?;
         }
+        let ca_pem = match get("AWS_CA_BUNDLE") {
+            None => None,
+            Some(path) => Some(read_ca_bundle(&path)?),
+        };
         Ok(Self {
             identity: AwsIdentity::from_env(env)?,
             endpoint,
@@ -57,7 +64,20 @@ impl AwsConfig {
             region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
             request_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            ca_pem,
         })
+    }
+
+    /// Whether every request goes to a plain-HTTP endpoint (no TLS trust is needed).
+    fn plain_http_only(&self) -> bool {
+        let all = |url: &String| url.starts_with("http://");
+        match &self.endpoint {
+            Some(url) => all(url) && self.service_endpoints.values().all(all),
+            None => {
+                ["secretsmanager", "ssm", "sts"].len() == self.service_endpoints.len()
+                    && self.service_endpoints.values().all(all)
+            }
+        }
     }
 
     /// The endpoint of `service` in `region` of `partition`.
@@ -76,6 +96,18 @@ impl AwsConfig {
         };
         format!("https://{service}.{region}.{suffix}")
     }
+}
+
+/// The most a CA bundle file may hold.
+const MAX_CA_BUNDLE_BYTES: u64 = 1 << 20;
+
+fn read_ca_bundle(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_BUNDLE_BYTES).read_to_end(&mut pem))
+        .map_err(|e| format!("AWS_CA_BUNDLE {path}: {e}"))?;
+    Ok(pem)
 }
 
 /// Why `url` cannot be an endpoint: http(s), a host, and a path of plain characters only.
@@ -129,13 +161,34 @@ impl AwsClient {
     /// A client; redirects are never followed (signed requests go nowhere else).
     pub fn new(config: AwsConfig) -> Result<Self, StoreError> {
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| StoreError::Client(format!("building the AWS HTTP client: {e}")))?;
+            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
+        // The container's CA certificates are loaded only when an https endpoint needs them
+        // (an app image may have none); AWS_CA_BUNDLE replaces them.
+        let builder = match &config.ca_pem {
+            Some(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .ok()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| {
+                        StoreError::CaBundle("AWS_CA_BUNDLE holds no PEM certificate".to_string())
+                    })?;
+                builder.tls_certs_only(certs)
+            }
+            None if config.plain_http_only() => builder.tls_certs_only(Vec::new()),
+            None => builder,
+        };
+        let http = builder.build().map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            StoreError::Client(format!(
+                "building the AWS HTTP client: {e} {cause}; the container has no usable CA certificates for AWS's https endpoints: set AWS_CA_BUNDLE to a PEM bundle"
+            ))
+        })?;
         Ok(Self {
             http,
             config,
