@@ -29,7 +29,8 @@ async fn the_aws_demo_reads_secrets_manager_with_the_pods_identity_and_rolls_onc
     assert!(
         report
             .event_note
-            .contains("arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/db"),
+            .contains("arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/db")
+            && report.event_note.contains("has a new AWSCURRENT version"),
         "{}",
         report.event_note
     );
