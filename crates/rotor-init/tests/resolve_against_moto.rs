@@ -8,13 +8,16 @@
 //! with the credentials STS answered.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
+use common::{app_env, assert_no_leak, stderr};
 use rotor_testkit::moto::{Moto, MotoAdmin};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -74,33 +77,13 @@ impl Fixture {
     }
 }
 
+/// rotor-init with exactly `env`, then `env -0` (the app prints its environment).
 fn run(env: &HashMap<String, String>) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rotor-init"))
-        .args(["--", "env", "-0"])
-        .env_clear()
-        .envs(env)
-        .output()
-        .expect("running rotor-init")
-}
-
-fn app_env(out: &Output) -> HashMap<String, String> {
-    String::from_utf8_lossy(&out.stdout)
-        .split('\0')
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::run(env, "env", &["-0"])
 }
 
 fn assert_no_canary(out: &Output) {
-    let err = stderr(out);
-    assert!(
-        !err.contains(CANARY),
-        "the canary leaked into rotor-init's output:\n{err}"
-    );
+    assert_no_leak(out, CANARY);
 }
 
 #[tokio::test]
@@ -367,6 +350,178 @@ async fn a_value_too_large_for_the_environment_is_refused_without_printing_it() 
     let out = run(&f.env(&f.moto.addr, &[("HUGE", &arn)]));
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(stderr(&out).contains("HUGE"), "{}", stderr(&out));
+    assert_no_canary(&out);
+    Ok(())
+}
+
+/// The text of the first `<tag>` in an XML answer.
+fn xml(doc: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = doc.find(&open).expect(tag) + open.len();
+    let end = doc[start..].find(&format!("</{tag}>")).expect(tag);
+    doc[start..start + end].to_string()
+}
+
+/// A stand-in for the EKS Pod Identity agent (not available off EKS): answers each GET whose
+/// Authorization is `token` with `credentials` (JSON, as the agent does), 401 otherwise;
+/// counts the authorised answers.
+async fn pod_identity_agent(
+    token: String,
+    credentials: String,
+) -> Result<(String, Arc<AtomicUsize>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let uri = format!("http://{}/v1/credentials", listener.local_addr()?);
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let Some(request) = read_request(&mut s).await else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&request).to_string();
+            let authorised = head.lines().any(|l| {
+                l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == token
+            });
+            let answer = if authorised {
+                count.fetch_add(1, Ordering::SeqCst);
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{credentials}",
+                    credentials.len()
+                )
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    Ok((uri, served))
+}
+
+/// With IAM enforced by moto: credentials from the Pod Identity agent (a role moto issued, allowed
+/// to read Secrets Manager secrets and nothing else) read a secret, and a parameter the role may
+/// not read is refused with AWS's AccessDenied, exit 66, no value printed. (moto checks the
+/// action, not the resource, of a policy: the denied read is another service's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_identity_credentials_read_what_the_role_allows_and_a_denied_read_is_refused()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Seven setup requests, then every request is checked against IAM.
+    let moto = Moto::start_with_iam(dir.path(), 7).await?;
+    let a = moto.admin()?;
+    let allowed = a.create_secret(REGION, "allowed", "allowed-value").await?;
+    a.put_parameter(REGION, "/denied", CANARY).await?;
+    let denied = format!("arn:aws:ssm:{REGION}:123456789012:parameter/denied");
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"secretsmanager:GetSecretValue","Resource":"*"}]}"#.to_string();
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
+    let iam = |params: Vec<(&'static str, String)>| {
+        let a = a.clone();
+        async move {
+            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            a.query("iam", "us-east-1", &params, None).await
+        }
+    };
+    let v = ("Version", "2010-05-08".to_string());
+    iam(vec![
+        ("Action", "CreateRole".into()),
+        v.clone(),
+        ("RoleName", "app".into()),
+        ("AssumeRolePolicyDocument", trust.into()),
+    ])
+    .await?;
+    iam(vec![
+        ("Action", "PutRolePolicy".into()),
+        v.clone(),
+        ("RoleName", "app".into()),
+        ("PolicyName", "read-allowed".into()),
+        ("PolicyDocument", policy),
+    ])
+    .await?;
+    iam(vec![
+        ("Action", "CreateUser".into()),
+        v.clone(),
+        ("UserName", "admin".into()),
+    ])
+    .await?;
+    let admin_policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"*"}]}"#;
+    iam(vec![
+        ("Action", "PutUserPolicy".into()),
+        v.clone(),
+        ("UserName", "admin".into()),
+        ("PolicyName", "assume".into()),
+        ("PolicyDocument", admin_policy.into()),
+    ])
+    .await?;
+    let key = iam(vec![
+        ("Action", "CreateAccessKey".into()),
+        v,
+        ("UserName", "admin".into()),
+    ])
+    .await?;
+    let admin = rotor_core::store::aws::Credentials {
+        access_key_id: xml(&key, "AccessKeyId"),
+        secret_access_key: xml(&key, "SecretAccessKey"),
+        session_token: None,
+        expires_at: None,
+    };
+    let assumed = a
+        .query(
+            "sts",
+            REGION,
+            &[
+                ("Action", "AssumeRole"),
+                ("Version", "2011-06-15"),
+                ("RoleArn", "arn:aws:iam::123456789012:role/app"),
+                ("RoleSessionName", "pod"),
+            ],
+            Some(&admin),
+        )
+        .await?;
+    let credentials = serde_json::json!({
+        "AccessKeyId": xml(&assumed, "AccessKeyId"),
+        "SecretAccessKey": xml(&assumed, "SecretAccessKey"),
+        "Token": xml(&assumed, "SessionToken"),
+        "Expiration": xml(&assumed, "Expiration"),
+    })
+    .to_string();
+    let agent_token = "pod-identity-token-for-the-agent";
+    let token_file = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, agent_token)?;
+    let (agent, served) = pod_identity_agent(agent_token.to_string(), credentials).await?;
+    let env = |reference: &str| -> HashMap<String, String> {
+        [
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+            ("ROTOR_ADDR", "http://127.0.0.1:1".to_string()),
+            ("ROTOR_ROLE", "app".to_string()),
+            ("ROTOR_DEADLINE", "10".to_string()),
+            ("AWS_ENDPOINT_URL", moto.addr.clone()),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", agent.clone()),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
+            ("SECRET", reference.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    };
+    let out = run(&env(&allowed));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(app_env(&out)["SECRET"], "allowed-value");
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        1,
+        "the agent was asked once, with the pod's token"
+    );
+    let out = run(&env(&denied));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(66), "{err}");
+    assert!(
+        err.contains("AccessDenied") && err.contains(&denied),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "the app did not start");
     assert_no_canary(&out);
     Ok(())
 }

@@ -3,12 +3,15 @@
 //! canary value that must never reach rotor-init's own output.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use common::{app_env, assert_no_leak, run, stderr};
 use rotor_testkit::{BaoAdmin, Stack, StackOptions};
 use serde_json::json;
 
@@ -130,36 +133,8 @@ async fn setup_secrets(bao: &BaoAdmin) -> Result<()> {
     Ok(())
 }
 
-/// Runs rotor-init with exactly `env`, then `app` with `args`.
-fn run(env: &HashMap<String, String>, app: &str, args: &[&str]) -> Output {
-    Command::new(rotor_init())
-        .arg("--")
-        .arg(app)
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .output()
-        .expect("running rotor-init")
-}
-
-fn app_env(out: &Output) -> HashMap<String, String> {
-    String::from_utf8_lossy(&out.stdout)
-        .split('\0')
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn assert_no_canary(out: &Output) {
-    let err = stderr(out);
-    assert!(
-        !err.contains(CANARY),
-        "the canary leaked into rotor-init's output:\n{err}"
-    );
+    assert_no_leak(out, CANARY);
 }
 
 fn with(base: &HashMap<String, String>, extra: &[(&str, &str)]) -> HashMap<String, String> {

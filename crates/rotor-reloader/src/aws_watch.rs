@@ -30,6 +30,8 @@ pub struct AwsWatch {
     login_backoff: Backoff,
     /// A configuration error, logged once.
     told: bool,
+    /// Not polled again before this (`--poll-budget`, as for a Vault store).
+    pub rest_until: Option<Instant>,
 }
 
 impl AwsWatch {

@@ -223,12 +223,18 @@ impl Controller {
         let (polled, resting) = self.poll_stores(&selected, &watched).await;
         let mut distinct = resting.iter().map(|(_, n)| n).sum::<usize>();
         let mut down = 0usize;
-        let aws_answer = self.poll_aws(&aws_selected).await;
-        match &aws_answer {
-            Some(_) => distinct += aws_selected.len(),
-            None if !aws_selected.is_empty() => down += 1,
-            None => {}
-        }
+        let (aws_answer, mut resting_stores) = match self.poll_aws(&aws_selected).await {
+            AwsPolled::Answered(answer) => {
+                distinct += aws_selected.len();
+                (Some(answer), resting.len())
+            }
+            AwsPolled::Resting => (None, resting.len() + 1),
+            AwsPolled::Down => {
+                down += 1;
+                (None, resting.len())
+            }
+            AwsPolled::Nothing => (None, resting.len()),
+        };
         let store_count = by_store.len() + usize::from(!aws_by_ns.is_empty());
         for (key, outcome) in polled {
             match outcome {
@@ -251,7 +257,8 @@ impl Controller {
             .polls
             .get_or_create(&ResultLabels { result: outcome })
             .inc();
-        if down > 0 && down + resting.len() == store_count {
+        resting_stores = resting_stores.min(store_count);
+        if down > 0 && down + resting_stores == store_count {
             return Cycle::StoreDown;
         }
         let nothing_answered = StoreAnswer::default();
@@ -359,22 +366,34 @@ impl Controller {
         (outcomes, resting)
     }
 
-    /// Polls the AWS references selected this cycle, within the store deadline; `None` when AWS
-    /// did not answer (or nothing is selected).
-    async fn poll_aws(&mut self, selected: &BTreeSet<String>) -> Option<StoreAnswer> {
+    /// Polls the AWS references selected this cycle, within the store deadline, unless AWS still
+    /// rests after its last poll (the same `--poll-budget` as a Vault store's).
+    async fn poll_aws(&mut self, selected: &BTreeSet<String>) -> AwsPolled {
         if selected.is_empty() {
-            return None;
+            return AwsPolled::Nothing;
+        }
+        let started = Instant::now();
+        if self.aws.rest_until.is_some_and(|until| started < until) {
+            tracing::debug!(
+                store = "aws",
+                "AWS rests: its last poll's requests allow the next only later (--poll-budget)"
+            );
+            return AwsPolled::Resting;
         }
         let poll = self.aws.poll(selected, &self.metrics);
         match tokio::time::timeout(STORE_DEADLINE, poll).await {
-            Ok(outcome) => outcome.map(|(answer, _)| answer),
+            Ok(Some((answer, requests))) => {
+                self.aws.rest_until = Some(started + self.poller.rest_after(requests));
+                AwsPolled::Answered(answer)
+            }
+            Ok(None) => AwsPolled::Down,
             Err(_) => {
                 tracing::warn!(
                     store = "aws",
                     deadline_s = STORE_DEADLINE.as_secs(),
                     "the AWS poll did not finish within its deadline; its workloads wait for the next poll"
                 );
-                None
+                AwsPolled::Down
             }
         }
     }
@@ -804,6 +823,18 @@ async fn poll_store(
     store.rest_until = Some(started + poller.rest_after(result.requests));
     store.last_distinct = result.distinct;
     Some((answer, result.distinct))
+}
+
+/// What polling AWS came to in one cycle.
+enum AwsPolled {
+    Answered(StoreAnswer),
+    /// Not polled: the budget's rest after the last poll; its workloads wait, as a resting
+    /// Vault store's do.
+    Resting,
+    /// No answer (login failed, every request failed transiently, or the deadline passed).
+    Down,
+    /// No AWS reference selected.
+    Nothing,
 }
 
 /// One answer for a workload that reads from a Vault store and from AWS: each of its paths

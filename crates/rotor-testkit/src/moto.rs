@@ -33,6 +33,17 @@ impl Moto {
 
     /// On `ip` (the node's bridge address, where pods reach it).
     pub async fn start_on(dir: &Path, ip: Ipv4Addr) -> Result<Self> {
+        Self::spawn(dir, ip, None).await
+    }
+
+    /// With IAM enforced (moto's `INITIAL_NO_AUTH_ACTION_COUNT`): the first `setup_actions`
+    /// requests are let through to set users, roles and secrets up; every later request must be
+    /// signed with moto-issued credentials and is allowed only by their IAM policies.
+    pub async fn start_with_iam(dir: &Path, setup_actions: u32) -> Result<Self> {
+        Self::spawn(dir, Ipv4Addr::LOCALHOST, Some(setup_actions)).await
+    }
+
+    async fn spawn(dir: &Path, ip: Ipv4Addr, setup_actions: Option<u32>) -> Result<Self> {
         let port = free_port()?;
         let args = vec![
             "-H".to_string(),
@@ -40,16 +51,16 @@ impl Moto {
             "-p".to_string(),
             port.to_string(),
         ];
-        let home = dir.join("moto-home");
+        let home = dir.join(format!("moto-home-{port}"));
         std::fs::create_dir_all(&home).context("creating moto's home")?;
         let home = home.display().to_string();
-        let mut process = ManagedProcess::spawn(
-            "moto",
-            &tool("moto_server")?,
-            &args,
-            &[("HOME", home.as_str()), ("MOTO_ACCOUNT_ID", ACCOUNT)],
-            dir,
-        )?;
+        let mut envs = vec![("HOME", home.as_str()), ("MOTO_ACCOUNT_ID", ACCOUNT)];
+        let setup = setup_actions.map(|n| n.to_string());
+        if let Some(n) = &setup {
+            envs.push(("INITIAL_NO_AUTH_ACTION_COUNT", n.as_str()));
+        }
+        let name = format!("moto-{port}");
+        let mut process = ManagedProcess::spawn(&name, &tool("moto_server")?, &args, &envs, dir)?;
         let addr = format!("http://{ip}:{port}");
         wait_http_ok(&mut process, &format!("{addr}/moto-api/"), None).await?;
         Ok(Self {
@@ -78,6 +89,24 @@ impl Moto {
     }
 }
 
+/// How one admin request is signed.
+struct Signing<'a> {
+    service: &'a str,
+    region: &'a str,
+    creds: &'a Credentials,
+}
+
+/// Keys for setting moto up (it reads the region from the signature and, without IAM enforced,
+/// checks nothing else).
+fn testkit_credentials() -> Credentials {
+    Credentials {
+        access_key_id: "AKIDTESTKIT".to_string(),
+        secret_access_key: "testkit".to_string(),
+        session_token: None,
+        expires_at: None,
+    }
+}
+
 /// Sets up secrets and parameters in moto (requests signed with throwaway keys: moto reads
 /// the region from the signature and does not check it).
 #[derive(Clone)]
@@ -96,29 +125,65 @@ impl MotoAdmin {
         body: Value,
     ) -> Result<Value> {
         let body = serde_json::to_vec(&body)?;
-        let host = self.addr.trim_start_matches("http://").to_string();
         let headers = [
             ("content-type", "application/x-amz-json-1.1"),
-            ("host", host.as_str()),
             ("x-amz-target", target),
         ];
-        let creds = Credentials {
-            access_key_id: "AKIDTESTKIT".to_string(),
-            secret_access_key: "testkit".to_string(),
-            session_token: None,
-            expires_at: None,
+        let signing = Signing {
+            service,
+            region,
+            creds: &testkit_credentials(),
         };
+        let text = self.send(signing, &headers, body, target).await?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// One query-API call (IAM, STS: a form body, an XML answer), signed with `creds` (the
+    /// testkit's throwaway keys when `None`).
+    pub async fn query(
+        &self,
+        service: &str,
+        region: &str,
+        params: &[(&str, &str)],
+        creds: Option<&Credentials>,
+    ) -> Result<String> {
+        let form: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", rotor_core::store::aws::sigv4::uri_encode(v)))
+            .collect();
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        let what = params.first().map_or("query", |(_, v)| *v);
+        let testkit = testkit_credentials();
+        let signing = Signing {
+            service,
+            region,
+            creds: creds.unwrap_or(&testkit),
+        };
+        self.send(signing, &headers, form.join("&").into_bytes(), what)
+            .await
+    }
+
+    async fn send(
+        &self,
+        signing: Signing<'_>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<String> {
+        let host = self.addr.trim_start_matches("http://").to_string();
+        let mut all = headers.to_vec();
+        all.push(("host", host.as_str()));
         let signed = sign(
             &Signable {
                 method: "POST",
                 path: "/",
                 query: "",
-                headers: &headers,
+                headers: &all,
                 body: &body,
-                region,
-                service,
+                region: signing.region,
+                service: signing.service,
             },
-            &creds,
+            signing.creds,
             SystemTime::now(),
         );
         let mut request = self
@@ -126,7 +191,7 @@ impl MotoAdmin {
             .post(format!("{}/", self.addr))
             .body(body)
             .timeout(Duration::from_secs(30));
-        for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
+        for (k, v) in headers {
             request = request.header(*k, *v);
         }
         for (k, v) in &signed {
@@ -135,13 +200,13 @@ impl MotoAdmin {
         let response = request
             .send()
             .await
-            .with_context(|| format!("{target} to moto"))?;
+            .with_context(|| format!("{what} to moto"))?;
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {
-            bail!("{target}: HTTP {status}: {text}");
+            bail!("{what}: HTTP {status}: {text}");
         }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        Ok(text)
     }
 
     /// Creates a Secrets Manager secret; its full ARN.

@@ -352,14 +352,19 @@ fn looks_like_version_id(label: &str) -> bool {
 /// The error an AWS JSON API answered with: `__type` (maybe `namespace#Code`) and `message`.
 fn aws_error(op: &str, status: u16, body: &str) -> StoreError {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    // JSON APIs answer `{"__type": "...#Code", "message": ...}`; what stands in front of them
+    // (IAM's authorisation, some proxies) may answer the query APIs' XML `<Code>`/`<Message>`.
     let code = v
         .get("__type")
         .and_then(Value::as_str)
         .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+        .or_else(|| super::xml::element(body, "Code"))
         .unwrap_or_default();
+    let xml_message = super::xml::element(body, "Message");
     let message = ["message", "Message"]
         .iter()
         .find_map(|k| v.get(*k).and_then(Value::as_str))
+        .or(xml_message.as_deref())
         .unwrap_or_default();
     if code.is_empty() && (300..400).contains(&status) {
         return StoreError::Status {
@@ -465,6 +470,16 @@ mod tests {
             r#"{"__type":"AccessDeniedException","Message":"no"}"#,
         );
         assert!(e.is_permission_denied(), "{e}");
+        let e = aws_error(
+            "reading x",
+            403,
+            "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>not authorized</Message></Error></Errors></ErrorResponse>",
+        );
+        assert!(e.is_permission_denied(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "reading x: AccessDenied (HTTP 403): not authorized"
+        );
         let e = aws_error("reading x", 500, "<html>");
         assert!(e.is_transient(), "{e}");
     }

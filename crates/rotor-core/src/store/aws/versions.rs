@@ -17,8 +17,10 @@ pub const SECRETS_PER_REQUEST: usize = 10;
 /// Names per `DescribeParameters` `Name Equals` filter (the API's limit).
 pub const PARAMETERS_PER_REQUEST: usize = 50;
 /// At most this many pages for one batch: a name filter is a prefix, so a batch may match more
-/// secrets than it names; past this the batch's unanswered names are reported, not chased.
-pub const MAX_PAGES_PER_BATCH: usize = 5;
+/// secrets than it names, and a server may page smaller than asked (moto answers
+/// `DescribeParameters` 10 at a time); past this the batch's unanswered names are reported, not
+/// chased.
+pub const MAX_PAGES_PER_BATCH: usize = 10;
 
 /// What one poll found: the current version of each ARN that was answered, when it was
 /// written (seconds since the epoch, where AWS said), the requests made, and the ARNs that
