@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
-use rotor_e2e::fixtures::{ReloaderEnv, binary, start_reloader_in};
+use rotor_e2e::fixtures::{ReloaderEnv, binary, reloader_aws_env, start_reloader_in};
 use rotor_e2e::observe::{metric, wait_until};
 use rotor_testkit::moto::{ACCOUNT, Moto};
 use rotor_testkit::{Stack, StackOptions};
@@ -84,14 +84,8 @@ async fn main() -> anyhow::Result<()> {
             .await?,
     )?;
     let token = token.display().to_string();
-    let env = [
-        ("AWS_ENDPOINT_URL", moto.addr.as_str()),
-        (
-            "AWS_ROLE_ARN",
-            "arn:aws:iam::123456789012:role/rotor-reloader",
-        ),
-        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.as_str()),
-    ];
+    let aws_env = reloader_aws_env(&moto.addr, &token);
+    let env: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Every ARN every poll: one namespace holds all 1,000.
     let extra = vec![
         format!("--watch-namespace={ns}"),

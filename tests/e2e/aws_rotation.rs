@@ -14,15 +14,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
-use rotor_e2e::fixtures::{ReloaderEnv, binary, start_reloader_in};
-use rotor_e2e::node_pods::RELOADER_POLICY;
+use rotor_e2e::fixtures::{ReloaderEnv, binary, reloader_aws_env, start_reloader_in};
+use rotor_e2e::node_pods::seed_reloader_role;
 use rotor_e2e::observe::{metric, wait_until};
 use rotor_testkit::moto::{ACCOUNT, Moto};
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 const CANARY: &str = "canary-aws-reloader-77e1-never-log-me";
-const AUDIENCE: &str = "rotor-reloader-test";
+/// The audience `seed_reloader_role` binds (the token serves as the AWS web identity too).
+const AUDIENCE: &str = "rotor";
 const REGION: &str = "eu-west-1";
 
 fn deployment(name: &str, values: &[&str]) -> Result<Deployment> {
@@ -76,17 +77,8 @@ async fn aws_references_roll_their_workloads_once_per_new_version() -> Result<()
     let ns = stack.namespace("tenant").await?;
     stack.service_account(&ns, "rotor-reloader").await?;
     stack.enable_bao_kubernetes_auth("kubernetes").await?;
+    seed_reloader_role(&stack, &ns).await?;
     let bao = stack.bao_admin()?;
-    bao.put_policy("rotor-reloader", RELOADER_POLICY).await?;
-    bao.put_kubernetes_role(
-        "kubernetes",
-        "rotor-reloader",
-        &["rotor-reloader"],
-        &[&ns],
-        &["rotor-reloader"],
-        Some(AUDIENCE),
-    )
-    .await?;
     bao.put_kv2("secret", "v", json!({ "value": CANARY }))
         .await?;
     let moto = Moto::start(stack.dir()).await?;
@@ -136,14 +128,8 @@ async fn aws_references_roll_their_workloads_once_per_new_version() -> Result<()
             .await?,
     )?;
     let token = token_file.display().to_string();
-    let env = [
-        ("AWS_ENDPOINT_URL", moto.addr.as_str()),
-        (
-            "AWS_ROLE_ARN",
-            "arn:aws:iam::123456789012:role/rotor-reloader",
-        ),
-        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.as_str()),
-    ];
+    let aws_env = reloader_aws_env(&moto.addr, &token);
+    let env: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Each namespace may have watched only its own ARNs (and its Vault paths).
     let watchable = format!(
         "--watchable-paths=arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{{namespace}}/*,arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{{namespace}}/*,secret/data/*"

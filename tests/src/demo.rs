@@ -15,7 +15,7 @@ use rotor_testkit::moto::Moto;
 use rotor_testkit::{Stack, StackOptions};
 use serde_json::json;
 
-use crate::fixtures::{ReloaderEnv, binary, start_reloader_in};
+use crate::fixtures::{ReloaderEnv, binary, reloader_aws_env, start_reloader_in};
 use crate::node_pods::{
     binary_source, pod_names, push_node_images, replica_set_count, seed_app_secret,
     seed_reloader_role, shop_deployment, start_node_webhook, wait_for, wait_for_log,
@@ -174,15 +174,9 @@ pub async fn run_demo(family: Family) -> Result<DemoReport> {
     let aws_token = aws_token.display().to_string();
     let aws_env = match &aws {
         None => Vec::new(),
-        Some((moto, _)) => vec![
-            ("AWS_ENDPOINT_URL", moto.addr.as_str()),
-            (
-                "AWS_ROLE_ARN",
-                "arn:aws:iam::123456789012:role/rotor-reloader",
-            ),
-            ("AWS_WEB_IDENTITY_TOKEN_FILE", aws_token.as_str()),
-        ],
+        Some((moto, _)) => reloader_aws_env(&moto.addr, &aws_token),
     };
+    let aws_env: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (_reloader, _reloader_admin) = start_reloader_in(
         &stack,
         &reloader_bin,

@@ -394,6 +394,19 @@ pub async fn start_reloader_via(
     .await
 }
 
+/// The AWS environment a reloader logs in to moto with, as IRSA would set it: the endpoint, a
+/// role, and a web identity token file (moto takes any token).
+pub fn reloader_aws_env(endpoint: &str, token_file: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/rotor-reloader".to_string(),
+        ),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_string()),
+    ]
+}
+
 /// How a reloader process reaches its world: the API (`kubeconfig`) and more environment (AWS's
 /// settings, for the AWS store family).
 pub struct ReloaderEnv<'a> {
