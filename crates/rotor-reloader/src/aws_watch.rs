@@ -32,6 +32,8 @@ pub struct AwsWatch {
     told: bool,
     /// Not polled again before this (`--poll-budget`, as for a Vault store).
     pub rest_until: Option<Instant>,
+    /// ARNs its last answered poll asked about (for the watched-paths gauge while it rests).
+    pub last_distinct: usize,
 }
 
 impl AwsWatch {

@@ -226,9 +226,13 @@ impl Controller {
         let (aws_answer, mut resting_stores) = match self.poll_aws(&aws_selected).await {
             AwsPolled::Answered(answer) => {
                 distinct += aws_selected.len();
+                self.aws.last_distinct = aws_selected.len();
                 (Some(answer), resting.len())
             }
-            AwsPolled::Resting => (None, resting.len() + 1),
+            AwsPolled::Resting => {
+                distinct += self.aws.last_distinct;
+                (None, resting.len() + 1)
+            }
             AwsPolled::Down => {
                 down += 1;
                 (None, resting.len())

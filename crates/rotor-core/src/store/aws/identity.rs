@@ -2,7 +2,7 @@
 //! choose them: the EKS Pod Identity agent (`AWS_CONTAINER_CREDENTIALS_FULL_URI` and
 //! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`), else IRSA's web identity (`AWS_ROLE_ARN` and
 //! `AWS_WEB_IDENTITY_TOKEN_FILE`: the projected ServiceAccount token exchanged through STS
-//! `AssumeRoleWithWebIdentity`). `ROTOR_AWS_*` spellings of the same names win over them.
+//! `AssumeRoleWithWebIdentity`).
 
 use std::collections::HashMap;
 
@@ -39,8 +39,7 @@ impl AwsIdentity {
     /// The identity the environment describes; the error names the variables to set.
     pub fn from_env(env: &HashMap<String, String>) -> Result<Self, String> {
         let get = |name: &str| {
-            env.get(&format!("ROTOR_{name}"))
-                .or_else(|| env.get(name))
+            env.get(name)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
@@ -218,14 +217,13 @@ mod tests {
         ));
         let irsa = env(&[
             ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/app"),
-            ("ROTOR_AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/rotor"),
             ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),
         ]);
         let AwsIdentity::WebIdentity { role_arn, .. } = AwsIdentity::from_env(&irsa).unwrap()
         else {
             panic!("web identity")
         };
-        assert_eq!(role_arn, "arn:aws:iam::123456789012:role/rotor");
+        assert_eq!(role_arn, "arn:aws:iam::123456789012:role/app");
         let keys = env(&[
             ("AWS_ACCESS_KEY_ID", "AKIA"),
             ("AWS_SECRET_ACCESS_KEY", "s"),
