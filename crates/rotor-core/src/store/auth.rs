@@ -78,14 +78,7 @@ impl Auth {
 
     /// The login request: (path under /v1, JSON body), or `None` for a direct token.
     pub(crate) fn login_request(&self) -> Result<Option<(String, serde_json::Value)>, StoreError> {
-        let read = |path: &PathBuf| {
-            std::fs::read_to_string(path)
-                .map(|t| t.trim().to_string())
-                .map_err(|e| StoreError::CredentialFile {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })
-        };
+        let read = |path: &PathBuf| read_credential_file(path);
         Ok(match self {
             Self::Kubernetes {
                 mount,
@@ -111,4 +104,21 @@ impl Auth {
             Self::Token(_) => None,
         })
     }
+}
+
+/// At most this many bytes of a credential file (a projected ServiceAccount token is about 1 KiB).
+const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
+
+/// A token from a file (a projected ServiceAccount token, an agent's token), trimmed, read up to
+/// [`MAX_CREDENTIAL_FILE_BYTES`]; the error names the file, never its content.
+pub(crate) fn read_credential_file(path: &std::path::Path) -> Result<String, StoreError> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CREDENTIAL_FILE_BYTES).read_to_string(&mut text))
+        .map_err(|e| StoreError::CredentialFile {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(text.trim().to_string())
 }

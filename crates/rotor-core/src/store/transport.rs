@@ -58,39 +58,70 @@ impl HttpTransport {
         ca_pem: Option<&[u8]>,
         request_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        crate::install_crypto_provider();
-        let builder = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(request_timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
-        let builder = match ca_pem {
-            Some(pem) => {
-                let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                    StoreError::CaBundle(format!("parsing the store CA bundle: {e}"))
-                })?;
-                if certs.is_empty() {
-                    return Err(StoreError::CaBundle(
-                        "the store CA bundle holds no PEM certificate".to_string(),
-                    ));
-                }
-                builder.tls_certs_only(certs)
-            }
-            None if addr.starts_with("http://") => builder.tls_certs_only(Vec::new()),
-            None => builder,
+        let trust = Trust {
+            ca_pem,
+            plain_http_only: addr.starts_with("http://"),
+            what: &format!("the store at {addr}"),
+            fix: "set ROTOR_CACERT to the store's CA bundle",
         };
-        let http = builder.build().map_err(|e| {
-            StoreError::Client(format!(
-                "building the HTTP client for {addr}: {}; set ROTOR_CACERT to the store's CA bundle",
-                innermost(&e)
-            ))
-        })?;
         Ok(Self {
-            http,
+            http: http_client(trust, request_timeout)?,
             addr: addr.to_string(),
         })
     }
+}
+
+/// What a store client trusts, and what to say when it cannot.
+pub(crate) struct Trust<'a> {
+    /// A PEM bundle that replaces the platform's CA certificates.
+    pub ca_pem: Option<&'a [u8]>,
+    /// Every request goes over plain HTTP: no CA certificates are loaded at all.
+    pub plain_http_only: bool,
+    /// What the client talks to, for messages.
+    pub what: &'a str,
+    /// How a user gives it CA certificates.
+    pub fix: &'a str,
+}
+
+/// The HTTP client every store client uses: request and connect timeouts, redirects never
+/// followed (a credential never goes to another origin or to plain HTTP), and the platform CA
+/// bundle loaded only when an https endpoint needs it and no bundle is given (loading it is most
+/// of a short-lived process's work, and an app image may have none).
+pub(crate) fn http_client(
+    trust: Trust<'_>,
+    request_timeout: Duration,
+) -> Result<reqwest::Client, StoreError> {
+    crate::install_crypto_provider();
+    let builder = reqwest::Client::builder()
+        .timeout(request_timeout)
+        .connect_timeout(request_timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
+    let builder = match trust.ca_pem {
+        Some(pem) => {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                StoreError::CaBundle(format!("parsing the CA bundle for {}: {e}", trust.what))
+            })?;
+            if certs.is_empty() {
+                return Err(StoreError::CaBundle(format!(
+                    "the CA bundle for {} holds no PEM certificate",
+                    trust.what
+                )));
+            }
+            builder.tls_certs_only(certs)
+        }
+        None if trust.plain_http_only => builder.tls_certs_only(Vec::new()),
+        None => builder,
+    };
+    builder.build().map_err(|e| {
+        StoreError::Client(format!(
+            "building the HTTP client for {}: {}; {}",
+            trust.what,
+            innermost(&e),
+            trust.fix
+        ))
+    })
 }
 
 impl Transport for HttpTransport {

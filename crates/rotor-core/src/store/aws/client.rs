@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::identity::{AwsIdentity, fetch_credentials};
 use super::sigv4::{Credentials, Signable, sign};
 use crate::aws_reference::{AwsArn, AwsService, parse_arn};
-use crate::store::transport::{failure, read_capped};
+use crate::store::transport::{Trust, failure, http_client, read_capped};
 use crate::store::{RetryPolicy, Secret, StoreError};
 
 /// Where the AWS services are and who the pod is.
@@ -160,35 +160,14 @@ pub(super) async fn send(
 impl AwsClient {
     /// A client; redirects are never followed (signed requests go nowhere else).
     pub fn new(config: AwsConfig) -> Result<Self, StoreError> {
-        crate::install_crypto_provider();
-        let builder = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
-        // The container's CA certificates are loaded only when an https endpoint needs them
-        // (an app image may have none); AWS_CA_BUNDLE replaces them.
-        let builder = match &config.ca_pem {
-            Some(pem) => {
-                let certs = reqwest::Certificate::from_pem_bundle(pem)
-                    .ok()
-                    .filter(|c| !c.is_empty())
-                    .ok_or_else(|| {
-                        StoreError::CaBundle("AWS_CA_BUNDLE holds no PEM certificate".to_string())
-                    })?;
-                builder.tls_certs_only(certs)
-            }
-            None if config.plain_http_only() => builder.tls_certs_only(Vec::new()),
-            None => builder,
+        // AWS_CA_BUNDLE replaces the container's CA certificates.
+        let trust = Trust {
+            ca_pem: config.ca_pem.as_deref(),
+            plain_http_only: config.plain_http_only(),
+            what: "AWS",
+            fix: "the container has no usable CA certificates for AWS's https endpoints: set AWS_CA_BUNDLE to a PEM bundle",
         };
-        let http = builder.build().map_err(|e| {
-            let cause = std::error::Error::source(&e)
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            StoreError::Client(format!(
-                "building the AWS HTTP client: {e} {cause}; the container has no usable CA certificates for AWS's https endpoints: set AWS_CA_BUNDLE to a PEM bundle"
-            ))
-        })?;
+        let http = http_client(trust, config.request_timeout)?;
         Ok(Self {
             http,
             config,

@@ -10,9 +10,6 @@ use super::sigv4::{Credentials, parse_utc, uri_encode};
 use super::xml::element;
 use crate::store::StoreError;
 
-/// At most this many bytes of a token file or of a credentials answer.
-const MAX_TOKEN_BYTES: u64 = 64 * 1024;
-
 /// How the pod proves who it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AwsIdentity {
@@ -89,19 +86,6 @@ fn agent_uri_problem(uri: &str) -> Option<String> {
     }
 }
 
-/// Reads a token file, bounded; the error names the file.
-fn read_token(path: &str) -> Result<String, StoreError> {
-    use std::io::Read as _;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_TOKEN_BYTES).read_to_string(&mut text))
-        .map_err(|e| StoreError::CredentialFile {
-            path: path.to_string(),
-            message: e.to_string(),
-        })?;
-    Ok(text.trim().to_string())
-}
-
 /// Fetches credentials for `identity`. `sts_endpoint` is where STS is (web identity only).
 pub(super) async fn fetch_credentials(
     http: &reqwest::Client,
@@ -111,7 +95,7 @@ pub(super) async fn fetch_credentials(
     match identity {
         AwsIdentity::PodIdentity { uri, token_file } => {
             let op = format!("fetching credentials from the pod identity agent {uri}");
-            let token = read_token(token_file)?;
+            let token = crate::store::auth::read_credential_file(std::path::Path::new(token_file))?;
             let (status, body) =
                 super::client::send(http.get(uri).header("authorization", token), &op).await?;
             if status != 200 {
@@ -130,7 +114,7 @@ pub(super) async fn fetch_credentials(
         } => {
             let op =
                 format!("assuming {role_arn} with the pod's web identity token at {sts_endpoint}");
-            let token = read_token(token_file)?;
+            let token = crate::store::auth::read_credential_file(std::path::Path::new(token_file))?;
             let form = format!(
                 "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName={}&WebIdentityToken={}",
                 uri_encode(role_arn),
