@@ -132,7 +132,12 @@ async fn slow_body(port: u16, ca: &str, length: usize) -> u16 {
 
 #[tokio::test]
 async fn slow_bodies_are_cut_at_the_body_timeout_and_memory_stays_under_the_chart_limit() {
-    let server = start(&["--body-timeout-ms=3000".to_string()]).await;
+    // 100 connections from one address: over its default share of 64 connections.
+    let server = start(&[
+        "--body-timeout-ms=3000".to_string(),
+        "--max-connections-per-peer=128".to_string(),
+    ])
+    .await;
     let (port, ca) = (server.webhook.port, server.pki.ca_pem().to_string());
     let before = rss_bytes(server.pid());
     let started = Instant::now();
@@ -211,6 +216,71 @@ async fn slow_bodies_from_48_clients_leave_legitimate_reviews_their_room() {
     // Generous (the goal is p99 < 100 ms, measured ~5 ms here): with the budget held by the
     // attackers, reviews waited up to the 5 s body timeout.
     assert!(p99 < Duration::from_millis(2500), "p99 {p99:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_preface_only_connections_never_keep_new_connections_out() {
+    use rotor_e2e::slow_bodies::{Attack, attack, legitimate_reviews_on_new_connections, quantile};
+    let server = start(&[]).await;
+    let (port, ca) = (server.webhook.port, server.pki.ca_pem().to_string());
+    // The finding: 520 TLS connections from one address that send nothing held all 512 slots
+    // and every new connection was closed at accept. Here also 24 addresses x 22 connections
+    // (half idle, half sending only the HTTP/2 preface): more than every slot, from more
+    // addresses than one, all reconnecting whenever the server closes them.
+    let mut attackers = vec![attack(port, &ca, 520, Attack::Idle, true)];
+    for shape in [Attack::Idle, Attack::Http2Preface] {
+        for _ in 0..11 {
+            attackers.push(attack(port, &ca, 24, shape, false));
+        }
+    }
+    // Evidence the attack is on: the slots are full, the one address was held to its share,
+    // and idle connections are being closed.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let held = server.metric("rotor_webhook_connections").await;
+        let peer_limited = server
+            .metric("rotor_webhook_refused_total{reason=\"peer_connection_limit\"}")
+            .await;
+        let idle = server
+            .metric("rotor_webhook_connections_closed_total{reason=\"idle\"}")
+            .await;
+        if held >= 500.0 && peer_limited > 0.0 && idle > 0.0 {
+            assert!(held <= 512.0, "never more than --max-connections: {held}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attack never took hold: {held} held, {peer_limited} refused for the peer share, {idle} closed idle"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = std::sync::Arc::new(review(rotor_e2e::fixtures::one_reference_pod()).into_bytes());
+    // On a runtime of its own: the attackers' ~1,000 tasks must not queue the client that
+    // measures (it would time the test's own scheduler, not the server).
+    let (mut latencies, refused) = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(legitimate_reviews_on_new_connections(port, &ca, body, 100))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    latencies.sort();
+    let (p50, p99) = (quantile(&latencies, 0.5), quantile(&latencies, 0.99));
+    eprintln!("new connections under 1,048 idle ones: p50 {p50:?}, p99 {p99:?}");
+    assert_eq!(refused, 0, "every new legitimate connection is served");
+    assert!(
+        server
+            .metric("rotor_webhook_connections_closed_total{reason=\"given_to_another_peer\"}")
+            .await
+            > 0.0,
+        "the new peer's connections took the largest peer's slots"
+    );
+    // Generous: a handshake each, on a loaded 2-core machine (the goal is p99 < 100 ms).
+    assert!(p99 < Duration::from_millis(2500), "p99 {p99:?}");
+    drop(attackers);
 }
 
 #[tokio::test]
@@ -378,7 +448,12 @@ async fn a_registry_that_answers_without_end_gets_only_that_pod_refused() {
 
 #[tokio::test]
 async fn one_http2_connection_with_100_stalled_streams_is_bounded_too() {
-    let server = start(&["--body-timeout-ms=3000".to_string()]).await;
+    // 100 connections from one address: over its default share of 64 connections.
+    let server = start(&[
+        "--body-timeout-ms=3000".to_string(),
+        "--max-connections-per-peer=128".to_string(),
+    ])
+    .await;
     let ca = reqwest::Certificate::from_pem(server.pki.ca_pem().as_bytes()).unwrap();
     let client = reqwest::Client::builder()
         .tls_certs_only([ca])

@@ -16,6 +16,10 @@ pub enum Attack {
     Trickle,
     /// Sends all but the last byte at once and stalls.
     FillAndStall,
+    /// Completes the TLS handshake and sends nothing.
+    Idle,
+    /// Completes the TLS handshake, sends the HTTP/2 preface and nothing more.
+    Http2Preface,
 }
 
 /// The declared length of every attacking body: the API server's own limit on a request.
@@ -54,7 +58,14 @@ pub fn attack(port: u16, ca_pem: &str, count: usize, shape: Attack, shared: bool
                 loop {
                     // An error (reset, refused at the connection limit) is a cut: reconnect.
                     let _ = one_attack(port, &ca, source, shape).await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Connections that hold a slot without a request come back at once in
+                    // numbers; 4 a second each keeps the pressure without the test's own
+                    // reconnect storm taking both cores.
+                    let pause = match shape {
+                        Attack::Idle | Attack::Http2Preface => 250,
+                        Attack::Trickle | Attack::FillAndStall => 50,
+                    };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
             })
         })
@@ -70,8 +81,20 @@ async fn one_attack(port: u16, ca: &str, source: IpAddr, shape: Attack) -> Resul
         "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {DECLARED}\r\n\r\n"
     );
     let sender = tokio::spawn(async move {
-        writer.write_all(head.as_bytes()).await?;
         match shape {
+            Attack::Idle => {}
+            Attack::Http2Preface => {
+                writer
+                    .write_all(
+                        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+                    )
+                    .await?;
+                writer.flush().await?;
+            }
+            Attack::Trickle | Attack::FillAndStall => writer.write_all(head.as_bytes()).await?,
+        }
+        match shape {
+            Attack::Idle | Attack::Http2Preface => {}
             Attack::Trickle => {
                 for _ in 0..DECLARED - 1 {
                     writer.write_all(b" ").await?;
@@ -99,17 +122,44 @@ pub async fn legitimate_reviews(
     body: Arc<Vec<u8>>,
     count: usize,
 ) -> Result<(Vec<Duration>, usize)> {
+    reviews_from(port, ca_pem, body, count, false).await
+}
+
+/// [`legitimate_reviews`], each on a new connection (a TLS handshake each, as an API server
+/// that opens connections while the port is under attack), the latency including it.
+pub async fn legitimate_reviews_on_new_connections(
+    port: u16,
+    ca_pem: &str,
+    body: Arc<Vec<u8>>,
+    count: usize,
+) -> Result<(Vec<Duration>, usize)> {
+    reviews_from(port, ca_pem, body, count, true).await
+}
+
+async fn reviews_from(
+    port: u16,
+    ca_pem: &str,
+    body: Arc<Vec<u8>>,
+    count: usize,
+    new_connections: bool,
+) -> Result<(Vec<Duration>, usize)> {
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).context("reading the CA")?;
-    let client = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .local_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .resolve("localhost", ([127, 0, 0, 1], port).into())
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let build = || {
+        reqwest::Client::builder()
+            .tls_certs_only([ca.clone()])
+            .local_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .resolve("localhost", ([127, 0, 0, 1], port).into())
+            .timeout(Duration::from_secs(30))
+            .build()
+    };
+    let mut client = build()?;
     let url = format!("https://localhost:{port}/mutate");
     let mut latencies = Vec::with_capacity(count);
     let mut refused = 0;
     for _ in 0..count {
+        if new_connections {
+            client = build()?;
+        }
         let started = Instant::now();
         let answer = client
             .post(&url)

@@ -142,8 +142,11 @@ async fn read_within_size(
 pub struct ConnectionLimits {
     /// Time allowed for the TLS handshake and for request headers.
     pub header_timeout: Duration,
-    /// Connections served at once; one more is closed at accept.
-    pub max_connections: usize,
+    /// Connections served at once, and of those one peer address's; see `connection_slots`.
+    pub slots: crate::connection_slots::SlotSizes,
+    /// A connection with no request in flight for this long is closed (before its first
+    /// request: `header_timeout`, counted from accept).
+    pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection.
     pub max_streams: u32,
     /// The body budget each connection gets its shares of.

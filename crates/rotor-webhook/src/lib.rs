@@ -5,6 +5,7 @@ pub mod answer;
 pub mod body_budget;
 pub mod config;
 pub mod configmap_references;
+pub mod connection_slots;
 pub mod deny;
 pub mod file_volumes;
 pub mod https_limits;

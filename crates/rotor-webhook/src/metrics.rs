@@ -29,7 +29,7 @@ pub struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
-    /// body_too_large, body_timeout, connection_limit
+    /// body_too_large, body_timeout, connection_limit, peer_connection_limit
     pub reason: &'static str,
 }
 
@@ -52,6 +52,10 @@ pub struct Metrics {
     /// Set at each scrape from the body budget.
     pub body_bytes_held: Gauge,
     pub body_peers: Gauge,
+    /// Connections holding a slot of the HTTPS port now.
+    pub connections: Gauge,
+    /// Connections the server closed, by why (idle, given_to_another_peer).
+    pub connections_closed: Family<RefusedLabels, Counter>,
 }
 
 impl Metrics {
@@ -131,6 +135,18 @@ impl Metrics {
             "Peer addresses with a connection open to the HTTPS port",
             body_peers.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Connections holding a slot of the HTTPS port (of --max-connections)",
+            connections.clone(),
+        );
+        let connections_closed = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections the HTTPS port closed: idle (no request within the header or idle timeout), given_to_another_peer (every slot was taken)",
+            connections_closed.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -143,6 +159,8 @@ impl Metrics {
             denials,
             body_bytes_held,
             body_peers,
+            connections,
+            connections_closed,
         })
     }
 

@@ -13,7 +13,6 @@ use axum::routing::post;
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -21,8 +20,9 @@ use tower::ServiceExt as _;
 use crate::admission::AdmissionContext;
 use crate::body_budget::{BodyBudget, BudgetSizes, ConnectionBudget};
 use crate::config::InjectConfig;
+use crate::connection_slots::{ConnectionSlots, SlotSizes};
 use crate::https_limits::{BodyLimits, ConnectionLimits, read_body};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RefusedLabels};
 use crate::registry::{RegistryClient, RegistryConfig};
 use crate::tls::{CertResolver, CertWatcher, server_config};
 
@@ -64,9 +64,17 @@ pub struct ServeArgs {
     /// Time allowed for a TLS handshake and for request headers, in milliseconds.
     #[arg(long, env = "ROTOR_HEADER_TIMEOUT_MS", default_value_t = 5_000)]
     pub header_timeout_ms: u64,
-    /// Connections served at once on the HTTPS port; more are closed at accept.
+    /// Connections served at once on the HTTPS port. When all are taken, a peer address
+    /// holding fewer gets the oldest idle one of the address holding the most.
     #[arg(long, env = "ROTOR_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
+    /// Connections one peer address may hold at once; more are closed at accept.
+    #[arg(long, env = "ROTOR_MAX_CONNECTIONS_PER_PEER", default_value_t = 64)]
+    pub max_connections_per_peer: usize,
+    /// A connection with no request in flight for this long is closed, in milliseconds (before
+    /// its first request the header timeout applies, counted from accept).
+    #[arg(long, env = "ROTOR_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "ROTOR_MAX_STREAMS", default_value_t = 64)]
     pub max_streams: u32,
@@ -151,6 +159,8 @@ impl ServeArgs {
             max_inflight_body_bytes_per_connection,
             header_timeout_ms,
             max_connections,
+            max_connections_per_peer,
+            idle_timeout_ms,
             max_streams,
             review_timeout_ms,
             shutdown_grace_seconds,
@@ -209,7 +219,11 @@ impl ServeArgs {
             cancel,
             ConnectionLimits {
                 header_timeout: Duration::from_millis(header_timeout_ms),
-                max_connections,
+                slots: SlotSizes {
+                    total: max_connections,
+                    per_peer: max_connections_per_peer,
+                },
+                idle_timeout: Duration::from_millis(idle_timeout_ms),
                 max_streams,
                 budget,
             },
@@ -301,7 +315,9 @@ async fn mutate(
 }
 
 /// Accepts TLS connections until `cancel`, then drains in-flight requests for up to `grace`.
-/// At most `limits.max_connections` are served at once: one more is closed at accept.
+/// Connections hold slots (`connection_slots`: a total, a share per peer address, and a new
+/// peer's claim on the largest peer's oldest idle slot), and a connection that has no request
+/// in flight is closed after the header timeout (before its first request) or the idle timeout.
 pub async fn serve_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -311,10 +327,16 @@ pub async fn serve_https(
     metrics: Arc<Metrics>,
     grace: Duration,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let header_timeout = limits.header_timeout;
+    let parts = Arc::new(ConnectionParts {
+        acceptor: tokio_rustls::TlsAcceptor::from(tls),
+        app,
+        limits: limits.clone(),
+        metrics: metrics.clone(),
+        grace,
+        stop: cancel.clone(),
+    });
+    let tracker = tokio_util::task::TaskTracker::new();
+    let slots = ConnectionSlots::new(limits.slots, metrics.connections.clone());
     let mut warned_full = false;
     loop {
         let (stream, peer) = tokio::select! {
@@ -328,68 +350,178 @@ pub async fn serve_https(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.refuse("connection_limit");
-            if !std::mem::replace(&mut warned_full, true) {
-                tracing::warn!(
-                    max = limits.max_connections,
-                    %peer,
-                    "connection limit reached; closing new connections (--max-connections)"
-                );
+        let slot = match slots.accept(peer.ip(), &cancel) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                metrics.refuse(refused.reason());
+                if !std::mem::replace(&mut warned_full, true) {
+                    tracing::warn!(
+                        max = limits.slots.total,
+                        per_peer = limits.slots.per_peer,
+                        %peer,
+                        reason = refused.reason(),
+                        "connection refused at accept (--max-connections, --max-connections-per-peer)"
+                    );
+                }
+                drop(stream);
+                continue;
             }
-            drop(stream);
-            continue;
         };
         warned_full = false;
-        let acceptor = acceptor.clone();
         let shares = limits.budget.connect(peer.ip());
-        let service = TowerToHyperService::new(app.clone().map_request(
-            move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(shares.clone());
-                request
-            },
-        ));
-        let watcher = graceful.watcher();
-        let max_streams = limits.max_streams;
-        tokio::spawn(async move {
-            let _slot = slot;
-            let tls_stream =
-                match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(max_streams);
-            let conn = builder
-                .serve_connection(TokioIo::new(tls_stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        tracker.spawn(serve_connection(stream, peer, slot, shares, parts.clone()));
     }
     drop(listener);
+    tracker.close();
     tracing::info!(?grace, "stopped accepting; draining in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Every connection's close token is a child of `cancel`: each drains on its own.
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
+}
+
+/// What every connection's task shares.
+struct ConnectionParts {
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    /// The server's stop: every slot's close token is its child.
+    stop: CancellationToken,
+}
+
+/// A connection's count of requests in flight, and when the last one ended.
+#[derive(Clone, Debug)]
+struct Busy(
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::Mutex<tokio::time::Instant>>,
+);
+
+struct BusyGuard(Busy);
+
+impl BusyGuard {
+    fn enter(busy: Busy) -> Self {
+        busy.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(busy)
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        *self.0.1.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Busy {
+    /// Returns once the connection has had no request in flight for `first` since `accepted`
+    /// (no request yet) or `idle` since its last request ended.
+    async fn idle_for(&self, accepted: tokio::time::Instant, first: Duration, idle: Duration) {
+        loop {
+            let last = *self.1.lock().unwrap_or_else(|p| p.into_inner());
+            let deadline = if last <= accepted {
+                accepted + first
+            } else {
+                last + idle
+            };
+            tokio::time::sleep_until(deadline).await;
+            let last_now = *self.1.lock().unwrap_or_else(|p| p.into_inner());
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) == 0 && last_now == last {
+                return;
+            }
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                // Busy: look again after the shortest wait that could make it idle.
+                tokio::time::sleep(first.min(idle)).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection until it ends, is idle past its timeout, or its slot's close token
+/// is cancelled (the server stops, or the slot went to another peer); then lets the requests
+/// in flight finish, within `grace`.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: crate::connection_slots::Slot,
+    shares: Arc<ConnectionBudget>,
+    parts: Arc<ConnectionParts>,
+) {
+    let ConnectionParts {
+        acceptor,
+        app,
+        limits,
+        metrics,
+        grace,
+        stop,
+    } = parts.as_ref();
+    let accepted = tokio::time::Instant::now();
+    let header_timeout = limits.header_timeout;
+    let tls_stream = tokio::select! {
+        () = slot.close.cancelled() => return,
+        handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream)) => match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let busy = Busy(slot.busy.clone(), Arc::new(std::sync::Mutex::new(accepted)));
+    let counted = busy.clone();
+    let app = app.clone();
+    // Each request carries the connection's body shares; the busy count covers it until its
+    // response is ready.
+    let service = hyper::service::service_fn(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(shares.clone());
+            let guard = BusyGuard::enter(counted.clone());
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await;
+                drop(guard);
+                response
+            }
+        },
+    );
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams);
+    let conn = builder
+        .serve_connection(TokioIo::new(tls_stream), service)
+        .into_owned();
+    let mut conn = std::pin::pin!(conn);
+    let why = tokio::select! {
+        ended = conn.as_mut() => {
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        () = slot.close.cancelled() => "given_to_another_peer",
+        () = busy.idle_for(accepted, header_timeout, limits.idle_timeout) => "idle",
+    };
+    // A slot closed because the server stops is not counted.
+    if !stop.is_cancelled() {
+        metrics
+            .connections_closed
+            .get_or_create(&RefusedLabels { reason: why })
+            .inc();
+    }
+    tracing::debug!(%peer, why, "closing the connection");
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(*grace, conn).await;
 }
 
 #[cfg(test)]
