@@ -40,6 +40,7 @@ struct Polling {
     poller: Poller,
     lookups: Remembered<rotor_core::store::StoreError>,
     listings: Listings,
+    order: rotor_reloader::poll::ReadOrder,
 }
 
 impl Polling {
@@ -48,12 +49,19 @@ impl Polling {
             poller: Poller::new(8, 0),
             lookups: Remembered::default(),
             listings: Listings::default(),
+            order: Default::default(),
         }
     }
 
     async fn poll(&mut self, client: &StoreClient, paths: &BTreeSet<String>) -> PollResult {
         self.poller
-            .poll_versions(client, paths, &mut self.lookups, &mut self.listings)
+            .poll_versions(
+                client,
+                paths,
+                &mut self.lookups,
+                &mut self.listings,
+                &mut self.order,
+            )
             .await
     }
 }

@@ -23,10 +23,16 @@ impl Backoff {
 
     /// Records a failure at `now`; returns the wait before the next try.
     pub fn failed(&mut self, now: Instant) -> Duration {
+        self.failed_within(now, CAP)
+    }
+
+    /// [`Backoff::failed`], the wait at most `cap`.
+    pub fn failed_within(&mut self, now: Instant, cap: Duration) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let wait = FIRST
             .saturating_mul(2u32.saturating_pow(self.failures.saturating_sub(1).min(20)))
-            .min(CAP);
+            .min(CAP)
+            .min(cap);
         self.until = Some(now + wait);
         wait
     }

@@ -329,12 +329,14 @@ impl Controller {
             .stores
             .entries_mut()
             .filter(|(key, store)| {
-                selected.contains_key(*key) && store.rest_until.is_some_and(|until| now < until)
+                selected.contains_key(*key)
+                    && (store.rest_until.is_some_and(|until| now < until)
+                        || !store.poll_backoff.ready(now))
             })
             .map(|(key, store)| (key.clone(), store.last_distinct))
             .collect();
         for (key, _) in &resting {
-            tracing::debug!(store = %key, "the store rests: its last poll's requests allow the next only later (--poll-budget)");
+            tracing::debug!(store = %key, "the store rests: its last poll's requests allow the next only later (--poll-budget), or its last poll failed and it waits for its backoff");
         }
         for key in selected.keys() {
             if let Err(e) = self.stores.get(key) {
@@ -344,6 +346,7 @@ impl Controller {
         }
         let auth = self.stores.auth.clone();
         let (poller, metrics) = (&self.poller, &self.metrics);
+        let backoff_cap = self.config.backoff_cap;
         let polls = self
             .stores
             .entries_mut()
@@ -360,8 +363,15 @@ impl Controller {
                             None
                         }
                     };
+                    if outcome.is_some() {
+                        store.poll_backoff.succeeded();
+                    } else {
+                        let wait = store.poll_backoff.failed_within(Instant::now(), backoff_cap);
+                        tracing::warn!(store = %key, retry_in_s = wait.as_secs_f64(), "the store did not answer; it is polled again after its backoff, the other stores every poll");
+                    }
                     if let Some(paths) = watched.get(key) {
                         store.lookups.retain(|p| paths.contains(p));
+                        store.known.retain(|p, _| paths.contains(p));
                     }
                     (key.clone(), outcome)
                 }
@@ -770,6 +780,7 @@ async fn poll_store(
             paths,
             &mut store.lookups,
             &mut store.listings,
+            &mut store.order,
         )
         .await;
     // A 403 is either a path this reloader may not read or a token that is gone: log in
@@ -785,6 +796,7 @@ async fn poll_store(
                         paths,
                         &mut store.lookups,
                         &mut store.listings,
+                        &mut store.order,
                     )
                     .await;
             }
@@ -820,13 +832,49 @@ async fn poll_store(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "poll done"
     );
-    let answer = StoreAnswer {
-        versions: result.versions,
-        written: result.written,
-    };
+    if !result.unread.is_empty() {
+        tracing::info!(store = %key, unread = result.unread.len(), read_s = crate::poll::READ_TIME.as_secs(), "not every path could be read this poll; the rest are read first next poll (their last versions stand meanwhile)");
+    }
+    let answer = answer_with_known(
+        store,
+        result.versions,
+        result.written,
+        &result.unread,
+        &result.errors,
+    );
     store.rest_until = Some(started + poller.rest_after(result.requests));
     store.last_distinct = result.distinct;
     Some((answer, result.distinct))
+}
+
+/// The answer of one poll: the versions read, and for each path whose turn did not come, the
+/// version last read (none when it was never read: its workloads wait). Remembers what was
+/// read; a path that failed is forgotten, so it is never answered from memory.
+fn answer_with_known(
+    store: &mut Store,
+    versions: std::collections::HashMap<String, u64>,
+    written: std::collections::HashMap<String, k8s_openapi::jiff::Timestamp>,
+    unread: &[String],
+    failed: &[(String, rotor_core::store::StoreError)],
+) -> StoreAnswer {
+    let mut answer = StoreAnswer { versions, written };
+    for path in unread {
+        if let Some((version, at)) = store.known.get(path) {
+            answer.versions.insert(path.clone(), *version);
+            if let Some(at) = at {
+                answer.written.insert(path.clone(), *at);
+            }
+        }
+    }
+    for (path, _) in failed {
+        store.known.remove(path);
+    }
+    for (path, version) in &answer.versions {
+        store
+            .known
+            .insert(path.clone(), (*version, answer.written.get(path).copied()));
+    }
+    answer
 }
 
 /// What polling AWS came to in one cycle.

@@ -208,3 +208,81 @@ async fn a_listing_that_never_ends_is_bounded_and_the_paths_are_read_one_by_one(
     assert_eq!(answer.versions.len(), 4);
     assert_eq!(metrics.store_requests.get(), 7 + 4);
 }
+
+/// Every path `secret/metadata/pNN` is at version NN + `failing` (a rotation of every path).
+fn many_paths(path: &str, failing: bool) -> (u16, String) {
+    match path.strip_prefix("/v1/secret/metadata/p") {
+        Some(n) => match n.parse::<u64>() {
+            Ok(n) => (
+                200,
+                format!(
+                    r#"{{"data":{{"current_version":{}}}}}"#,
+                    n + u64::from(failing)
+                ),
+            ),
+            Err(_) => (404, r#"{"errors":[]}"#.to_string()),
+        },
+        None => answer(path, failing),
+    }
+}
+
+/// The finding: a store read path by path with more paths than a poll can read before its
+/// deadline answered nothing, ever. Now a poll reads what its read time allows, the
+/// longest-waiting paths first, answers the others with their last versions, and every path is
+/// read again within ceil(paths / reads per poll) polls.
+#[tokio::test]
+async fn a_poll_that_cannot_read_every_path_reads_the_longest_waiting_and_every_path_comes_round() {
+    let stub = scripted_store_with(many_paths);
+    stub.failing.store(false, Ordering::SeqCst);
+    let mut store = Store::new(StoreClient::new(StoreConfig::new(&stub.addr)).expect("client"));
+    let key = StoreKey {
+        addr: stub.addr.clone(),
+        namespace: None,
+    };
+    let paths: BTreeSet<String> = (10..40).map(|n| format!("secret/data/p{n}")).collect();
+    let auth = Auth::Token("t".to_string());
+    // 20 requests a second, reads start within 240 ms: about 5 paths per poll of 30.
+    let poller = Poller::new(1, 20).with_read_time(Duration::from_millis(240));
+    let metrics = Metrics::new();
+    let mut polls = 0;
+    let mut answered_fresh = BTreeSet::new();
+    while answered_fresh.len() < paths.len() {
+        polls += 1;
+        assert!(polls <= 12, "every path within ceil(30 / 3) polls: {polls}");
+        let before = store.order.reads();
+        let (answer, _) = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics)
+            .await
+            .expect("a poll that read some paths answered");
+        let read_now = store.order.reads() - before;
+        assert!((1..30).contains(&read_now), "a window, not all: {read_now}");
+        // The order knows canonical paths (`secret/pNN`); the answer, the spellings asked.
+        answered_fresh.extend(
+            store
+                .order
+                .last_poll_reads()
+                .map(|p| p.replacen("secret/", "secret/data/", 1)),
+        );
+        // Every path read so far is answered, from this poll or from memory.
+        for path in &answered_fresh {
+            let n: u64 = path
+                .trim_start_matches("secret/data/p")
+                .parse()
+                .expect(path);
+            assert_eq!(answer.versions.get(path), Some(&n), "{path}");
+        }
+    }
+    eprintln!("30 paths read in {polls} polls");
+    // A rotation of every path reaches every answer within as many polls again.
+    stub.failing.store(true, Ordering::SeqCst);
+    let mut rotated = BTreeSet::new();
+    for _ in 0..=polls {
+        let (answer, _) = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics)
+            .await
+            .expect("answered");
+        rotated.extend(paths.iter().filter(|p| {
+            let n: u64 = p.trim_start_matches("secret/data/p").parse().unwrap();
+            answer.versions.get(*p) == Some(&(n + 1))
+        }));
+    }
+    assert_eq!(rotated.len(), paths.len(), "every rotation seen");
+}

@@ -24,6 +24,53 @@ pub struct PollResult {
     pub distinct: usize,
     /// Paths that failed, with the error (names the path, never a value).
     pub errors: Vec<(String, StoreError)>,
+    /// Spellings whose per-path read did not start within the poll's read time: their turn
+    /// comes first next poll ([`ReadOrder`]).
+    pub unread: Vec<String>,
+    /// Canonical paths read with one request each this poll.
+    pub read_per_path: BTreeSet<String>,
+}
+
+/// When each path of one store was last read per path, so a poll that cannot read them all
+/// within its read time reads the longest-waiting first: every path comes round within
+/// ceil(paths / paths read per poll) polls, at any scale (a moving window).
+#[derive(Debug, Default)]
+pub struct ReadOrder {
+    polls: u64,
+    reads: u64,
+    last_read: HashMap<String, u64>,
+}
+
+impl ReadOrder {
+    /// `paths` ordered by their last read, never read first.
+    fn order(&self, mut paths: Vec<String>) -> Vec<String> {
+        paths.sort_by_key(|p| self.last_read.get(p).copied().unwrap_or(0));
+        paths
+    }
+
+    fn read(&mut self, path: &str) {
+        self.last_read.insert(path.to_string(), self.polls);
+        self.reads += 1;
+    }
+
+    /// Paths read per path so far, with repeats (for tests and the debug log).
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    /// Paths read by the last poll.
+    pub fn last_poll_reads(&self) -> impl Iterator<Item = &String> {
+        self.last_read
+            .iter()
+            .filter(|(_, at)| **at == self.polls)
+            .map(|(p, _)| p)
+    }
+
+    /// Starts a poll and forgets paths no longer asked about.
+    fn next_poll(&mut self, asked: &HashMap<String, Vec<String>>) {
+        self.polls += 1;
+        self.last_read.retain(|p, _| asked.contains_key(p));
+    }
 }
 
 impl PollResult {
@@ -44,6 +91,9 @@ impl PollResult {
     }
 }
 
+/// How long one poll's per-path reads may go on starting: well within the store's deadline.
+pub const READ_TIME: Duration = Duration::from_secs(8);
+
 /// The longest a budget rests a store: the old default interval, so no store is polled less
 /// often than before the budget (nor more than its paths per 30 s beyond the budget).
 pub const LONGEST_REST: Duration = Duration::from_secs(30);
@@ -55,6 +105,9 @@ pub struct Poller {
     budget: f64,
     /// Time between two request starts (the rate limit), zero for none.
     gap: Duration,
+    /// Per-path reads start within this much of the poll's start; the rest wait for the next
+    /// poll, longest-waiting first, so a store with thousands of paths still answers each poll.
+    read_time: Duration,
     last_start: Arc<Mutex<tokio::time::Instant>>,
 }
 
@@ -69,6 +122,7 @@ impl Poller {
             concurrency: concurrency.max(1),
             budget: 0.0,
             gap,
+            read_time: READ_TIME,
             last_start: Arc::new(Mutex::new(tokio::time::Instant::now())),
         }
     }
@@ -84,9 +138,11 @@ impl Poller {
         paths: &BTreeSet<String>,
         lookups: &mut Remembered<StoreError>,
         listings: &mut Listings,
+        order: &mut ReadOrder,
     ) -> PollResult {
         // Spellings → canonical paths (the mount lookup is cached per mount).
         let now = std::time::Instant::now();
+        let reads_until = tokio::time::Instant::now() + self.read_time;
         let mut spellings: HashMap<String, Vec<String>> = HashMap::new();
         let mut failed = Vec::new();
         let mut to_look_up = Vec::new();
@@ -115,19 +171,32 @@ impl Poller {
             }
         }
         let distinct = spellings.len();
+        order.next_poll(&spellings);
         let (groups, mut per_path) = group_by_directory(client, spellings.keys()).await;
         let listed = list_groups(self, client, groups, listings).await;
         per_path.extend(listed.unanswered);
+        let per_path = order.order(per_path);
         type Answer = Result<(u64, Option<String>), StoreError>;
-        let mut answers: Vec<(String, Answer)> = futures::stream::iter(per_path)
+        // A read starts only before `reads_until`; one started finishes (within the client's
+        // timeouts), so what was asked is never lost.
+        let mut answers: Vec<(String, Answer)> = futures::stream::iter(&per_path)
+            .take_while(|_| std::future::ready(tokio::time::Instant::now() < reads_until))
             .map(|path| async move {
                 self.pace().await;
-                let answer = client.current_version_info(&path).await;
-                (path, answer)
+                (path.clone(), client.current_version_info(path).await)
             })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
+        let read_per_path: BTreeSet<String> = answers.iter().map(|(p, _)| p.clone()).collect();
+        for path in &read_per_path {
+            order.read(path);
+        }
+        let unread: Vec<String> = per_path
+            .iter()
+            .filter(|p| !read_per_path.contains(*p))
+            .flat_map(|p| spellings.get(p).into_iter().flatten().cloned())
+            .collect();
         let answered: BTreeSet<&str> = answers
             .iter()
             .filter(|(_, a)| a.is_ok())
@@ -143,6 +212,8 @@ impl Poller {
             requests: answers.len() + listed.requests,
             distinct,
             errors: failed,
+            unread,
+            read_per_path,
             ..PollResult::default()
         };
         answers.extend(
@@ -184,6 +255,12 @@ impl Poller {
             return Duration::ZERO;
         }
         Duration::from_secs_f64(requests as f64 / self.budget).min(LONGEST_REST)
+    }
+
+    /// How long per-path reads of one poll may go on starting ([`READ_TIME`] by default).
+    pub fn with_read_time(mut self, read_time: Duration) -> Self {
+        self.read_time = read_time;
+        self
     }
 
     pub fn concurrency(&self) -> usize {

@@ -48,6 +48,15 @@ pub struct Store {
     pub rest_until: Option<std::time::Instant>,
     /// Distinct secrets its last poll asked about (for the watched-paths gauge while it rests).
     pub last_distinct: usize,
+    /// Which paths were read longest ago, so a poll that cannot read every path reads those.
+    pub order: crate::poll::ReadOrder,
+    /// The last version read of each watched path (and when it was written), the answer for a
+    /// path whose turn did not come this poll.
+    pub known: std::collections::HashMap<String, (u64, Option<k8s_openapi::jiff::Timestamp>)>,
+    /// A poll that did not answer (deadline, store unreachable) makes the store wait this
+    /// backoff before the next, so a store that hangs costs the others one deadline per
+    /// backoff, not one per poll.
+    pub poll_backoff: crate::backoff::Backoff,
 }
 
 impl Store {
@@ -61,6 +70,9 @@ impl Store {
             listings: Default::default(),
             rest_until: None,
             last_distinct: 0,
+            order: Default::default(),
+            known: Default::default(),
+            poll_backoff: Default::default(),
         }
     }
 }
