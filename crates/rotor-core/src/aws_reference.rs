@@ -105,12 +105,7 @@ pub fn parse_arn(arn: &str) -> Result<AwsArn<'_>, String> {
             "the partition {partition:?} is not aws, aws-cn or aws-us-gov"
         ));
     }
-    let region_ok = !region.is_empty()
-        && region.len() <= 32
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !region_ok {
+    if !is_region(region) {
         return Err(format!(
             "the region {region:?} is not a region name such as us-east-1"
         ));
@@ -179,6 +174,16 @@ pub fn pin_problem(pin: &str) -> Option<String> {
     (!ok).then(|| {
         format!("the pin {pin:?} after the second '#' is not a version stage, version id, version number or label")
     })
+}
+
+/// Whether `region` is a region name (`us-east-1`): lower-case letters, digits and `-`, at most
+/// 32 bytes; it becomes part of a host name, so nothing else is accepted.
+pub fn is_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]

@@ -53,11 +53,13 @@ pub struct Rotation {
 }
 
 /// When a credential with `left` to live is issued again: [`RENEW_AT`] of it, moved by
-/// `unit` (in -1..=1) times [`JITTER`] of that, never sooner than a second.
+/// `unit` (in -1..=1) times [`JITTER`] of that, never sooner than [`RETRY_AFTER`] (a store
+/// that answers credentials already expired, or nearly, gets one issue per retry interval,
+/// not one a second with a signal each).
 pub fn renew_in(left: Duration, unit: f64) -> Duration {
     let unit = unit.clamp(-1.0, 1.0);
     left.mul_f64(RENEW_AT * (1.0 + JITTER * unit))
-        .max(Duration::from_secs(1))
+        .max(RETRY_AFTER)
 }
 
 /// A number in -1..=1 from the process's random hash keys (no dependency for it).
@@ -155,9 +157,11 @@ impl Rotation {
             .collect();
         if let Err(e) = self.rewrite(&names) {
             // The new answers are held; the next attempt issues again (a fresh credential).
-            tracing::warn!(error = %e, retry_in_s = RETRY_AFTER.as_secs(), "renewal in place: could not rewrite the files; they keep the previous credential");
-            for (write, old, _) in issued {
-                self.revoke_later(old);
+            // The files and the app still use the old credentials: nothing is revoked (each
+            // old lease ends with its TTL, or is revoked after the set that replaces it is in
+            // place).
+            tracing::warn!(error = %e, retry_in_s = RETRY_AFTER.as_secs(), "renewal in place: could not rewrite the files; they keep the previous credential, which is not revoked");
+            for (write, _old, _) in issued {
                 self.renewals.push((write, Instant::now() + RETRY_AFTER));
             }
             return;
@@ -344,9 +348,10 @@ mod tests {
         assert_eq!(renew_in(hour, 7.0), renew_in(hour, 1.0), "clamped");
         assert_eq!(
             renew_in(Duration::ZERO, 0.0),
-            Duration::from_secs(1),
-            "never at once"
+            RETRY_AFTER,
+            "an expired credential: never sooner than the retry interval"
         );
+        assert_eq!(renew_in(Duration::from_secs(3), 1.0), RETRY_AFTER);
         for _ in 0..100 {
             let u = jitter_unit();
             assert!((-1.0..=1.0).contains(&u), "{u}");

@@ -346,7 +346,8 @@ impl Controller {
         }
         let auth = self.stores.auth.clone();
         let (poller, metrics) = (&self.poller, &self.metrics);
-        let backoff_cap = self.config.backoff_cap;
+        // As the outage wait: a recovered store is noticed within an interval.
+        let backoff_cap = self.config.backoff_cap.min(self.config.poll_interval);
         let polls = self
             .stores
             .entries_mut()

@@ -51,7 +51,7 @@ pub struct RunArgs {
     #[arg(long, env = var::TOKEN, hide_env_values = true)]
     pub token: Option<String>,
     /// Seconds between polls.
-    #[arg(long, env = "ROTOR_POLL_INTERVAL", default_value_t = 5.0)]
+    #[arg(long, env = "ROTOR_POLL_INTERVAL", default_value_t = DEFAULT_POLL_INTERVAL_S)]
     pub poll_interval: f64,
     /// Average store requests per second one store's polls may make: after a poll of N
     /// requests the store rests N / budget seconds (at most 30 s, the old interval) before the
@@ -270,6 +270,9 @@ fn checked_budget(budget: f64) -> Result<f64> {
     )
 }
 
+/// `--poll-interval`'s default, in seconds (the refusal names it from here).
+pub const DEFAULT_POLL_INTERVAL_S: f64 = 5.0;
+
 /// The shortest poll interval: each poll reads the version of every watched path, so a zero or
 /// sub-second interval would give the store no rest (`--poll-interval 0` used to be accepted).
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -279,9 +282,10 @@ fn checked_poll_interval(interval: Duration) -> Result<Duration> {
     if interval < MIN_POLL_INTERVAL {
         anyhow::bail!(
             "--poll-interval={}: must be at least {} s (each poll reads the version of every watched \
-             path); the default is 30",
+             path); the default is {}",
             interval.as_secs_f64(),
-            MIN_POLL_INTERVAL.as_secs()
+            MIN_POLL_INTERVAL.as_secs(),
+            DEFAULT_POLL_INTERVAL_S
         );
     }
     Ok(interval)
@@ -354,6 +358,7 @@ mod tests {
                 err.contains("--poll-interval=") && err.contains("at least 1 s"),
                 "{err}"
             );
+            assert!(err.ends_with("the default is 5"), "the real default: {err}");
         }
         assert_eq!(
             checked_poll_interval(Duration::from_secs(1)).unwrap(),

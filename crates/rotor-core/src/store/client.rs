@@ -385,6 +385,14 @@ impl StoreClient {
     /// `update` on `sys/leases/revoke/pki/issue/web/*`): the credential it holds stops working.
     pub async fn revoke_lease(&self, lease_id: &str) -> Result<(), StoreError> {
         let op = "revoking a lease".to_string();
+        // The id comes from the store's answer: as path segments only, so it cannot steer the
+        // request to another endpoint (`../`, `?`, `%2F`).
+        if !is_lease_id(lease_id) {
+            return Err(StoreError::Decode {
+                op,
+                message: "the store's lease id is not a plain path (empty, dot or encoded segments, or ? # % \\ or control characters); not revoked, it ends with its TTL".to_string(),
+            });
+        }
         let path = format!("sys/leases/revoke/{lease_id}");
         self.config
             .retry
@@ -598,6 +606,20 @@ fn decode(answer: &Answer, op: &str) -> Result<Value, StoreError> {
         status: *status,
         message,
     })
+}
+
+/// Whether `id` is a lease id that is only path segments: non-empty segments, none `.` or
+/// `..`, no character a URL would read apart from the path (`?`, `#`, `%`, `\\`, spaces,
+/// control characters).
+pub fn is_lease_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 1024
+        && id
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+        && !id
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '?' | '#' | '%' | '\\'))
 }
 
 #[cfg(test)]

@@ -277,3 +277,28 @@ fn plain_http_to_an_https_store_is_named_as_the_address_and_never_retried() {
     assert!(err.to_string().contains("change it to https://"), "{err}");
     assert!(err.is_setup() && !err.is_transient(), "{err:?}");
 }
+
+#[test]
+fn a_lease_id_is_plain_path_segments_or_it_is_not_revoked() {
+    for good in [
+        "pki/issue/short/AbC123xyz",
+        "database/creds/app/k8H2-_.x",
+        "auth/kubernetes/login/h1a2",
+    ] {
+        assert!(is_lease_id(good), "{good}");
+    }
+    for bad in [
+        "",
+        "../../auth/token/revoke-self",
+        "pki/issue/./x",
+        "pki//x",
+        "pki/issue/x?y=1",
+        "pki/issue/x#f",
+        "pki%2F..%2Fsys",
+        "pki\\..\\sys",
+        "pki/issue/x y",
+        "pki/issue/x\n",
+    ] {
+        assert!(!is_lease_id(bad), "{bad:?}");
+    }
+}

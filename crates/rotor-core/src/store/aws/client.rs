@@ -61,7 +61,14 @@ impl AwsConfig {
             identity: AwsIdentity::from_env(env)?,
             endpoint,
             service_endpoints,
-            region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            region: match get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")) {
+                Some(r) if !crate::aws_reference::is_region(&r) => {
+                    return Err(format!(
+                        "AWS_REGION {r:?} is not a region name such as us-east-1 (lower-case letters, digits and -)"
+                    ));
+                }
+                region => region,
+            },
             request_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             ca_pem,
@@ -461,6 +468,24 @@ mod tests {
         );
         let e = aws_error("reading x", 500, "<html>");
         assert!(e.is_transient(), "{e}");
+    }
+
+    #[test]
+    fn a_region_that_is_not_a_region_name_is_refused_before_it_builds_a_host() {
+        let mut env: HashMap<String, String> = [
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/r"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for bad in ["x@localhost:1234/", "US-EAST-1", "eu west", "a/b"] {
+            env.insert("AWS_REGION".to_string(), bad.to_string());
+            let err = AwsConfig::from_env(&env).map(drop).expect_err(bad);
+            assert!(err.contains("AWS_REGION"), "{err}");
+        }
+        env.insert("AWS_REGION".to_string(), "eu-west-1".to_string());
+        assert!(AwsConfig::from_env(&env).is_ok());
     }
 
     #[test]

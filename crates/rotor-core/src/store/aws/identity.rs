@@ -66,23 +66,25 @@ impl AwsIdentity {
     }
 }
 
-/// Why `uri` is not an address rotor fetches credentials from, if it is not.
+/// Why `uri` is not an address rotor fetches credentials from, if it is not. The address is
+/// parsed, not prefix-matched: `http://169.254.170.23:80@HOST/` names HOST (with user info),
+/// and is refused.
 fn agent_uri_problem(uri: &str) -> Option<String> {
-    if uri.starts_with("https://") {
-        return None;
+    let refused = || {
+        Some(format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI {uri:?} is neither https nor the Pod Identity agent's address (169.254.170.23, fd00:ec2::23) nor loopback, without user info"
+        ))
+    };
+    let Ok(url) = reqwest::Url::parse(uri) else {
+        return refused();
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return refused();
     }
-    let host = uri
-        .strip_prefix("http://")
-        .and_then(|rest| rest.split('/').next())
-        .map(|authority| match authority.rfind(':') {
-            Some(i) if !authority.ends_with(']') => &authority[..i],
-            _ => authority,
-        });
-    match host {
-        Some(h) if AGENT_HOSTS.contains(&h) || h == "localhost" || h == "[::1]" => None,
-        _ => Some(format!(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI {uri:?} is neither https nor the Pod Identity agent's address (169.254.170.23, fd00:ec2::23) nor loopback"
-        )),
+    match (url.scheme(), url.host_str()) {
+        ("https", Some(_)) => None,
+        ("http", Some(h)) if AGENT_HOSTS.contains(&h) || h == "localhost" || h == "[::1]" => None,
+        _ => refused(),
     }
 }
 
@@ -230,6 +232,11 @@ mod tests {
             "http://evil.example/creds",
             "http://10.0.0.1:80/x",
             "ftp://127.0.0.1/",
+            // The adversarial pass: user info before the real host passed a prefix match.
+            "http://169.254.170.23:80@evil.example/creds",
+            "http://127.0.0.1@evil.example/creds",
+            "https://user:pw@creds.example/x",
+            "not a url",
         ] {
             assert!(agent_uri_problem(bad).is_some(), "{bad}");
         }
