@@ -72,8 +72,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROTOR_MAX_CONNECTIONS_PER_PEER", default_value_t = 64)]
     pub max_connections_per_peer: usize,
     /// A connection with no request in flight for this long is closed, in milliseconds (before
-    /// its first request the header timeout applies, counted from accept).
-    #[arg(long, env = "ROTOR_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    /// its first request the header timeout applies, counted from accept). Longer than Go's
+    /// 90 s idle timeout, so the API server closes its idle HTTP/1.1 connections first and
+    /// never sends a review on one the webhook is closing.
+    #[arg(long, env = "ROTOR_IDLE_TIMEOUT_MS", default_value_t = 120_000)]
     pub idle_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "ROTOR_MAX_STREAMS", default_value_t = 64)]
