@@ -533,7 +533,7 @@ const STORE_TEXT_MAX: usize = 300;
 /// long run of letters and digits, as a store that echoes what it was sent would put there), then
 /// cut to [`STORE_TEXT_MAX`] characters. Words are judged between `/` and other separators, so
 /// paths and role names stay readable.
-fn store_text_excerpt(text: &str) -> String {
+pub(crate) fn store_text_excerpt(text: &str) -> String {
     let token_char =
         |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '=' | '~');
     let token_like = |word: &str| {

@@ -143,11 +143,11 @@ pub struct AwsClient {
     creds: Option<Credentials>,
 }
 
-/// At most this many bytes of an AWS error message are kept in an error.
-const MAX_MESSAGE_CHARS: usize = 300;
-
+/// An AWS error text as rotor may log it: the same masked excerpt as a Vault store's (anything
+/// token-like `<redacted>`, at most 300 characters), so an AWS endpoint or a proxy that echoes
+/// what it was sent (a web identity token, a session token) never puts it in a log.
 pub(super) fn short(message: &str) -> String {
-    message.chars().take(MAX_MESSAGE_CHARS).collect()
+    crate::store::client::store_text_excerpt(message)
 }
 
 /// Sends a request; the status and the body (capped like every store answer).
@@ -362,7 +362,7 @@ fn aws_error(op: &str, status: u16, body: &str) -> StoreError {
     StoreError::Aws {
         op: op.to_string(),
         status,
-        code: code.into(),
+        code: short(&code).into(),
         message: short(message).into(),
     }
 }
@@ -468,6 +468,26 @@ mod tests {
         );
         let e = aws_error("reading x", 500, "<html>");
         assert!(e.is_transient(), "{e}");
+    }
+
+    #[test]
+    fn an_echoing_endpoint_never_puts_a_token_in_the_error() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlMTIzNDU2";
+        let session = "FwoGZXIvYXdzEJr2CANARYSESSION0123456789abcdef";
+        let body = format!(
+            r#"{{"__type":"AccessDeniedException","message":"token {jwt} and {session} were refused for secret app/db"}}"#
+        );
+        let text = aws_error("reading app/db", 400, &body).to_string();
+        assert!(!text.contains(jwt) && !text.contains("CANARY"), "{text}");
+        assert!(
+            text.contains("<redacted>") && text.contains("app/db"),
+            "{text}"
+        );
+        let xml = format!(
+            "<ErrorResponse><Error><Code>{session}</Code><Message>{jwt}</Message></Error></ErrorResponse>"
+        );
+        let text = aws_error("assuming a role", 403, &xml).to_string();
+        assert!(!text.contains("CANARY") && !text.contains("eyJ"), "{text}");
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub(super) async fn fetch_credentials(
                 return Err(StoreError::Aws {
                     op,
                     status,
-                    code: element(&body, "Code").unwrap_or_default().into(),
+                    code: super::client::short(&element(&body, "Code").unwrap_or_default()).into(),
                     message: super::client::short(&element(&body, "Message").unwrap_or_default())
                         .into(),
                 });
