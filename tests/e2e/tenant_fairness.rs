@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rotor_e2e::observe::{metric, wait_until};
-use rotor_e2e::tenants::{resetting_store, tenants};
+use rotor_e2e::tenants::{hanging_store, resetting_store, tenants};
 
 #[tokio::test]
 async fn a_tenant_rotating_every_half_second_does_not_hold_back_anothers_rollout() -> Result<()> {
@@ -156,5 +156,53 @@ async fn a_store_that_resets_connections_holds_back_only_its_own_workloads() -> 
         "rolled {delay:?} after the rotation; the resetting store saw {tried} connections in 10 polls"
     );
     assert_eq!(t.state(&t.b, "on-bad-store").await?.0, None);
+    Ok(())
+}
+
+/// The finding of the third adversarial pass: a store (or an AWS region) that never answers held
+/// every cycle for its 15 s deadline, so every other store's rotations waited 15 s or more. Now
+/// each store is polled in a task of its own and a cycle waits at most 3 s for its polls.
+#[tokio::test]
+async fn a_store_that_never_answers_holds_back_only_its_own_workloads() -> Result<()> {
+    let t = tenants().await?;
+    let (port, accepted) = hanging_store().await?;
+    let bad = format!("http://127.0.0.1:{port}");
+    t.put("steady-h", "0").await?;
+    t.deployment(&t.a.clone(), "steady-h", &["steady-h".to_string()], None)
+        .await?;
+    t.deployment(
+        &t.b.clone(),
+        "on-hanging-store",
+        &["x".to_string()],
+        Some(&bad),
+    )
+    .await?;
+    let (_reloader, admin) = t.reloader(&[format!("--addr-allowlist={bad}")]).await?;
+    t.recorded(&t.a, "steady-h").await?;
+    wait_until(
+        "the hanging store was asked",
+        Duration::from_secs(30),
+        || async { Ok(accepted.load(std::sync::atomic::Ordering::Relaxed) > 0) },
+    )
+    .await?;
+    // Evidence the cycles go on while a poll of the hanging store is under way: polls that
+    // count the hanging store as not answered come every interval, not once per deadline.
+    let polls = metric(&admin, "rotor_reloader_polls_total").await?;
+    t.put("steady-h", "rotated").await?;
+    let started = Instant::now();
+    wait_until(
+        "the default store's workload rolled",
+        Duration::from_secs(60),
+        || async { Ok(t.state(&t.a, "steady-h").await?.1.is_some()) },
+    )
+    .await?;
+    let delay = started.elapsed();
+    let cycles = metric(&admin, "rotor_reloader_polls_total").await? - polls;
+    eprintln!(
+        "rolled {delay:?} after the rotation, in {cycles} cycles, beside a store that never answers"
+    );
+    // Generous: with a cycle held by the hanging store's 15 s deadline it took 15 s or more.
+    assert!(delay < Duration::from_secs(12), "{delay:?}");
+    assert_eq!(t.state(&t.b, "on-hanging-store").await?.0, None);
     Ok(())
 }

@@ -170,3 +170,27 @@ pub async fn resetting_store() -> Result<(u16, std::sync::Arc<std::sync::atomic:
     });
     Ok((port, accepted))
 }
+
+/// A store that accepts every connection, reads what it is sent and never answers (a store
+/// behind a black hole, or an AWS region whose endpoint never answers); counts the connections.
+pub async fn hanging_store() -> Result<(u16, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                // Read until the client gives up; never write.
+                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok((port, accepted))
+}

@@ -4,7 +4,7 @@
 //! ([`rotor_core::store::aws::versions`]: 10 secrets or 50 parameters per request), never for a
 //! value. The answer feeds the same planner, records and Events as a Vault store's.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use rotor_core::store::aws::{AwsClient, AwsConfig};
@@ -21,7 +21,7 @@ pub fn is_aws_path(path: &str) -> bool {
 /// Credentials are fetched again this long before they end.
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 
-/// The reloader's AWS client, logged in when needed.
+/// The reloader's AWS client for one region, logged in when needed.
 #[derive(Default)]
 pub struct AwsWatch {
     client: Option<AwsClient>,
@@ -32,34 +32,34 @@ pub struct AwsWatch {
     told: bool,
     /// Not polled again before this (`--poll-budget`, as for a Vault store).
     pub rest_until: Option<Instant>,
-    /// ARNs its last answered poll asked about (for the watched-paths gauge while it rests).
-    pub last_distinct: usize,
+    /// A poll that did not answer makes the region wait this before the next.
+    pub poll_backoff: Backoff,
 }
 
 impl AwsWatch {
-    /// The current versions of `arns`, or `None` when AWS did not answer (login failed, or every
-    /// request failed transiently); `(answer, requests)`.
+    /// The current versions of the ARNs of one region, each namespace's asked in batches of its
+    /// own (a name filter is a prefix: one tenant's short name that matches thousands of secrets
+    /// uses up only its own batch's pages), or `None` when AWS did not answer (login failed, or
+    /// every request failed transiently); `(answer, requests)`.
     pub async fn poll(
         &mut self,
-        arns: &BTreeSet<String>,
+        by_namespace: &BTreeMap<String, BTreeSet<String>>,
         metrics: &Metrics,
     ) -> Option<(StoreAnswer, usize)> {
         let started = Instant::now();
-        let first = arns.iter().next()?;
-        if self.needs_login() && !self.login(first).await {
+        let first = by_namespace.values().flatten().next()?.clone();
+        if self.needs_login() && !self.login(&first).await {
             return None;
         }
-        let client = self.client.as_ref()?;
-        let arns: Vec<String> = arns.iter().cloned().collect();
-        let mut result = client.current_versions(&arns).await;
+        let mut result = self.versions_by_namespace(by_namespace).await?;
         if result.errors.iter().any(|(_, e)| e.is_permission_denied()) && result.versions.is_empty()
         {
             // Credentials refused (expired early, or revoked): log in again once.
             self.expires_at = Some(0);
-            if self.login(first).await
-                && let Some(client) = self.client.as_ref()
+            if self.login(&first).await
+                && let Some(again) = self.versions_by_namespace(by_namespace).await
             {
-                result = client.current_versions(&arns).await;
+                result = again;
             }
         }
         metrics
@@ -81,7 +81,7 @@ impl AwsWatch {
         }
         tracing::debug!(
             store = "aws",
-            paths = arns.len(),
+            paths = by_namespace.values().map(BTreeSet::len).sum::<usize>(),
             requests = result.requests,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "poll done"
@@ -102,6 +102,20 @@ impl AwsWatch {
             },
             result.requests,
         ))
+    }
+
+    /// Each namespace's ARNs asked apart; `None` without a client.
+    async fn versions_by_namespace(
+        &self,
+        by_namespace: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Option<rotor_core::store::aws::AwsVersions> {
+        let client = self.client.as_ref()?;
+        let mut all = rotor_core::store::aws::AwsVersions::default();
+        for arns in by_namespace.values() {
+            let arns: Vec<String> = arns.iter().cloned().collect();
+            all.extend(client.current_versions(&arns).await);
+        }
+        Some(all)
     }
 
     fn needs_login(&self) -> bool {

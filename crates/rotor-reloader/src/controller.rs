@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use rotor_core::contract::{EventReason, OnRotation};
 
-use crate::aws_watch::{AwsWatch, is_aws_path};
+use crate::aws_watch::is_aws_path;
 use crate::fair_share::{select_paths, waiting};
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, StoreAnswer, plan_cycle};
 use crate::poll::Poller;
+use crate::sources::{AwsRegion, CYCLE_WAIT, Polls, Returned, Source};
 use crate::stores::{Store, StoreKey, Stores};
 use crate::tenancy::WatchablePaths;
 use crate::workloads::{Caches, Patched, Workload, patch_workload};
@@ -43,10 +44,10 @@ pub struct ControllerConfig {
 pub struct Controller {
     pub kube: kube::Client,
     pub stores: Stores,
-    /// AWS references' versions (Secrets Manager, SSM), polled as one more store.
-    pub aws: AwsWatch,
+    /// The polls under way, and the AWS regions' watches (Secrets Manager, SSM).
+    pub polls: Polls,
     pub caches: Caches,
-    pub poller: Poller,
+    pub poller: Arc<Poller>,
     pub metrics: Arc<Metrics>,
     pub config: ControllerConfig,
     /// Workload templates (uid, generation, reason) this replica announced in an Event while
@@ -219,54 +220,76 @@ impl Controller {
             .iter()
             .map(|(key, by_ns)| (key.clone(), by_ns.values().flatten().cloned().collect()))
             .collect();
+        // AWS references by region (each its own login, deadline and backoff), each namespace's
+        // selected ARNs apart (asked in batches of their own).
+        let mut aws_by_region: BTreeMap<AwsRegion, BTreeMap<String, BTreeSet<String>>> =
+            BTreeMap::new();
+        for (namespace, arns) in &aws_by_ns {
+            for arn in arns.iter().filter(|a| aws_selected.contains(*a)) {
+                if let Some(region) = AwsRegion::of(arn) {
+                    aws_by_region
+                        .entry(region)
+                        .or_default()
+                        .entry(namespace.clone())
+                        .or_default()
+                        .insert(arn.clone());
+                }
+            }
+        }
+        let used: BTreeSet<Source> = by_store
+            .keys()
+            .cloned()
+            .map(Source::Vault)
+            .chain(aws_by_region.keys().cloned().map(Source::Aws))
+            .collect();
+        self.polls.retain(&used);
+        let polled = self.poll_sources(&selected, &watched, &aws_by_region).await;
         let mut versions: BTreeMap<StoreKey, StoreAnswer> = BTreeMap::new();
-        let (polled, resting) = self.poll_stores(&selected, &watched).await;
-        let mut distinct = resting.iter().map(|(_, n)| n).sum::<usize>();
+        let mut aws_answer = StoreAnswer::default();
         let mut down = 0usize;
-        let (aws_answer, mut resting_stores) = match self.poll_aws(&aws_selected).await {
-            AwsPolled::Answered(answer) => {
-                distinct += aws_selected.len();
-                self.aws.last_distinct = aws_selected.len();
-                (Some(answer), resting.len())
+        let mut answered = BTreeSet::new();
+        for (source, outcome) in polled {
+            if !used.contains(&source) {
+                continue;
             }
-            AwsPolled::Resting => {
-                distinct += self.aws.last_distinct;
-                (None, resting.len() + 1)
-            }
-            AwsPolled::Down => {
-                down += 1;
-                (None, resting.len())
-            }
-            AwsPolled::Nothing => (None, resting.len()),
-        };
-        let store_count = by_store.len() + usize::from(!aws_by_ns.is_empty());
-        for (key, outcome) in polled {
             match outcome {
-                Some((answered, asked)) => {
-                    distinct += asked;
-                    versions.insert(key, answered);
+                Some((answer, asked)) => {
+                    self.polls.last_distinct.insert(source.clone(), asked);
+                    answered.insert(source.clone());
+                    match source {
+                        Source::Vault(key) => {
+                            versions.insert(key, answer);
+                        }
+                        Source::Aws(_) => {
+                            aws_answer.versions.extend(answer.versions);
+                            aws_answer.written.extend(answer.written);
+                        }
+                    }
                 }
                 None => down += 1,
             }
         }
-        // Distinct secrets, however they are spelled, per store (a resting store's as of its
-        // last poll), and those whose namespace's turn has not come.
+        // Distinct secrets, however they are spelled, per source (one resting, in its backoff or
+        // still polling as of its last answered poll), and those whose namespace's turn has not
+        // come.
+        let distinct: usize = used
+            .iter()
+            .filter_map(|s| self.polls.last_distinct.get(s))
+            .sum();
         self.metrics
             .paths_watched
             .set(i64::try_from(distinct + waiting).unwrap_or(i64::MAX));
         self.metrics.store_reachable.set(i64::from(down == 0));
-        // One poll per cycle, over every store: failed when any store did not answer.
+        // One poll per cycle, over every source: failed when any source did not answer.
         let outcome = if down == 0 { "ok" } else { "failed" };
         self.metrics
             .polls
             .get_or_create(&ResultLabels { result: outcome })
             .inc();
-        resting_stores = resting_stores.min(store_count);
-        if down > 0 && down + resting_stores == store_count {
+        if down > 0 && answered.is_empty() {
             return Cycle::StoreDown;
         }
         let nothing_answered = StoreAnswer::default();
-        let aws_answer = aws_answer.unwrap_or_default();
         // A workload reading both families gets both answers in one.
         let both: Vec<Option<StoreAnswer>> = workloads
             .iter()
@@ -312,105 +335,121 @@ impl Controller {
         Cycle::Done(plan.wake_within.map_or(interval, |w| w.min(interval)))
     }
 
-    /// Polls the stores at once, each within its own deadline, so a store that hangs or resets
-    /// holds back only its own workloads (and, with its failures remembered, only once per
-    /// backoff): each store's answer and distinct secrets, or `None` when it did not answer.
-    /// A store still resting after an expensive poll (`--poll-budget`) is not polled: it is
-    /// returned apart, with its last poll's distinct secrets, and its workloads wait as when a
-    /// path is not answered (nothing is recorded or rolled for them this cycle).
-    async fn poll_stores(
+    /// Starts a poll of every selected source that is not polling, resting after an expensive
+    /// poll (`--poll-budget`) or waiting for its backoff after a failed one, each in a task of
+    /// its own within its own deadline ([`crate::sources`]); waits for the polls it started, at
+    /// most [`CYCLE_WAIT`]; returns every poll that has returned by then (a slow one started by
+    /// an earlier cycle included). A source not returned holds back only its own workloads:
+    /// nothing is recorded or rolled for them this cycle.
+    async fn poll_sources(
         &mut self,
         selected: &BTreeMap<StoreKey, BTreeSet<String>>,
         watched: &BTreeMap<StoreKey, BTreeSet<String>>,
-    ) -> (Polled, Vec<(StoreKey, usize)>) {
-        let mut outcomes = Vec::new();
+        aws: &BTreeMap<AwsRegion, BTreeMap<String, BTreeSet<String>>>,
+    ) -> Vec<(Source, crate::sources::Outcome)> {
         let now = Instant::now();
-        let resting: Vec<(StoreKey, usize)> = self
-            .stores
-            .entries_mut()
-            .filter(|(key, store)| {
-                selected.contains_key(*key)
-                    && (store.rest_until.is_some_and(|until| now < until)
-                        || !store.poll_backoff.ready(now))
-            })
-            .map(|(key, store)| (key.clone(), store.last_distinct))
-            .collect();
-        for (key, _) in &resting {
-            tracing::debug!(store = %key, "the store rests: its last poll's requests allow the next only later (--poll-budget), or its last poll failed and it waits for its backoff");
-        }
-        for key in selected.keys() {
-            if let Err(e) = self.stores.get(key) {
-                tracing::warn!(store = %key, error = %e, "no client for the store");
-                outcomes.push((key.clone(), None));
-            }
-        }
-        let auth = self.stores.auth.clone();
-        let (poller, metrics) = (&self.poller, &self.metrics);
-        // As the outage wait: a recovered store is noticed within an interval.
+        let cycle = self.turn;
+        // As the outage wait: a recovered source is noticed within an interval.
         let backoff_cap = self.config.backoff_cap.min(self.config.poll_interval);
-        let polls = self
-            .stores
-            .entries_mut()
-            .filter(|(key, _)| !resting.iter().any(|(resting, _)| resting == *key))
-            .filter_map(|(key, store)| Some((key, store, selected.get(key)?)))
-            .map(|(key, store, paths)| {
-                let auth = &auth;
-                async move {
-                    let poll = poll_store(store, key, paths, auth, poller, metrics);
-                    let outcome = match tokio::time::timeout(STORE_DEADLINE, poll).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => {
-                            tracing::warn!(store = %key, deadline_s = STORE_DEADLINE.as_secs(), "the store's poll did not finish within its deadline; its workloads wait for the next poll");
-                            None
-                        }
-                    };
-                    if outcome.is_some() {
-                        store.poll_backoff.succeeded();
-                    } else {
-                        let wait = store.poll_backoff.failed_within(Instant::now(), backoff_cap);
-                        tracing::warn!(store = %key, retry_in_s = wait.as_secs_f64(), "the store did not answer; it is polled again after its backoff, the other stores every poll");
-                    }
-                    if let Some(paths) = watched.get(key) {
-                        store.lookups.retain(|p| paths.contains(p));
-                        store.known.retain(|p, _| paths.contains(p));
-                    }
-                    (key.clone(), outcome)
+        for (key, paths) in selected {
+            let source = Source::Vault(key.clone());
+            if self.polls.in_flight.contains_key(&source) {
+                tracing::debug!(store = %key, "the store's last poll is still under way");
+                continue;
+            }
+            let store = match self.stores.take(key) {
+                Ok(store) => store,
+                Err(e) => {
+                    tracing::warn!(store = %key, error = %e, "no client for the store");
+                    continue;
                 }
-            });
-        outcomes.extend(futures::future::join_all(polls).await);
-        (outcomes, resting)
-    }
-
-    /// Polls the AWS references selected this cycle, within the store deadline, unless AWS still
-    /// rests after its last poll (the same `--poll-budget` as a Vault store's).
-    async fn poll_aws(&mut self, selected: &BTreeSet<String>) -> AwsPolled {
-        if selected.is_empty() {
-            return AwsPolled::Nothing;
-        }
-        let started = Instant::now();
-        if self.aws.rest_until.is_some_and(|until| started < until) {
-            tracing::debug!(
-                store = "aws",
-                "AWS rests: its last poll's requests allow the next only later (--poll-budget)"
+            };
+            if store.rest_until.is_some_and(|until| now < until) || !store.poll_backoff.ready(now) {
+                tracing::debug!(store = %key, "the store rests: its last poll's requests allow the next only later (--poll-budget), or its last poll failed and it waits for its backoff");
+                self.stores.put_back(key.clone(), store);
+                continue;
+            }
+            let (key, paths) = (key.clone(), paths.clone());
+            let watched = watched.get(&key).cloned().unwrap_or_default();
+            let (auth, poller, metrics) = (
+                self.stores.auth.clone(),
+                self.poller.clone(),
+                self.metrics.clone(),
             );
-            return AwsPolled::Resting;
+            self.polls.start(source, cycle, async move {
+                let mut store = store;
+                let poll = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics);
+                let outcome = match tokio::time::timeout(STORE_DEADLINE, poll).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        tracing::warn!(store = %key, deadline_s = STORE_DEADLINE.as_secs(), "the store's poll did not finish within its deadline; its workloads wait for the next poll");
+                        None
+                    }
+                };
+                if outcome.is_some() {
+                    store.poll_backoff.succeeded();
+                } else {
+                    let wait = store.poll_backoff.failed_within(Instant::now(), backoff_cap);
+                    tracing::warn!(store = %key, retry_in_s = wait.as_secs_f64(), "the store did not answer; it is polled again after its backoff, the other stores every poll");
+                }
+                store.lookups.retain(|p| watched.contains(p));
+                store.known.retain(|p, _| watched.contains(p));
+                Returned::Vault(key, Box::new(store), outcome)
+            });
         }
-        let poll = self.aws.poll(selected, &self.metrics);
-        match tokio::time::timeout(STORE_DEADLINE, poll).await {
-            Ok(Some((answer, requests))) => {
-                self.aws.rest_until = Some(started + self.poller.rest_after(requests));
-                AwsPolled::Answered(answer)
+        for (region, by_namespace) in aws {
+            let source = Source::Aws(region.clone());
+            if self.polls.in_flight.contains_key(&source) {
+                tracing::debug!(store = %region, "the region's last poll is still under way");
+                continue;
             }
-            Ok(None) => AwsPolled::Down,
-            Err(_) => {
-                tracing::warn!(
-                    store = "aws",
-                    deadline_s = STORE_DEADLINE.as_secs(),
-                    "the AWS poll did not finish within its deadline; its workloads wait for the next poll"
-                );
-                AwsPolled::Down
+            let watch = self.polls.aws.remove(region).unwrap_or_default();
+            if watch.rest_until.is_some_and(|until| now < until) || !watch.poll_backoff.ready(now) {
+                tracing::debug!(store = %region, "the AWS region rests (--poll-budget) or waits for its backoff");
+                self.polls.aws.insert(region.clone(), watch);
+                continue;
+            }
+            let (region, by_namespace) = (region.clone(), by_namespace.clone());
+            let (poller, metrics) = (self.poller.clone(), self.metrics.clone());
+            self.polls.start(source, cycle, async move {
+                let mut watch = watch;
+                let started = Instant::now();
+                let poll = watch.poll(&by_namespace, &metrics);
+                let outcome = match tokio::time::timeout(STORE_DEADLINE, poll).await {
+                    Ok(Some((answer, requests))) => {
+                        watch.rest_until = Some(started + poller.rest_after(requests));
+                        let asked = by_namespace.values().flatten().collect::<BTreeSet<_>>().len();
+                        Some((answer, asked))
+                    }
+                    Ok(None) => None,
+                    Err(_) => {
+                        tracing::warn!(store = %region, deadline_s = STORE_DEADLINE.as_secs(), "the AWS region's poll did not finish within its deadline; its workloads wait for the next poll");
+                        None
+                    }
+                };
+                if outcome.is_some() {
+                    watch.poll_backoff.succeeded();
+                } else {
+                    let wait = watch.poll_backoff.failed_within(Instant::now(), backoff_cap);
+                    tracing::warn!(store = %region, retry_in_s = wait.as_secs_f64(), "the AWS region did not answer; it is polled again after its backoff, the other stores every poll");
+                }
+                Returned::Aws(region, Box::new(watch), outcome)
+            });
+        }
+        let mut outcomes = Vec::new();
+        for returned in self.polls.returned(cycle, CYCLE_WAIT).await {
+            match returned {
+                Returned::Vault(key, store, outcome) => {
+                    self.stores.put_back(key.clone(), *store);
+                    outcomes.push((Source::Vault(key), outcome));
+                }
+                Returned::Aws(region, watch, outcome) => {
+                    self.polls.aws.insert(region.clone(), *watch);
+                    outcomes.push((Source::Aws(region), outcome));
+                }
             }
         }
+        outcomes
     }
 
     /// Logs and counts what the plan found before anything is applied.
@@ -844,7 +883,6 @@ async fn poll_store(
         &result.errors,
     );
     store.rest_until = Some(started + poller.rest_after(result.requests));
-    store.last_distinct = result.distinct;
     Some((answer, result.distinct))
 }
 
@@ -878,18 +916,6 @@ fn answer_with_known(
     answer
 }
 
-/// What polling AWS came to in one cycle.
-enum AwsPolled {
-    Answered(StoreAnswer),
-    /// Not polled: the budget's rest after the last poll; its workloads wait, as a resting
-    /// Vault store's do.
-    Resting,
-    /// No answer (login failed, every request failed transiently, or the deadline passed).
-    Down,
-    /// No AWS reference selected.
-    Nothing,
-}
-
 /// One answer for a workload that reads from a Vault store and from AWS: each of its paths
 /// as the family it belongs to answered it.
 fn merged(vault: &StoreAnswer, aws: &StoreAnswer, paths: &BTreeSet<String>) -> StoreAnswer {
@@ -905,9 +931,6 @@ fn merged(vault: &StoreAnswer, aws: &StoreAnswer, paths: &BTreeSet<String>) -> S
     }
     out
 }
-
-/// Each polled store's answer and distinct secrets, or `None` when it did not answer.
-type Polled = Vec<(StoreKey, Option<(StoreAnswer, usize)>)>;
 
 #[cfg(test)]
 #[path = "controller_store_tests.rs"]

@@ -18,6 +18,7 @@ pub mod pods;
 pub mod poll;
 pub mod references;
 pub mod run;
+pub mod sources;
 pub mod stores;
 pub mod tenancy;
 pub mod workloads;

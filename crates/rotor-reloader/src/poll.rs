@@ -149,24 +149,29 @@ impl Poller {
         for path in paths {
             match lookups.waiting(path, now) {
                 Some(e) => failed.push((path.clone(), e)),
-                None => to_look_up.push(path),
+                None => to_look_up.push(path.clone()),
             }
         }
-        let looked_up: Vec<(&String, Result<String, StoreError>)> =
+        // Owned items: the poll runs in a task of its own, whose future must not borrow from a
+        // stream item (a higher-ranked lifetime the spawn cannot prove).
+        let looked_up: Vec<(String, Result<String, StoreError>)> =
             futures::stream::iter(to_look_up)
-                .map(|path| async move { (path, client.canonical_path(path).await) })
+                .map(|path: String| async move {
+                    let canonical = client.canonical_path(&path).await;
+                    (path, canonical)
+                })
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
         for (path, canonical) in looked_up {
             match canonical {
                 Ok(canonical) => {
-                    lookups.succeeded(path);
-                    spellings.entry(canonical).or_default().push(path.clone());
+                    lookups.succeeded(&path);
+                    spellings.entry(canonical).or_default().push(path);
                 }
                 Err(e) => {
-                    lookups.failed(path, e.clone(), std::time::Instant::now());
-                    failed.push((path.clone(), e));
+                    lookups.failed(&path, e.clone(), std::time::Instant::now());
+                    failed.push((path, e));
                 }
             }
         }
@@ -179,11 +184,12 @@ impl Poller {
         type Answer = Result<(u64, Option<String>), StoreError>;
         // A read starts only before `reads_until`; one started finishes (within the client's
         // timeouts), so what was asked is never lost.
-        let mut answers: Vec<(String, Answer)> = futures::stream::iter(&per_path)
-            .take_while(|_| std::future::ready(tokio::time::Instant::now() < reads_until))
-            .map(|path| async move {
+        let mut answers: Vec<(String, Answer)> = futures::stream::iter(per_path.clone())
+            .take_while(|_: &String| std::future::ready(tokio::time::Instant::now() < reads_until))
+            .map(|path: String| async move {
                 self.pace().await;
-                (path.clone(), client.current_version_info(path).await)
+                let answer = client.current_version_info(&path).await;
+                (path, answer)
             })
             .buffer_unordered(self.concurrency)
             .collect()

@@ -217,10 +217,12 @@ impl RunArgs {
         let controller = Controller {
             kube: kube.clone(),
             stores: Stores::new(store, addr_allowlist, auth),
-            aws: Default::default(),
+            polls: Default::default(),
             caches: Caches::start(&kube, watch_namespace.as_deref(), configmap_references),
-            poller: Poller::new(concurrency, max_requests_per_second)
-                .with_budget(checked_budget(poll_budget)?),
+            poller: std::sync::Arc::new(
+                Poller::new(concurrency, max_requests_per_second)
+                    .with_budget(checked_budget(poll_budget)?),
+            ),
             metrics,
             config: ControllerConfig {
                 poll_interval: checked_poll_interval(seconds(poll_interval, "poll-interval")?)?,

@@ -46,8 +46,6 @@ pub struct Store {
     pub listings: crate::listing::Listings,
     /// Not polled again before this (the average request budget's rest after its last poll).
     pub rest_until: Option<std::time::Instant>,
-    /// Distinct secrets its last poll asked about (for the watched-paths gauge while it rests).
-    pub last_distinct: usize,
     /// Which paths were read longest ago, so a poll that cannot read every path reads those.
     pub order: crate::poll::ReadOrder,
     /// The last version read of each watched path (and when it was written), the answer for a
@@ -69,7 +67,6 @@ impl Store {
             lookups: Default::default(),
             listings: Default::default(),
             rest_until: None,
-            last_distinct: 0,
             order: Default::default(),
             known: Default::default(),
             poll_backoff: Default::default(),
@@ -124,26 +121,26 @@ impl Stores {
         })
     }
 
-    /// The client of `key`, built on first use.
-    pub fn get(&mut self, key: &StoreKey) -> Result<&mut Store, StoreError> {
-        if !self.clients.contains_key(key) {
-            let mut config = self.template.clone();
-            config.addr = key.addr.clone();
-            config.namespace = key.namespace.clone();
-            self.clients
-                .insert(key.clone(), Store::new(StoreClient::new(config)?));
+    /// The store of `key` (built on first use), to poll in a task of its own; give it back
+    /// with [`Stores::put_back`]. Taken twice without giving back, it starts anew.
+    pub fn take(&mut self, key: &StoreKey) -> Result<Store, StoreError> {
+        match self.clients.remove(key) {
+            Some(store) => Ok(store),
+            None => {
+                let mut config = self.template.clone();
+                config.addr = key.addr.clone();
+                config.namespace = key.namespace.clone();
+                Ok(Store::new(StoreClient::new(config)?))
+            }
         }
-        self.clients
-            .get_mut(key)
-            .ok_or_else(|| StoreError::Client(format!("store {key}: no client")))
+    }
+
+    /// Gives back a store taken to poll.
+    pub fn put_back(&mut self, key: StoreKey, store: Store) {
+        self.clients.insert(key, store);
     }
 
     /// Forgets the clients of stores no workload uses any more.
-    /// Every store with a client, to poll each with its own state.
-    pub fn entries_mut(&mut self) -> impl Iterator<Item = (&StoreKey, &mut Store)> {
-        self.clients.iter_mut()
-    }
-
     pub fn retain(&mut self, used: &std::collections::BTreeSet<StoreKey>) {
         self.clients.retain(|key, _| used.contains(key));
     }

@@ -33,6 +33,16 @@ pub struct AwsVersions {
     pub errors: Vec<(String, StoreError)>,
 }
 
+impl AwsVersions {
+    /// Adds what another poll found.
+    pub fn extend(&mut self, more: AwsVersions) {
+        self.versions.extend(more.versions);
+        self.written.extend(more.written);
+        self.requests += more.requests;
+        self.errors.extend(more.errors);
+    }
+}
+
 /// A Secrets Manager version id as a number the reloader can record: stable (FNV-1a of the id),
 /// compared only for equality. SSM versions are numbers already.
 pub fn version_number(version_id: &str) -> u64 {
