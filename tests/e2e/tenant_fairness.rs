@@ -201,8 +201,19 @@ async fn a_store_that_never_answers_holds_back_only_its_own_workloads() -> Resul
     eprintln!(
         "rolled {delay:?} after the rotation, in {cycles} cycles, beside a store that never answers"
     );
-    // Generous: with a cycle held by the hanging store's 15 s deadline it took 15 s or more.
+    // Generous: with a cycle held by the hanging store's 15 s deadline it took up to 16 s.
     assert!(delay < Duration::from_secs(12), "{delay:?}");
+    // Cycles go on at the interval (1 s) while the hanging store's polls run into their 15 s
+    // deadline one after another: measured ~15 in 20 s; a cycle held by each of those polls
+    // made 2 or 3 (one that polled it, one while it waited for its backoff).
+    let window = Duration::from_secs(20);
+    let before = metric(&admin, "rotor_reloader_polls_total").await?;
+    tokio::time::sleep(window).await;
+    let cycles = metric(&admin, "rotor_reloader_polls_total").await? - before;
+    let tried = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{cycles} cycles in {window:?}; the hanging store was asked on {tried} connections");
+    assert!(cycles >= 8.0, "{cycles} cycles in {window:?}");
+    assert!(tried >= 2, "the hanging store kept being polled: {tried}");
     assert_eq!(t.state(&t.b, "on-hanging-store").await?.0, None);
     Ok(())
 }
