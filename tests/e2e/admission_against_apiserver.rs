@@ -644,5 +644,55 @@ async fn finds_references_in_configmaps() -> Result<()> {
         err.contains("ConfigMap") && err.contains("broken") && err.contains("expected"),
         "{err}"
     );
+    // More ConfigMaps than one review reads: refused, naming the limit.
+    let many: Vec<serde_json::Value> = (0..33)
+        .map(|i| json!({ "configMapRef": { "name": format!("cm-{i}"), "optional": true } }))
+        .collect();
+    let err = pods
+        .create(
+            &PostParams::default(),
+            &pod("many", json!({ "envFrom": many })),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than 32 ConfigMaps"), "{err}");
+
+    // A review sent to the webhook directly, whose pod object names another namespace: the
+    // ConfigMaps are read in the request's namespace (where the API server creates the pod),
+    // never the object's, so another tenant's ConfigMap is neither read nor quoted.
+    let other = stack
+        .namespace_with_labels("configmaps-other", &[("rotor-e2e", "enabled")])
+        .await?;
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(stack.kube.clone(), &other)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": "theirs" },
+                "data": { "K": "vault:OTHER-TENANT-CANARY" } }))?,
+        )
+        .await?;
+    let mut review = rotor_e2e::fixtures::pod_review(json!({
+        "metadata": { "name": "direct", "namespace": other },
+        "spec": { "containers": [{ "name": "app", "image": "app:1", "command": ["/app"],
+            "envFrom": [{ "configMapRef": { "name": "theirs" } }] }] } }));
+    review["request"]["namespace"] = json!(ns);
+    let ca = reqwest::Certificate::from_pem(stack.pki.ca_pem().as_bytes())?;
+    let answer: serde_json::Value = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .resolve("localhost", ([127, 0, 0, 1], webhook.port).into())
+        .build()?
+        .post(format!("https://localhost:{}/mutate", webhook.port))
+        .json(&review)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let text = answer.to_string();
+    assert!(!text.contains("OTHER-TENANT-CANARY"), "{text}");
+    assert_eq!(
+        answer["response"]["allowed"], true,
+        "{ns} has no ConfigMap \"theirs\": nothing to wrap: {text}"
+    );
+    assert!(answer["response"]["patch"].is_null(), "{text}");
     Ok(())
 }

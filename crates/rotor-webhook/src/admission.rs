@@ -150,18 +150,23 @@ async fn decide_pod(mut request: AdmissionRequest<Pod>, ctx: &AdmissionContext) 
         pod.metadata.namespace = Some(namespace.clone());
     }
     let name = pod_display_name(&pod);
-    let planned = tokio::time::timeout(ctx.review_timeout, plan_with_lookups(Arc::new(pod), ctx))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Deny::new(
-                DenyReason::ReviewTimeout,
-                format!(
-                    "reviewing the pod took longer than {} ms (--review-timeout-ms); \
+    // ConfigMaps are read in the namespace the API server put in the request (the one the pod
+    // is created in), never in one the pod object names.
+    let planned = tokio::time::timeout(
+        ctx.review_timeout,
+        plan_with_lookups(Arc::new(pod), &namespace, ctx),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Deny::new(
+            DenyReason::ReviewTimeout,
+            format!(
+                "reviewing the pod took longer than {} ms (--review-timeout-ms); \
                      look for image lookups that hang or references far beyond the usual",
-                    ctx.review_timeout.as_millis()
-                ),
-            ))
-        });
+                ctx.review_timeout.as_millis()
+            ),
+        ))
+    });
     let decided = match planned {
         Ok(Plan::Unchanged(reason)) => {
             tracing::debug!(%reason, "unchanged");
@@ -215,10 +220,14 @@ async fn plan_off_the_workers<T: Send + 'static>(
 /// references in ConfigMaps, when the API is available; the ENTRYPOINT and CMD of wrapped
 /// containers without `command`), then plans. Selection and planning run off the async
 /// workers; when no lookup is needed (the usual case) both happen in one pass.
-async fn plan_with_lookups(pod: Arc<Pod>, ctx: &AdmissionContext) -> Result<Plan, Deny> {
+async fn plan_with_lookups(
+    pod: Arc<Pod>,
+    namespace: &str,
+    ctx: &AdmissionContext,
+) -> Result<Plan, Deny> {
     let configmap_references = match (&ctx.kube, ctx.configmap_references) {
         (Some(kube), true) => {
-            crate::configmap_references::containers_with_configmap_references(kube, &pod)
+            crate::configmap_references::containers_with_configmap_references(kube, namespace, &pod)
                 .await
                 .map_err(|e| Deny::new(DenyReason::BadReference, e))?
         }

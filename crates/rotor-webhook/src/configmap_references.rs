@@ -9,17 +9,31 @@ use kube::Api;
 use rotor_core::reference::{has_reference, parse_value};
 use rotor_runtime::configmap_sources;
 
-/// Names of the containers whose ConfigMap-sourced env carries references. A reference that does
-/// not parse is an error naming the ConfigMap and key.
+/// ConfigMaps one review may read (each distinct name once).
+pub const MAX_CONFIGMAPS_PER_REVIEW: usize = 32;
+/// Bytes of ConfigMap data one review may hold (a ConfigMap holds up to 1 MiB).
+pub const MAX_CONFIGMAP_BYTES_PER_REVIEW: usize = 4 * 1024 * 1024;
+
+/// Names of the containers whose ConfigMap-sourced env carries references, reading the
+/// ConfigMaps of `namespace` (the review request's, where the pod is created: never the
+/// namespace the pod object names). A reference that does not parse is an error naming the
+/// ConfigMap and key. At most [`MAX_CONFIGMAPS_PER_REVIEW`] ConfigMaps and
+/// [`MAX_CONFIGMAP_BYTES_PER_REVIEW`] bytes of their data per review: more refuses the pod,
+/// naming the limit.
 pub async fn containers_with_configmap_references(
     kube: &kube::Client,
+    namespace: &str,
     pod: &Pod,
 ) -> Result<HashSet<String>, String> {
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(HashSet::new());
     };
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let api: Api<ConfigMap> = Api::namespaced(kube.clone(), &ns);
+    if namespace.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ns = namespace;
+    let api: Api<ConfigMap> = Api::namespaced(kube.clone(), ns);
+    let mut held = 0usize;
     let mut cache: HashMap<String, Option<BTreeMap<String, String>>> = HashMap::new();
     let mut found = HashSet::new();
     for container in spec
@@ -30,6 +44,12 @@ pub async fn containers_with_configmap_references(
     {
         for (configmap, key) in configmap_sources(container) {
             if !cache.contains_key(&configmap) {
+                if cache.len() >= MAX_CONFIGMAPS_PER_REVIEW {
+                    return Err(format!(
+                        "container {:?}: the pod's env reads more than {MAX_CONFIGMAPS_PER_REVIEW} ConfigMaps, which rotor reads at most per pod to find references; put the references in fewer ConfigMaps or in the pod's env",
+                        container.name
+                    ));
+                }
                 let data = api
                     .get_opt(&configmap)
                     .await
@@ -40,6 +60,16 @@ pub async fn containers_with_configmap_references(
                         )
                     })?
                     .and_then(|cm| cm.data);
+                held += data.as_ref().map_or(0, |d| {
+                    d.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                });
+                if held > MAX_CONFIGMAP_BYTES_PER_REVIEW {
+                    return Err(format!(
+                        "container {:?}: the ConfigMaps the pod's env reads hold more than {} MiB together (at ConfigMap {ns}/{configmap}), more than rotor reads per pod to find references; put the references in smaller ConfigMaps or in the pod's env",
+                        container.name,
+                        MAX_CONFIGMAP_BYTES_PER_REVIEW >> 20
+                    ));
+                }
                 cache.insert(configmap.clone(), data);
             }
             // A missing ConfigMap is the kubelet's to report; nothing to wrap for it here.
