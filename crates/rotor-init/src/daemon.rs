@@ -80,6 +80,10 @@ pub async fn supervise(
         SignalKind::user_defined1(),
         SignalKind::user_defined2(),
         SignalKind::window_change(),
+        // Not PID 1 (a shared process namespace, a debug shell), SIGALRM's default would end
+        // rotor-init and leave the app running unsupervised; a stopped app needs SIGCONT.
+        SignalKind::alarm(),
+        SignalKind::from_raw(Signal::SIGCONT as i32),
     ];
     let mut streams = Vec::new();
     for kind in kinds {
@@ -101,24 +105,21 @@ pub async fn supervise(
         tokio::spawn(renew_until_lost(client.clone(), lease, lost_tx.clone()));
     }
     drop(lost_tx);
+    // Every delivery of every kind is forwarded, the tenth SIGHUP as the first.
     let forward = async {
-        let mut futures: Vec<_> = streams
-            .iter_mut()
-            .map(|(kind, s)| Box::pin(async move { s.recv().await.map(|_| *kind) }))
-            .collect();
-        loop {
-            let (got, _, rest) = futures::future::select_all(futures).await;
-            if let Some(kind) = got
-                && let Ok(sig) = Signal::try_from(kind.as_raw_value())
-            {
+        let each = streams.into_iter().map(|(kind, s)| {
+            Box::pin(futures::stream::unfold(s, move |mut s| async move {
+                s.recv().await.map(|()| (kind, s))
+            }))
+        });
+        let mut all = futures::stream::select_all(each);
+        while let Some(kind) = futures::StreamExt::next(&mut all).await {
+            if let Ok(sig) = Signal::try_from(kind.as_raw_value()) {
                 tracing::debug!(signal = %sig, "forwarding signal to the app");
                 let _ = kill(pid, sig);
             }
-            futures = rest;
-            if futures.is_empty() {
-                std::future::pending::<()>().await;
-            }
         }
+        std::future::pending::<()>().await;
     };
     let rotations = async {
         match rotation {

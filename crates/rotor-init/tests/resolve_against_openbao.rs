@@ -1075,3 +1075,72 @@ fn nix_is_root() -> bool {
         .and_then(|v| v.split_whitespace().nth(1))
         == Some("0")
 }
+
+/// Resident rotor-init forwards every delivery of a signal, not only the first of each kind, and
+/// forwards SIGALRM and SIGCONT too (SIGALRM's default would end rotor-init when it is not PID 1
+/// and leave the app unsupervised: exit 142). Each signal is sent once the app has shown it
+/// handled the one before.
+#[tokio::test]
+async fn resident_rotor_init_forwards_every_signal_every_time() -> Result<()> {
+    use std::io::BufRead as _;
+    let f = Fixture::new().await?;
+    let env = with(
+        &f.base_env(),
+        &[
+            ("DB", "vault:secret/data/api#key"),
+            ("ROTOR_DAEMON", "true"),
+        ],
+    );
+    let app = r#"n=0
+trap 'n=$((n+1)); echo "hup $n"' HUP
+trap 'echo alrm' ALRM
+trap 'echo cont' CONT
+echo ready
+while [ "$n" -lt 3 ]; do sleep 0.05; done
+echo done"#;
+    let mut child = Command::new(rotor_init())
+        .args(["--", "sh", "-c", app])
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let expect = |want: &str| -> Result<()> {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|e| anyhow::anyhow!("waiting for {want:?}: {e}"))?;
+        anyhow::ensure!(line == want, "expected {want:?}, the app said {line:?}");
+        Ok(())
+    };
+    use nix::sys::signal::{Signal, kill};
+    expect("ready")?;
+    kill(pid, Signal::SIGHUP)?;
+    expect("hup 1")?;
+    kill(pid, Signal::SIGHUP)?;
+    expect("hup 2")?;
+    kill(pid, Signal::SIGALRM)?;
+    expect("alrm")?;
+    kill(pid, Signal::SIGCONT)?;
+    expect("cont")?;
+    kill(pid, Signal::SIGHUP)?;
+    expect("hup 3")?;
+    expect("done")?;
+    let status = child.wait()?;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "rotor-init exits with the app's code"
+    );
+    Ok(())
+}

@@ -114,11 +114,47 @@ const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
 pub(crate) fn read_credential_file(path: &std::path::Path) -> Result<String, StoreError> {
     use std::io::Read as _;
     let mut text = String::new();
-    std::fs::File::open(path)
+    // A regular file only (a projected token's symlink is followed): opening a FIFO would wait
+    // for a writer past any deadline, a device could be read without end.
+    std::fs::metadata(path)
+        .and_then(|m| {
+            if m.is_file() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(
+                    "not a regular file (a FIFO, device or directory is never read)",
+                ))
+            }
+        })
+        .and_then(|()| std::fs::File::open(path))
         .and_then(|f| f.take(MAX_CREDENTIAL_FILE_BYTES).read_to_string(&mut text))
         .map_err(|e| StoreError::CredentialFile {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
     Ok(text.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_file_that_is_a_fifo_or_a_directory_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("token");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        // Opening a FIFO without a writer would block this test forever.
+        let err = read_credential_file(&fifo).expect_err("a FIFO is refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = read_credential_file(dir.path()).expect_err("a directory is refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let file = dir.path().join("real");
+        std::fs::write(&file, "tok\n").expect("write");
+        assert_eq!(read_credential_file(&file).expect("read"), "tok");
+    }
 }
