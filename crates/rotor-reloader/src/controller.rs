@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use rotor_core::contract::{EventReason, OnRotation};
 
 use crate::aws_watch::is_aws_path;
-use crate::fair_share::{select_paths, waiting};
+use crate::fair_share::{select_by_namespace, select_paths, waiting};
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::planner::{CyclePlan, Pending, PlanSettings, Reason, Step, StoreAnswer, plan_cycle};
 use crate::poll::Poller;
@@ -203,9 +203,9 @@ impl Controller {
         }
         self.turn = self.turn.wrapping_add(1);
         let budget = self.config.paths_per_namespace;
-        let selected: BTreeMap<StoreKey, BTreeSet<String>> = by_store
+        let selected: BTreeMap<StoreKey, BTreeMap<String, BTreeSet<String>>> = by_store
             .iter()
-            .map(|(key, by_ns)| (key.clone(), select_paths(by_ns, budget, self.turn)))
+            .map(|(key, by_ns)| (key.clone(), select_by_namespace(by_ns, budget, self.turn)))
             .collect();
         let aws_selected = select_paths(&aws_by_ns, budget, self.turn);
         let waiting: usize = by_store
@@ -343,7 +343,7 @@ impl Controller {
     /// nothing is recorded or rolled for them this cycle.
     async fn poll_sources(
         &mut self,
-        selected: &BTreeMap<StoreKey, BTreeSet<String>>,
+        selected: &BTreeMap<StoreKey, BTreeMap<String, BTreeSet<String>>>,
         watched: &BTreeMap<StoreKey, BTreeSet<String>>,
         aws: &BTreeMap<AwsRegion, BTreeMap<String, BTreeSet<String>>>,
     ) -> Vec<(Source, crate::sources::Outcome)> {
@@ -351,7 +351,7 @@ impl Controller {
         let cycle = self.turn;
         // As the outage wait: a recovered source is noticed within an interval.
         let backoff_cap = self.config.backoff_cap.min(self.config.poll_interval);
-        for (key, paths) in selected {
+        for (key, by_namespace) in selected {
             let source = Source::Vault(key.clone());
             if self.polls.in_flight.contains_key(&source) {
                 tracing::debug!(store = %key, "the store's last poll is still under way");
@@ -364,12 +364,25 @@ impl Controller {
                     continue;
                 }
             };
-            if store.rest_until.is_some_and(|until| now < until) || !store.poll_backoff.ready(now) {
-                tracing::debug!(store = %key, "the store rests: its last poll's requests allow the next only later (--poll-budget), or its last poll failed and it waits for its backoff");
+            // A namespace whose last poll cost more requests than the budget allows by now
+            // rests alone (`--poll-budget`); the store's other namespaces are polled.
+            let polled: BTreeMap<String, BTreeSet<String>> = by_namespace
+                .iter()
+                .filter(|(ns, _)| {
+                    store
+                        .rest_by_namespace
+                        .get(*ns)
+                        .is_none_or(|until| now >= *until)
+                })
+                .map(|(ns, paths)| (ns.clone(), paths.clone()))
+                .collect();
+            if polled.is_empty() || !store.poll_backoff.ready(now) {
+                tracing::debug!(store = %key, "the store rests: its namespaces' last requests allow the next only later (--poll-budget), or its last poll failed and it waits for its backoff");
                 self.stores.put_back(key.clone(), store);
                 continue;
             }
-            let (key, paths) = (key.clone(), paths.clone());
+            let paths: BTreeSet<String> = polled.values().flatten().cloned().collect();
+            let key = key.clone();
             let watched = watched.get(&key).cloned().unwrap_or_default();
             let (auth, poller, metrics) = (
                 self.stores.auth.clone(),
@@ -378,6 +391,7 @@ impl Controller {
             );
             self.polls.start(source, cycle, async move {
                 let mut store = store;
+                let started = Instant::now();
                 let poll = poll_store(&mut store, &key, &paths, &auth, &poller, &metrics);
                 let outcome = match tokio::time::timeout(STORE_DEADLINE, poll).await {
                     Ok(outcome) => outcome,
@@ -388,6 +402,7 @@ impl Controller {
                 };
                 if outcome.is_some() {
                     store.poll_backoff.succeeded();
+                    rest_each_namespace(&mut store, &polled, &poller, started);
                 } else {
                     let wait = store.poll_backoff.failed_within(Instant::now(), backoff_cap);
                     tracing::warn!(store = %key, retry_in_s = wait.as_secs_f64(), "the store did not answer; it is polled again after its backoff, the other stores every poll");
@@ -882,8 +897,36 @@ async fn poll_store(
         &result.unread,
         &result.errors,
     );
-    store.rest_until = Some(started + poller.rest_after(result.requests));
+    store.last_read_per_path = std::mem::take(&mut result.read_per_path);
     Some((answer, result.distinct))
+}
+
+/// After an answered poll that started at `started`, each polled namespace rests as long as
+/// the budget needs for the per-path reads of its own paths (a namespace whose paths were
+/// listed, or that shares them, costs next to nothing); namespaces no longer polled are
+/// forgotten.
+fn rest_each_namespace(
+    store: &mut Store,
+    polled: &BTreeMap<String, BTreeSet<String>>,
+    poller: &Poller,
+    started: Instant,
+) {
+    for (namespace, paths) in polled {
+        let requests = paths
+            .iter()
+            .filter(|p| store.last_read_per_path.contains(*p))
+            .count();
+        let rest = poller.rest_after(requests);
+        if rest.is_zero() {
+            store.rest_by_namespace.remove(namespace);
+        } else {
+            store
+                .rest_by_namespace
+                .insert(namespace.clone(), started + rest);
+        }
+    }
+    let now = Instant::now();
+    store.rest_by_namespace.retain(|_, until| *until > now);
 }
 
 /// The answer of one poll: the versions read, and for each path whose turn did not come, the

@@ -286,3 +286,29 @@ async fn a_poll_that_cannot_read_every_path_reads_the_longest_waiting_and_every_
     }
     assert_eq!(rotated.len(), paths.len(), "every rotation seen");
 }
+
+#[test]
+fn each_namespace_rests_for_its_own_per_path_reads_only() {
+    let mut store =
+        Store::new(StoreClient::new(StoreConfig::new("http://127.0.0.1:1")).expect("client"));
+    let big: BTreeSet<String> = (0..100).map(|i| format!("secret/data/big/{i}/s")).collect();
+    let small: BTreeSet<String> = ["secret/data/small/a".to_string()].into();
+    store.last_read_per_path = big.clone();
+    let polled = [("big".to_string(), big), ("small".to_string(), small)].into();
+    let poller = Poller::new(4, 0).with_budget(10.0);
+    let started = std::time::Instant::now();
+    super::rest_each_namespace(&mut store, &polled, &poller, started);
+    let rest = store
+        .rest_by_namespace
+        .get("big")
+        .expect("the big one rests");
+    assert_eq!(
+        *rest - started,
+        Duration::from_secs(10),
+        "100 reads at 10 a second"
+    );
+    assert!(
+        !store.rest_by_namespace.contains_key("small"),
+        "a namespace whose path was not read per path does not rest"
+    );
+}

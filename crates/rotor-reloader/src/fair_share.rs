@@ -13,18 +13,37 @@ pub fn select_paths(
     budget: usize,
     turn: u64,
 ) -> BTreeSet<String> {
+    select_by_namespace(by_namespace, budget, turn)
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+/// [`select_paths`], each namespace's selection apart (its requests rest it alone).
+pub fn select_by_namespace(
+    by_namespace: &BTreeMap<String, BTreeSet<String>>,
+    budget: usize,
+    turn: u64,
+) -> BTreeMap<String, BTreeSet<String>> {
     let budget = budget.max(1);
-    let mut selected = BTreeSet::new();
-    for paths in by_namespace.values() {
-        if paths.len() <= budget {
-            selected.extend(paths.iter().cloned());
-            continue;
-        }
-        let windows = paths.len().div_ceil(budget);
-        let window = usize::try_from(turn % windows as u64).unwrap_or(0);
-        selected.extend(paths.iter().skip(window * budget).take(budget).cloned());
-    }
-    selected
+    by_namespace
+        .iter()
+        .map(|(namespace, paths)| {
+            let chosen = if paths.len() <= budget {
+                paths.clone()
+            } else {
+                let windows = paths.len().div_ceil(budget);
+                let window = usize::try_from(turn % windows as u64).unwrap_or(0);
+                paths
+                    .iter()
+                    .skip(window * budget)
+                    .take(budget)
+                    .cloned()
+                    .collect()
+            };
+            (namespace.clone(), chosen)
+        })
+        .collect()
 }
 
 /// Paths of namespaces over their budget that wait for a later poll this time.

@@ -27,7 +27,8 @@ pub struct PollResult {
     /// Spellings whose per-path read did not start within the poll's read time: their turn
     /// comes first next poll ([`ReadOrder`]).
     pub unread: Vec<String>,
-    /// Canonical paths read with one request each this poll.
+    /// Paths (as asked) read with one request each this poll: what the poll cost each
+    /// namespace.
     pub read_per_path: BTreeSet<String>,
 }
 
@@ -219,7 +220,10 @@ impl Poller {
             distinct,
             errors: failed,
             unread,
-            read_per_path,
+            read_per_path: read_per_path
+                .iter()
+                .flat_map(|p| spellings.get(p).into_iter().flatten().cloned())
+                .collect(),
             ..PollResult::default()
         };
         answers.extend(

@@ -53,10 +53,10 @@ pub struct RunArgs {
     /// Seconds between polls.
     #[arg(long, env = "ROTOR_POLL_INTERVAL", default_value_t = DEFAULT_POLL_INTERVAL_S)]
     pub poll_interval: f64,
-    /// Average store requests per second one store's polls may make: after a poll of N
-    /// requests the store rests N / budget seconds (at most 30 s, the old interval) before the
-    /// next. A store whose versions are listed (OpenBao) is polled every interval; one read path
-    /// by path (Vault) with many secrets less often. 0: no budget.
+    /// Average store requests per second the polls of one namespace's paths may make on a
+    /// store: after N per-path reads of its paths the namespace rests N / budget seconds (at
+    /// most 30 s, the old interval) before they are polled again; the store's other namespaces
+    /// do not wait. Listed versions (OpenBao) cost next to nothing. 0: no budget.
     #[arg(long, env = "ROTOR_POLL_BUDGET", default_value_t = 10.0)]
     pub poll_budget: f64,
     /// Random extra wait per poll, as a fraction of the interval.

@@ -44,8 +44,11 @@ pub struct Store {
     pub lookups: crate::backoff::Remembered<rotor_core::store::StoreError>,
     /// What listing each directory of this store cost, or that it cannot be listed.
     pub listings: crate::listing::Listings,
-    /// Not polled again before this (the average request budget's rest after its last poll).
-    pub rest_until: Option<std::time::Instant>,
+    /// Each namespace's paths are not polled again before this (the average request budget's
+    /// rest after the requests its paths cost), so one tenant's per-path reads rest only it.
+    pub rest_by_namespace: std::collections::HashMap<String, std::time::Instant>,
+    /// Paths read with one request each by the last poll.
+    pub last_read_per_path: std::collections::BTreeSet<String>,
     /// Which paths were read longest ago, so a poll that cannot read every path reads those.
     pub order: crate::poll::ReadOrder,
     /// The last version read of each watched path (and when it was written), the answer for a
@@ -66,7 +69,8 @@ impl Store {
             login_backoff: Default::default(),
             lookups: Default::default(),
             listings: Default::default(),
-            rest_until: None,
+            rest_by_namespace: Default::default(),
+            last_read_per_path: Default::default(),
             order: Default::default(),
             known: Default::default(),
             poll_backoff: Default::default(),
