@@ -218,6 +218,54 @@ async fn slow_bodies_from_48_clients_leave_legitimate_reviews_their_room() {
     assert!(p99 < Duration::from_millis(2500), "p99 {p99:?}");
 }
 
+/// The finding: six addresses, two connections each, every one sending all but the last byte
+/// of a 3 MiB body and stalling, filled the 32 MiB total (per-peer shares of 8 MiB do not stop
+/// that), and legitimate reviews waited for the 5 s body timeout (p99 4.94 s). Here eight
+/// addresses x two: a review that finds no room cuts a body of the address holding the most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_from_many_addresses_are_cut_for_a_review_that_needs_room() {
+    use rotor_e2e::slow_bodies::{Attack, attack, legitimate_reviews, quantile};
+    let server = start(&[]).await;
+    let (port, ca) = (server.webhook.port, server.pki.ca_pem().to_string());
+    let _first = attack(port, &ca, 8, Attack::FillAndStall, false);
+    let _second = attack(port, &ca, 8, Attack::FillAndStall, false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = server.metric("rotor_webhook_body_bytes_held").await;
+        if held >= 28.0 * 1024.0 * 1024.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attack never filled the total: {held} bytes held"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = std::sync::Arc::new(review(rotor_e2e::fixtures::one_reference_pod()).into_bytes());
+    let (mut latencies, refused) = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(legitimate_reviews(port, &ca, body, 100))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    latencies.sort();
+    let (p50, p99) = (quantile(&latencies, 0.5), quantile(&latencies, 0.99));
+    let cut = server
+        .metric("rotor_webhook_refused_total{reason=\"body_cut\"}")
+        .await;
+    eprintln!(
+        "under 16 stalled bodies from 8 addresses: p50 {p50:?}, p99 {p99:?}, {cut} bodies cut"
+    );
+    assert_eq!(refused, 0, "no legitimate review is refused");
+    assert!(cut > 0.0, "room was made by cutting a stalled body");
+    // Generous: waiting for the body timeout took up to 5 s.
+    assert!(p99 < Duration::from_millis(2500), "p99 {p99:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_preface_only_connections_never_keep_new_connections_out() {
     use rotor_e2e::slow_bodies::{Attack, attack, legitimate_reviews_on_new_connections, quantile};

@@ -110,7 +110,25 @@ async fn read_within_size(
         .min(FIRST_ALLOCATION);
     let mut received = Vec::with_capacity(first);
     let mut held = Held::default();
-    while let Some(frame) = body.frame().await {
+    let ticket = shares.begin_body();
+    let cut = || {
+        (
+            "body_cut",
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request body was cut before it was complete: its client address held the \
+                 most of the bytes being received (--max-inflight-body-bytes) while another \
+                 client waited for room"
+                    .to_string(),
+            ),
+        )
+    };
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            () = ticket.cut.cancelled() => return Err(cut()),
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| {
             (
                 "body_error",
@@ -123,12 +141,11 @@ async fn read_within_size(
         if received.len() + data.len() > limits.max_bytes {
             return Err(too_large());
         }
-        held.merge(
-            shares
-                .reserve(data.len())
-                .await
-                .map_err(|_| shutting_down())?,
-        );
+        let reserved = tokio::select! {
+            reserved = shares.reserve(data.len(), &ticket) => reserved.map_err(|_| shutting_down())?,
+            () = ticket.cut.cancelled() => return Err(cut()),
+        };
+        held.merge(reserved);
         received.extend_from_slice(&data);
     }
     Ok(Received {
