@@ -46,7 +46,8 @@ pub struct Rotation {
     pub versions_file: PathBuf,
     /// The versions text last acted on (or found with nothing to do).
     seen: String,
-    retry_at: Option<Instant>,
+    /// After a failed announcement: not tried again before this, while the text is the same.
+    retry_at: Option<(Instant, String)>,
     /// When each re-issuable file credential is due.
     renewals: Vec<(FileWrite, Instant)>,
     renew_grace: Duration,
@@ -244,7 +245,13 @@ impl Rotation {
         let Some(text) = self.read_versions() else {
             return;
         };
-        if text == self.seen || self.retry_at.is_some_and(|at| Instant::now() < at) {
+        // The retry interval holds back only the announcement that failed: a new one (another
+        // rotation, or the bad one corrected) is tried at once.
+        let retrying = self
+            .retry_at
+            .as_ref()
+            .is_some_and(|(at, failed)| Instant::now() < *at && *failed == text);
+        if text == self.seen || retrying {
             return;
         }
         let announced = match parse_versions(&text) {
@@ -274,7 +281,7 @@ impl Rotation {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_s = RETRY_AFTER.as_secs(), "rotation: could not re-read or rewrite; the files keep the previous values");
-                    self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    self.retry_at = Some((Instant::now() + RETRY_AFTER, text));
                     return;
                 }
             }

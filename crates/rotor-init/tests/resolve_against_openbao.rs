@@ -966,6 +966,19 @@ async fn files_are_rendered_and_a_rotation_rewrites_them_in_place_and_signals_th
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(seen_nothing_new(&logs), "{:?}", logs.all());
+    // A bad announcement (a version the store does not have) waits 15 s before it is tried
+    // again; a new announcement behind it is tried at once.
+    replace(&info.join("versions"), r#"{"secret/data/rot":9}"#);
+    let failed = |logs: &Lines| {
+        logs.all()
+            .iter()
+            .any(|l| l.contains("rotation: could not re-read or rewrite"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !failed(&logs) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(failed(&logs), "{:?}", logs.all());
     bao.put_kv2(
         "secret",
         "rot",
@@ -973,8 +986,14 @@ async fn files_are_rendered_and_a_rotation_rewrites_them_in_place_and_signals_th
     )
     .await?;
     replace(&info.join("versions"), r#"{"secret/data/rot":3}"#);
+    let announced = Instant::now();
     let v3 = format!("password={CANARY}-v3\n");
     let hups = lines.wait_for(2, "HUP ");
+    let took = announced.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the valid announcement waited behind the bad one's retry: {took:?}"
+    );
     assert_eq!(
         hups,
         vec![format!("HUP {}", cksum(&v2)), format!("HUP {}", cksum(&v3))]
