@@ -152,6 +152,40 @@ impl Template {
             }
         }
     }
+
+    /// [`Template::render`], stopped as soon as the output would pass `max` bytes (then
+    /// `Err(Err(bytes it would have))`; a reference that does not resolve is `Err(Ok(e))`):
+    /// a template that repeats a large value many times never grows past the limit in memory.
+    pub fn render_within<E>(
+        &self,
+        max: usize,
+        mut resolve: impl FnMut(&Reference) -> Result<String, E>,
+    ) -> Result<String, Result<E, usize>> {
+        let mut out = String::new();
+        let whole;
+        let segments: &[Segment] = match self {
+            Self::Whole(r) => {
+                whole = [Segment::Reference(r.clone())];
+                &whole
+            }
+            Self::Inline(segments) => segments,
+        };
+        for segment in segments {
+            let resolved;
+            let piece = match segment {
+                Segment::Text(t) => t.as_str(),
+                Segment::Reference(r) => {
+                    resolved = resolve(r).map_err(Ok)?;
+                    resolved.as_str()
+                }
+            };
+            if out.len() + piece.len() > max {
+                return Err(Err(out.len() + piece.len()));
+            }
+            out.push_str(piece);
+        }
+        Ok(out)
+    }
 }
 
 impl fmt::Display for Template {

@@ -207,17 +207,24 @@ impl FileSet {
                 let content = match t {
                     FileTemplate::Literal(text) => text.clone(),
                     FileTemplate::References(t) => t
-                        .render(|r| {
+                        .render_within(MAX_RENDERED_BYTES.saturating_sub(total), |r| {
                             self.answers
                                 .get(&Request::of(r))
                                 .ok_or_else(|| no_answer(r))
                                 .and_then(|secret| secret.get(&r.path, &r.key))
                                 .map_err(|source| (r.to_string(), source))
                         })
-                        .map_err(|(reference, source)| ResolveError::Store {
-                            var: format!("file {name}"),
-                            reference,
-                            source,
+                        .map_err(|failed| match failed {
+                            Ok((reference, source)) => ResolveError::Store {
+                                var: format!("file {name}"),
+                                reference,
+                                source,
+                            },
+                            // Stopped before it grew past the limit.
+                            Err(bytes) => ResolveError::FilesTooLarge {
+                                name: name.clone(),
+                                total: total + bytes,
+                            },
                         })?,
                 };
                 total += content.len();

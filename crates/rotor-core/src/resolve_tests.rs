@@ -364,3 +364,33 @@ async fn files_that_together_pass_the_cap_are_refused_naming_the_file_never_the_
     );
     assert!(!err.contains(CANARY));
 }
+
+#[test]
+fn a_template_stops_growing_at_the_limit_whatever_it_repeats() {
+    use crate::reference::parse_value;
+    let template = parse_value("T", &"${vault:secret/data/big#blob}".repeat(60))
+        .unwrap()
+        .unwrap();
+    let mut resolved = 0;
+    let err = template
+        .render_within(MAX_RENDERED_BYTES, |_| {
+            resolved += 1;
+            Ok::<_, ()>("x".repeat(1 << 20))
+        })
+        .unwrap_err();
+    // The finding: 60 copies of a 1 MiB value were rendered (244 MiB RSS) before the cap was
+    // checked. Now rendering stops at the fifth.
+    assert_eq!(err, Err(5 << 20), "stopped at the first value past 4 MiB");
+    assert_eq!(resolved, 5, "nothing resolved past the limit");
+    let small = parse_value("T", "a ${vault:secret/data/x#k} b")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        small.render_within(5, |_| Ok::<_, ()>("v".to_string())),
+        Ok("a v b".to_string())
+    );
+    assert_eq!(
+        small.render_within(4, |_| Ok::<_, ()>("v".to_string())),
+        Err(Err(5))
+    );
+}
