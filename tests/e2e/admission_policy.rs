@@ -147,6 +147,12 @@ fn cases() -> Vec<Case> {
         case("store-off-the-allowlist", Expect::Refused("vault-addr"), |p| {
             p["metadata"]["annotations"] = json!({ "rotor.dev/vault-addr": "ftp://vault:21" });
         }),
+        // The policy admitted an allowlist entry's own text as an address (a literal match);
+        // the webhook refused it, and rotor-init could never have reached it.
+        case("store-is-a-wildcard-entry", Expect::Refused("vault-addr"), |p| {
+            p["metadata"]["annotations"] =
+                json!({ "rotor.dev/vault-addr": rotor_e2e::policy::WILDCARD_STORES });
+        }),
         case("malformed", Expect::Refused("env DB_PASSWORD"), |p| {
             p["spec"]["containers"][0]["env"][0]["value"] = json!("vault:secret/../team-b/db#k");
         }),

@@ -26,6 +26,8 @@ pub const BOTH_NS: &str = "by-both";
 pub const NOT_INJECTED: &str = "carries references but rotor did not inject it";
 /// A second store on the allowlist (never called: admission only writes it into pods).
 pub const OTHER_STORE: &str = "https://vault-b.example:8200";
+/// An allowlist entry with a wildcard: addresses it admits, never its own text.
+pub const WILDCARD_STORES: &str = "https://*.wild.example:8200";
 
 /// A stack with both admission paths, as [`two_paths`] sets them up.
 pub struct TwoPaths {
@@ -41,7 +43,7 @@ pub async fn two_paths() -> Result<TwoPaths> {
     let stack = Stack::start(StackOptions::default()).await?;
     let docs = render_chart(&[
         format!("store.addr={}", stack.bao.addr),
-        format!("store.addrAllowlist={{{OTHER_STORE}}}"),
+        format!("store.addrAllowlist={{{OTHER_STORE},{WILDCARD_STORES}}}"),
         "initImage.repository=rotor-init".to_string(),
         "initImage.tag=local".to_string(),
         format!("webhook.excludeNamespaces={{{WEBHOOK_NS}}}"),
@@ -51,7 +53,7 @@ pub async fn two_paths() -> Result<TwoPaths> {
         &stack,
         &binary("rotor-webhook")?,
         stack.dir(),
-        &[format!("--addr-allowlist={OTHER_STORE}")],
+        &[format!("--addr-allowlist={OTHER_STORE},{WILDCARD_STORES}")],
     )
     .await?;
     register_chart_webhook(&stack, &docs, webhook.port).await?;

@@ -119,9 +119,10 @@ ROTOR_LOG_LEVEL ROTOR_LOG_FORMAT ROTOR_DEADLINE ROTOR_REQUEST_TIMEOUT ROTOR_CONC
 - name: addr
   expression: "variables.addrAnnotation != '' ? variables.addrAnnotation : params.data.addr"
 - name: addrAllowed
-  expression: "variables.addrAnnotation == '' || variables.addrAnnotation == params.data.addr || (params.data.addrAllowlist != '' && variables.addrAnnotation in params.data.addrAllowlist.split(','))"
+  expression: "variables.addrAnnotation == '' || variables.addrAnnotation == params.data.addr || (params.data.addrAllowlist != '' && !variables.addrAnnotation.contains('*') && variables.addrAnnotation in params.data.addrAllowlist.split(','))"
+# Not an address at all: not http(s), or a wildcard (an allowlist entry's own text).
 - name: addrRefused
-  expression: "variables.addrAnnotation != '' && !variables.addrAnnotation.startsWith('http://') && !variables.addrAnnotation.startsWith('https://')"
+  expression: "variables.addrAnnotation != '' && ((!variables.addrAnnotation.startsWith('http://') && !variables.addrAnnotation.startsWith('https://')) || variables.addrAnnotation.contains('*'))"
 # Annotations the policy reads; a pod with any other rotor or Bank-Vaults annotation goes to the webhook.
 - name: otherAnnotations
   expression: "variables.ann.exists(k, (k.startsWith('rotor.dev/') && !(k in ['rotor.dev/vault-addr', 'rotor.dev/vault-role', 'rotor.dev/vault-auth-path', 'rotor.dev/vault-namespace', 'rotor.dev/inject', 'rotor.dev/mutate', 'rotor.dev/reload', 'rotor.dev/rotated-at', 'rotor.dev/observed-versions', 'rotor.dev/versions', 'rotor.dev/injected-by'])) || ((k.startsWith('vault.security.banzaicloud.io/') || k.startsWith('secrets-webhook.security.bank-vaults.io/')) && !(k.substring(k.indexOf('/') + 1) in ['vault-addr', 'vault-role', 'vault-path', 'vault-namespace', 'mutate'])))"
@@ -161,7 +162,7 @@ ROTOR_LOG_LEVEL ROTOR_LOG_FORMAT ROTOR_DEADLINE ROTOR_REQUEST_TIMEOUT ROTOR_CONC
     : has(object.spec.volumes) && object.spec.volumes.exists(v, (v.name == 'rotor-bin' && !((has(v.emptyDir) && has(v.emptyDir.medium) && v.emptyDir.medium == 'Memory') || (has(v.image) && has(v.image.reference) && v.image.reference == params.data.initImage))) || (v.name == 'rotor-token' && !(has(v.projected) && has(v.projected.sources) && v.projected.sources.exists(s, has(s.serviceAccountToken)))) || (v.name == 'rotor-pod-info' && !has(v.downwardAPI)) || (v.name.startsWith('rotor-files-') && !(has(v.emptyDir) && has(v.emptyDir.medium) && v.emptyDir.medium == 'Memory')))
     ? 'pod ' + variables.pod + ': spec.volumes has ' + object.spec.volumes.filter(v, v.name in ['rotor-bin', 'rotor-token', 'rotor-pod-info'] || v.name.startsWith('rotor-files-'))[0].name + ', a name rotor reserves for what it injects; rename yours'
     : variables.addrRefused
-    ? 'pod ' + variables.pod + ': annotation vault-addr=' + variables.addrAnnotation + ' is not on the store allowlist (not an http:// or https:// address); use the cluster default store (remove the annotation) or ask the platform team to add it to the allowlist'
+    ? 'pod ' + variables.pod + ': annotation vault-addr=' + variables.addrAnnotation + ' is not on the store allowlist (not an http:// or https:// address, or a wildcard); use the cluster default store (remove the annotation) or ask the platform team to add it to the allowlist'
     : variables.targets.exists(c, has(c.volumeMounts) && c.volumeMounts.exists(m, m.mountPath.matches(r'^/rotor/bin/*$') || m.mountPath.matches(r'^/var/run/secrets/rotor/*$')))
     ? 'pod ' + variables.pod + ': container ' + variables.targets.filter(c, has(c.volumeMounts) && c.volumeMounts.exists(m, m.mountPath.matches(r'^/rotor/bin/*$') || m.mountPath.matches(r'^/var/run/secrets/rotor/*$')))[0].name + ' mounts a volume at /rotor/bin or /var/run/secrets/rotor, where rotor mounts its own; mount it elsewhere'
     : size(variables.expanded) > 0

@@ -73,6 +73,10 @@ impl StoreAddr {
     /// path, or a path under the entry's when the entry ends in `*`. A host `*.example.svc`
     /// stands for exactly one label in front of `example.svc`.
     pub fn allowed_by(&self, entry: &str) -> bool {
+        // An address is never a pattern: a wildcard entry's own text is no server.
+        if self.host.contains('*') || self.path.contains('*') {
+            return false;
+        }
         let (entry, prefix) = match entry.strip_suffix('*') {
             Some(e) => (e, true),
             None => (entry, false),
@@ -117,6 +121,16 @@ mod tests {
     fn the_allowlist_compares_scheme_host_port_and_path() {
         let allowed =
             |addr: &str, entry: &str| StoreAddr::parse(addr).is_ok_and(|a| a.allowed_by(entry));
+        // A wildcard entry's own text is not an address it allows (the adversarial pass).
+        assert!(!allowed(
+            "https://*.wild.example:8200",
+            "https://*.wild.example:8200"
+        ));
+        assert!(!allowed("https://vault:8200/*", "https://vault:8200*"));
+        assert!(allowed(
+            "https://eu.wild.example:8200",
+            "https://*.wild.example:8200"
+        ));
         assert!(allowed(
             "https://vault.vault.svc:8200",
             "https://vault.vault.svc:8200"
