@@ -400,11 +400,12 @@ impl Controller {
                         None
                     }
                 };
-                store
-                    .poll_backoff
-                    .poll_ended(outcome.is_some(), backoff_cap, &key);
                 if outcome.is_some() {
+                    store.poll_backoff.succeeded();
                     rest_each_namespace(&mut store, &polled, &poller, started);
+                } else {
+                    let wait = store.poll_backoff.failed_within(Instant::now(), backoff_cap);
+                    tracing::warn!(store = %key, retry_in_s = wait.as_secs_f64(), "the store did not answer; it is polled again after its backoff, the other stores every poll");
                 }
                 store.lookups.retain(|p| watched.contains(p));
                 store.known.retain(|p, _| watched.contains(p));
@@ -441,9 +442,12 @@ impl Controller {
                         None
                     }
                 };
-                watch
-                    .poll_backoff
-                    .poll_ended(outcome.is_some(), backoff_cap, &region);
+                if outcome.is_some() {
+                    watch.poll_backoff.succeeded();
+                } else {
+                    let wait = watch.poll_backoff.failed_within(Instant::now(), backoff_cap);
+                    tracing::warn!(store = %region, retry_in_s = wait.as_secs_f64(), "the AWS region did not answer; it is polled again after its backoff, the other stores every poll");
+                }
                 Returned::Aws(region, Box::new(watch), outcome)
             });
         }
