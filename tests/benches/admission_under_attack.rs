@@ -15,7 +15,8 @@ use std::time::Duration;
 use rotor_e2e::fixtures::{one_reference_pod, pod_review, spawn_webhook};
 use rotor_e2e::observe::metric;
 use rotor_e2e::slow_bodies::{
-    Attack, Attackers, attack, legitimate_reviews, legitimate_reviews_on_new_connections, quantile,
+    Attack, Attackers, attack, legitimate_reviews, legitimate_reviews_on_new_connections,
+    measured_apart, quantile,
 };
 use rotor_testkit::Pki;
 
@@ -135,21 +136,13 @@ async fn main() {
             .await
             .unwrap();
         let (port, ca, body) = (port, ca.clone(), body.clone());
-        let (mut latencies, refused) = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                if new_connections {
-                    legitimate_reviews_on_new_connections(port, &ca, body, 100).await
-                } else {
-                    legitimate_reviews(port, &ca, body, REVIEWS).await
-                }
-            })
+        let (mut latencies, refused) = measured_apart(async move {
+            if new_connections {
+                legitimate_reviews_on_new_connections(port, &ca, body, 100).await
+            } else {
+                legitimate_reviews(port, &ca, body, REVIEWS).await
+            }
         })
-        .join()
-        .unwrap()
         .unwrap();
         drop(attackers);
         latencies.sort();

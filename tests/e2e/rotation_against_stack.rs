@@ -1297,6 +1297,21 @@ async fn a_workload_that_gains_a_reference_is_watched_and_one_that_loses_it_is_n
     Ok(())
 }
 
+/// A Deployment whose container takes its env as `env_json` says (`env`, `envFrom`).
+async fn create_reading_configmaps(env: &Env, name: &str, env_json: Value) -> Result<()> {
+    let mut value = workload_json(name, "plain");
+    value["spec"].as_object_mut().unwrap().remove("serviceName");
+    let container = &mut value["spec"]["template"]["spec"]["containers"][0];
+    container.as_object_mut().unwrap().remove("env");
+    for (k, v) in env_json.as_object().unwrap() {
+        container[k] = v.clone();
+    }
+    Api::<Deployment>::namespaced(env.stack.kube.clone(), &env.ns)
+        .create(&PostParams::default(), &serde_json::from_value(value)?)
+        .await?;
+    Ok(())
+}
+
 /// References that reach pods through ConfigMaps (`configMapKeyRef`, `envFrom` with a prefix)
 /// are watched with `--configmap-references` (issue 21): each workload rolls once when its own
 /// secret rotates, and a reference the ConfigMap gains later is watched from then on.
@@ -1322,28 +1337,18 @@ async fn references_from_configmaps_roll_their_workloads_once() -> Result<()> {
             serde_json::from_value(json!({ "metadata": { "name": name }, "data": data }))?;
         configmaps.create(&PostParams::default(), &cm).await?;
     }
-    let deployments: Api<Deployment> = Api::namespaced(env.stack.kube.clone(), &env.ns);
-    for (name, env_json) in [
-        (
-            "dep-cm-key",
-            json!({ "env": [{ "name": "S", "valueFrom": { "configMapKeyRef": { "name": "refs", "key": "S" } } }] }),
-        ),
-        (
-            "dep-cm-from",
-            json!({ "envFrom": [{ "prefix": "P_", "configMapRef": { "name": "all" } }] }),
-        ),
-    ] {
-        let mut value = workload_json(name, "plain");
-        value["spec"].as_object_mut().unwrap().remove("serviceName");
-        let container = &mut value["spec"]["template"]["spec"]["containers"][0];
-        container.as_object_mut().unwrap().remove("env");
-        for (k, v) in env_json.as_object().unwrap() {
-            container[k] = v.clone();
-        }
-        deployments
-            .create(&PostParams::default(), &serde_json::from_value(value)?)
-            .await?;
-    }
+    create_reading_configmaps(
+        &env,
+        "dep-cm-key",
+        json!({ "env": [{ "name": "S", "valueFrom": { "configMapKeyRef": { "name": "refs", "key": "S" } } }] }),
+    )
+    .await?;
+    create_reading_configmaps(
+        &env,
+        "dep-cm-from",
+        json!({ "envFrom": [{ "prefix": "P_", "configMapRef": { "name": "all" } }] }),
+    )
+    .await?;
     let reloader = start_reloader(&env, "reloader-1", &["--configmap-references"]).await?;
     let record = |name: &'static str| {
         let env = &env;
@@ -1410,5 +1415,83 @@ async fn references_from_configmaps_roll_their_workloads_once() -> Result<()> {
     wait_for_polls(&reloader.admin, 3).await?;
     assert_eq!(replica_sets(&env, "dep-cm-from").await?, 3, "once more");
     assert_eq!(replica_sets(&env, "dep-cm-key").await?, 2);
+    Ok(())
+}
+
+/// Issue 32: the reloader cached every reference-like ConfigMap of the cluster whether or not a
+/// workload read it (15 -> 77 MiB for 60 unused ones of ~0.9 MB). Now one no kept workload
+/// reads costs its identity; its values are read (GET) when a workload starts to read it, and
+/// given up when none reads it any more.
+#[tokio::test]
+async fn configmaps_no_workload_reads_hold_no_values() -> Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let env = setup().await?;
+    rotate(&env, "cmbig", "v1").await?;
+    // A workload of its own, so the reloader polls (and counts its polls).
+    rotate(&env, "a", "v1").await?;
+    create::<Deployment>(&env, "dep-a", "vault:secret/data/a#value").await?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(env.stack.kube.clone(), &env.ns);
+    let big = format!("${{vault:secret/data/cmbig#value}}{}", "x".repeat(900_000));
+    for i in 0..8 {
+        let cm: ConfigMap = serde_json::from_value(
+            json!({ "metadata": { "name": format!("big-{i}") }, "data": { "S": big } }),
+        )?;
+        configmaps.create(&PostParams::default(), &cm).await?;
+    }
+    let small: ConfigMap = serde_json::from_value(
+        json!({ "metadata": { "name": "small" }, "data": { "S": "vault:secret/data/cmbig#value", "PLAIN": "1" } }),
+    )?;
+    configmaps.create(&PostParams::default(), &small).await?;
+    let reloader = start_reloader(&env, "reloader-1", &["--configmap-references"]).await?;
+    let admin = reloader.admin.as_str();
+    wait_until("the 9 ConfigMaps kept", Duration::from_secs(30), || async {
+        Ok(metric(admin, "rotor_reloader_configmaps_kept").await? >= 9.0)
+    })
+    .await?;
+    wait_for_polls(admin, 2).await?;
+    assert_eq!(
+        metric(admin, "rotor_reloader_configmap_bytes_held").await?,
+        0.0,
+        "no workload reads them: no values held"
+    );
+
+    // A workload starts to read one (its values were held back too): they are read, and its
+    // rotation rolls it.
+    create_reading_configmaps(
+        &env,
+        "dep-big",
+        json!({ "env": [{ "name": "S", "valueFrom": { "configMapKeyRef": { "name": "small", "key": "S" } } }] }),
+    )
+    .await?;
+    wait_until("dep-big recorded", Duration::from_secs(30), || async {
+        Ok(state::<Deployment>(&env, "dep-big")
+            .await?
+            .2
+            .unwrap_or_default()
+            .contains(&record_key("secret/data/cmbig")))
+    })
+    .await?;
+    let held = metric(admin, "rotor_reloader_configmap_bytes_held").await?;
+    assert_eq!(
+        held,
+        ("S".len() + "vault:secret/data/cmbig#value".len()) as f64,
+        "the one ConfigMap read holds its referencing value, the 8 others nothing"
+    );
+    recorded_with_one_replica_set(&env, "dep-big").await?;
+    rotate(&env, "cmbig", "v2").await?;
+    wait_until("dep-big rolled", Duration::from_secs(30), || async {
+        Ok(replica_sets(&env, "dep-big").await? == 2)
+    })
+    .await?;
+
+    // No workload reads it any more: its values are given up.
+    Api::<Deployment>::namespaced(env.stack.kube.clone(), &env.ns)
+        .delete("dep-big", &Default::default())
+        .await?;
+    wait_until("values given up", Duration::from_secs(30), || async {
+        Ok(metric(admin, "rotor_reloader_configmap_bytes_held").await? == 0.0)
+    })
+    .await?;
+    assert!(metric(admin, "rotor_reloader_configmaps_kept").await? >= 9.0);
     Ok(())
 }

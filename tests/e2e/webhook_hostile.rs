@@ -48,6 +48,11 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// The attack tests take turns: each measures what legitimate clients get while *its* attack
+/// holds the server, and two attacks sharing the two cores starve each other's attackers (the
+/// idle test once reached 434 of 512 slots in 90 s beside the stalled-body test).
+static ONE_ATTACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn start(extra: &[String]) -> Server {
     rotor_testkit::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
@@ -132,6 +137,7 @@ async fn slow_body(port: u16, ca: &str, length: usize) -> u16 {
 
 #[tokio::test]
 async fn slow_bodies_are_cut_at_the_body_timeout_and_memory_stays_under_the_chart_limit() {
+    let _alone = ONE_ATTACK_AT_A_TIME.lock().await;
     // 100 connections from one address: over its default share of 64 connections.
     let server = start(&[
         "--body-timeout-ms=3000".to_string(),
@@ -177,6 +183,7 @@ async fn slow_bodies_are_cut_at_the_body_timeout_and_memory_stays_under_the_char
 
 #[tokio::test]
 async fn slow_bodies_from_48_clients_leave_legitimate_reviews_their_room() {
+    let _alone = ONE_ATTACK_AT_A_TIME.lock().await;
     use rotor_e2e::slow_bodies::{Attack, attack, legitimate_reviews};
     let server = start(&[]).await;
     let (port, ca) = (server.webhook.port, server.pki.ca_pem().to_string());
@@ -224,6 +231,7 @@ async fn slow_bodies_from_48_clients_leave_legitimate_reviews_their_room() {
 /// addresses x two: a review that finds no room cuts a body of the address holding the most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_bodies_from_many_addresses_are_cut_for_a_review_that_needs_room() {
+    let _alone = ONE_ATTACK_AT_A_TIME.lock().await;
     use rotor_e2e::slow_bodies::{Attack, attack, legitimate_reviews, quantile};
     let server = start(&[]).await;
     let (port, ca) = (server.webhook.port, server.pki.ca_pem().to_string());
@@ -242,15 +250,9 @@ async fn stalled_bodies_from_many_addresses_are_cut_for_a_review_that_needs_room
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let body = std::sync::Arc::new(review(rotor_e2e::fixtures::one_reference_pod()).into_bytes());
-    let (mut latencies, refused) = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(legitimate_reviews(port, &ca, body, 100))
+    let (mut latencies, refused) = rotor_e2e::slow_bodies::measured_apart(async move {
+        legitimate_reviews(port, &ca, body, 100).await
     })
-    .join()
-    .unwrap()
     .unwrap();
     latencies.sort();
     let (p50, p99) = (quantile(&latencies, 0.5), quantile(&latencies, 0.99));
@@ -269,6 +271,7 @@ async fn stalled_bodies_from_many_addresses_are_cut_for_a_review_that_needs_room
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_preface_only_connections_never_keep_new_connections_out() {
     use rotor_e2e::slow_bodies::{Attack, attack, legitimate_reviews_on_new_connections, quantile};
+    let _alone = ONE_ATTACK_AT_A_TIME.lock().await;
     let server = start(&[]).await;
     let (port, ca) = (server.webhook.port, server.pki.ca_pem().to_string());
     // The finding: 520 TLS connections from one address that send nothing held all 512 slots
@@ -305,15 +308,9 @@ async fn idle_and_preface_only_connections_never_keep_new_connections_out() {
     let body = std::sync::Arc::new(review(rotor_e2e::fixtures::one_reference_pod()).into_bytes());
     // On a runtime of its own: the attackers' ~1,000 tasks must not queue the client that
     // measures (it would time the test's own scheduler, not the server).
-    let (mut latencies, refused) = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(legitimate_reviews_on_new_connections(port, &ca, body, 100))
+    let (mut latencies, refused) = rotor_e2e::slow_bodies::measured_apart(async move {
+        legitimate_reviews_on_new_connections(port, &ca, body, 100).await
     })
-    .join()
-    .unwrap()
     .unwrap();
     latencies.sort();
     let (p50, p99) = (quantile(&latencies, 0.5), quantile(&latencies, 0.99));
@@ -496,6 +493,7 @@ async fn a_registry_that_answers_without_end_gets_only_that_pod_refused() {
 
 #[tokio::test]
 async fn one_http2_connection_with_100_stalled_streams_is_bounded_too() {
+    let _alone = ONE_ATTACK_AT_A_TIME.lock().await;
     // 100 connections from one address: over its default share of 64 connections.
     let server = start(&[
         "--body-timeout-ms=3000".to_string(),

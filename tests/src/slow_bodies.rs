@@ -208,3 +208,21 @@ pub fn quantile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
     sorted[i]
 }
+
+/// Runs `measure` on a current-thread runtime of its own, in a thread of its own: a client
+/// that measures must not queue behind the attackers' tasks (it would time the test's own
+/// scheduler, not the server).
+pub fn measured_apart<F, T>(measure: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(measure)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the measuring client's thread panicked"))?
+}

@@ -37,6 +37,17 @@ impl Backoff {
         wait
     }
 
+    /// Records how a source's poll ended: answered resets the backoff; not answered waits (at
+    /// most `cap`) and says so, naming `source`.
+    pub fn poll_ended(&mut self, answered: bool, cap: Duration, source: &dyn std::fmt::Display) {
+        if answered {
+            self.succeeded();
+        } else {
+            let wait = self.failed_within(Instant::now(), cap);
+            tracing::warn!(store = %source, retry_in_s = wait.as_secs_f64(), "the source did not answer; it is polled again after its backoff, the other sources every poll");
+        }
+    }
+
     pub fn succeeded(&mut self) {
         *self = Self::default();
     }

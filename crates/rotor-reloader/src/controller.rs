@@ -143,6 +143,13 @@ impl Controller {
         let mut workloads = self
             .caches
             .workloads(self.config.all_workloads, &self.config.watchable);
+        let (configmaps, held) = self.caches.end_configmap_poll();
+        self.metrics
+            .configmaps_kept
+            .set(i64::try_from(configmaps).unwrap_or(i64::MAX));
+        self.metrics
+            .configmap_bytes_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
         if self.leading.load(Ordering::SeqCst) {
             self.announce_not_watched(recorder, &workloads).await;
         }
@@ -400,12 +407,11 @@ impl Controller {
                         None
                     }
                 };
+                store
+                    .poll_backoff
+                    .poll_ended(outcome.is_some(), backoff_cap, &key);
                 if outcome.is_some() {
-                    store.poll_backoff.succeeded();
                     rest_each_namespace(&mut store, &polled, &poller, started);
-                } else {
-                    let wait = store.poll_backoff.failed_within(Instant::now(), backoff_cap);
-                    tracing::warn!(store = %key, retry_in_s = wait.as_secs_f64(), "the store did not answer; it is polled again after its backoff, the other stores every poll");
                 }
                 store.lookups.retain(|p| watched.contains(p));
                 store.known.retain(|p, _| watched.contains(p));
@@ -442,12 +448,9 @@ impl Controller {
                         None
                     }
                 };
-                if outcome.is_some() {
-                    watch.poll_backoff.succeeded();
-                } else {
-                    let wait = watch.poll_backoff.failed_within(Instant::now(), backoff_cap);
-                    tracing::warn!(store = %region, retry_in_s = wait.as_secs_f64(), "the AWS region did not answer; it is polled again after its backoff, the other stores every poll");
-                }
+                watch
+                    .poll_backoff
+                    .poll_ended(outcome.is_some(), backoff_cap, &region);
                 Returned::Aws(region, Box::new(watch), outcome)
             });
         }

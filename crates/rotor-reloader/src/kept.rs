@@ -23,6 +23,15 @@ pub struct Kept<K> {
     ready: tokio::sync::watch::Receiver<bool>,
 }
 
+impl<K> Clone for Kept<K> {
+    fn clone(&self) -> Self {
+        Self {
+            objects: self.objects.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
 fn key<K: Resource>(object: &K) -> (String, String) {
     (object.namespace().unwrap_or_default(), object.name_any())
 }
@@ -33,7 +42,7 @@ where
     K::DynamicType: Default,
 {
     /// Watches `api` (relisting with backoff after errors) and keeps the objects `keep` says to.
-    pub fn start(api: Api<K>, keep: fn(&mut K) -> bool) -> Self {
+    pub fn start(api: Api<K>, keep: impl Fn(&mut K) -> bool + Send + 'static) -> Self {
         let objects: Arc<RwLock<Objects<K>>> = Arc::default();
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let shared = objects.clone();
@@ -94,6 +103,16 @@ impl<K> Kept<K> {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
+    }
+
+    /// Replaces the kept object `namespace/name` with what `change` makes of it (nothing when it
+    /// returns `None`, or when no such object is kept).
+    pub fn change(&self, namespace: &str, name: &str, change: impl FnOnce(&K) -> Option<K>) {
+        let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(changed) = objects.get(&key).and_then(|kept| change(kept)) {
+            objects.insert(key, Arc::new(changed));
+        }
     }
 
     /// Waits for the first complete list.

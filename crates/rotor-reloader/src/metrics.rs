@@ -25,6 +25,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub paths_watched: Gauge,
     pub workloads_watched: Gauge,
+    pub configmaps_kept: Gauge,
+    pub configmap_bytes_held: Gauge,
     pub polls: Family<ResultLabels, Counter>,
     pub store_requests: Counter,
     pub store_errors: Counter,
@@ -49,6 +51,8 @@ impl Metrics {
         let m = Self {
             paths_watched: Gauge::default(),
             workloads_watched: Gauge::default(),
+            configmaps_kept: Gauge::default(),
+            configmap_bytes_held: Gauge::default(),
             polls: Family::default(),
             store_requests: Counter::default(),
             store_errors: Counter::default(),
@@ -71,6 +75,16 @@ impl Metrics {
             "paths_watched",
             "Distinct store paths watched",
             m.paths_watched.clone(),
+        );
+        r.register(
+            "configmaps_kept",
+            "ConfigMaps with a reference-carrying value the reloader keeps (--configmap-references)",
+            m.configmaps_kept.clone(),
+        );
+        r.register(
+            "configmap_bytes_held",
+            "Bytes of ConfigMap values held: only those of ConfigMaps a watched workload reads",
+            m.configmap_bytes_held.clone(),
         );
         r.register(
             "workloads_watched",

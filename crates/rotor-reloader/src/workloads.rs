@@ -201,6 +201,14 @@ impl Caches {
         *parsed = templates.current;
         out
     }
+
+    /// After [`Caches::workloads`]: the ConfigMaps no workload read give up their values.
+    /// Returns how many reference-carrying ConfigMaps are kept and the bytes of values held.
+    pub fn end_configmap_poll(&self) -> (usize, usize) {
+        self.configmaps
+            .as_ref()
+            .map_or((0, 0), ConfigMaps::end_poll)
+    }
 }
 
 struct Templates<'a> {
