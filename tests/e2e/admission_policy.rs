@@ -12,8 +12,8 @@ use kube::api::{Api, PostParams};
 use rotor_core::reference::{Shape, shape_cases};
 use rotor_e2e::fixtures::webhook_requests;
 use rotor_e2e::policy::{
-    BOTH_NS, NOT_INJECTED, OTHER_STORE, POLICY_NS, TwoPaths, WEBHOOK_NS, apply_policies,
-    register_chart_webhook, render_chart, two_paths, wait_until_injected,
+    BOTH_NS, NOT_INJECTED, OTHER_STORE, POLICY_NS, STORE_NAMESPACE, TwoPaths, WEBHOOK_NS,
+    apply_policies, register_chart_webhook, render_chart, two_paths, wait_until_injected,
 };
 use serde_json::{Value, json};
 
@@ -222,7 +222,7 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
     let TwoPaths { stack, webhook } = two_paths().await?;
 
     let api = |ns: &str| Api::<Pod>::namespaced(stack.kube.clone(), ns);
-    let mut same = 0;
+    let (mut same, mut default_namespace) = (0, 0);
     for case in cases() {
         let pod: Pod = serde_json::from_value(case.pod.clone())?;
         let by_policy = api(POLICY_NS).create(&PostParams::default(), &pod).await;
@@ -252,6 +252,9 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
                 assert_eq!(injected_by(&webhook), None, "{name}");
                 if injected {
                     same += 1;
+                    if store_namespace(&policy).as_deref() == Some(STORE_NAMESPACE) {
+                        default_namespace += 1;
+                    }
                     assert!(
                         !webhook_called,
                         "{name}: the policy injected it, the webhook was called"
@@ -283,6 +286,10 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
         }
     }
     assert!(same >= 11, "only {same} injected pods compared");
+    assert!(
+        default_namespace >= 10,
+        "the chart's store.namespace reached only {default_namespace} pods"
+    );
 
     // The webhook goes away (as with 0 replicas): pods in the policy's scope are still injected;
     // the others are refused, never admitted with a literal reference.
@@ -300,6 +307,17 @@ async fn the_policy_stores_the_pods_the_webhook_stores_and_needs_no_webhook() ->
     ))?;
     refused_for_the_absent_webhook(&api(BOTH_NS), &write).await;
     Ok(())
+}
+
+/// The store namespace `pod`'s first container reads (`ROTOR_NAMESPACE`), if any.
+fn store_namespace(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref()?.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "ROTOR_NAMESPACE")?
+        .value
+        .clone()
 }
 
 /// `pod` is refused because only the webhook can inject it and it does not answer.

@@ -649,3 +649,32 @@ fn the_admission_policy_is_on_where_the_api_server_serves_it() {
         assert!(!narrowed(&off));
     }
 }
+
+/// Issue 32: `store.namespace` reached only the reloader, so pods read the root namespace while
+/// the reloader polled another. It reaches all three now: the webhook's default, the policies'
+/// params, the reloader.
+#[test]
+fn the_store_namespace_reaches_the_webhook_the_policies_and_the_reloader() {
+    let out = ok(&helm(
+        &[
+            "template",
+            "r",
+            "charts/rotor",
+            "--kube-version",
+            "1.37.2",
+            "--api-versions",
+            "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
+            "--set",
+            "store.namespace=team-a",
+        ],
+        None,
+    ));
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    for wanted in [
+        "- --default-namespace=team-a",
+        "- --store-namespace=team-a",
+        "namespace: \"team-a\"",
+    ] {
+        assert!(lines.contains(&wanted), "{wanted} not rendered");
+    }
+}

@@ -29,6 +29,10 @@ pub const OTHER_STORE: &str = "https://vault-b.example:8200";
 /// An allowlist entry with a wildcard: addresses it admits, never its own text.
 pub const WILDCARD_STORES: &str = "https://*.wild.example:8200";
 
+/// The chart's `store.namespace` in [`two_paths`] (the webhook's `--default-namespace`): every
+/// pod that names no store namespace of its own gets this one, by either path.
+pub const STORE_NAMESPACE: &str = "tenants/shop";
+
 /// A stack with both admission paths, as [`two_paths`] sets them up.
 pub struct TwoPaths {
     pub stack: Stack,
@@ -44,6 +48,7 @@ pub async fn two_paths() -> Result<TwoPaths> {
     let docs = render_chart(&[
         format!("store.addr={}", stack.bao.addr),
         format!("store.addrAllowlist={{{OTHER_STORE},{WILDCARD_STORES}}}"),
+        format!("store.namespace={STORE_NAMESPACE}"),
         "initImage.repository=rotor-init".to_string(),
         "initImage.tag=local".to_string(),
         format!("webhook.excludeNamespaces={{{WEBHOOK_NS}}}"),
@@ -53,7 +58,10 @@ pub async fn two_paths() -> Result<TwoPaths> {
         &stack,
         &binary("rotor-webhook")?,
         stack.dir(),
-        &[format!("--addr-allowlist={OTHER_STORE},{WILDCARD_STORES}")],
+        &[
+            format!("--addr-allowlist={OTHER_STORE},{WILDCARD_STORES}"),
+            format!("--default-namespace={STORE_NAMESPACE}"),
+        ],
     )
     .await?;
     register_chart_webhook(&stack, &docs, webhook.port).await?;

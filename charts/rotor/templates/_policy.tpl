@@ -265,7 +265,7 @@ objectSelector:
      {'name': dyn('ROTOR_ROLE'), 'value': dyn(variables.role != '' ? variables.role : params.data.role != '' ? params.data.role : has(object.spec.serviceAccountName) ? object.spec.serviceAccountName : 'default')}]
     + (variables.authPath != '' || params.data.authPath != '' ? [{'name': dyn('ROTOR_AUTH_PATH'), 'value': dyn(variables.authPath != '' ? variables.authPath : params.data.authPath)}] : [])
     + (variables.usesToken ? [{'name': dyn('ROTOR_TOKEN_FILE'), 'value': dyn('/var/run/secrets/rotor/token')}] : [])
-    + (variables.storeNamespace != '' ? [{'name': dyn('ROTOR_NAMESPACE'), 'value': dyn(variables.storeNamespace)}] : [])
+    + (variables.storeNamespace != '' || params.data.namespace != '' ? [{'name': dyn('ROTOR_NAMESPACE'), 'value': dyn(variables.storeNamespace != '' ? variables.storeNamespace : params.data.namespace)}] : [])
     + (params.data.fromPathDeny != '' ? [{'name': dyn('ROTOR_FROM_PATH_DENY'), 'value': dyn(params.data.fromPathDeny)}] : [])
 - name: copyContainer
   expression: >-

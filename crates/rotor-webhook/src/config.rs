@@ -41,6 +41,10 @@ pub struct InjectConfig {
     /// Default store role (defaults to the pod's ServiceAccount name).
     #[arg(long, env = "ROTOR_DEFAULT_ROLE")]
     pub default_role: Option<String>,
+    /// Default Vault Enterprise / OpenBao namespace of the store when a pod names none (the
+    /// chart's `store.namespace`; the reloader's `--store-namespace`).
+    #[arg(long, env = "ROTOR_DEFAULT_NAMESPACE")]
+    pub default_namespace: Option<String>,
     /// Audience of the projected service-account token mounted for rotor-init.
     #[arg(long, env = "ROTOR_TOKEN_AUDIENCE", default_value = "rotor")]
     pub token_audience: String,
@@ -76,6 +80,7 @@ impl Default for InjectConfig {
             default_auth_method: AuthMethod::Kubernetes,
             default_auth_path: None,
             default_role: None,
+            default_namespace: None,
             token_audience: "rotor".to_string(),
             token_expiration_seconds: 600,
             init_log_format: LogFormat::Json,
@@ -104,6 +109,13 @@ impl InjectConfig {
         {
             anyhow::bail!(
                 "--from-path-deny entry {bad:?}: must be a variable name or a prefix ending in '*'"
+            );
+        }
+        if let Some(ns) = &self.default_namespace
+            && (ns.is_empty() || ns.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            anyhow::bail!(
+                "--default-namespace={ns:?}: a store namespace is a path such as team-a or team-a/app, without spaces or control characters"
             );
         }
         if !(600..=86_400 * 2).contains(&self.token_expiration_seconds) {

@@ -402,7 +402,9 @@ fn init_settings(
     if method.uses_service_account_token() {
         settings.token_file = Some(PROJECTED_TOKEN.to_string());
     }
-    settings.namespace = get(annotations, &annotations::NAMESPACE).map(|(v, _)| v.to_string());
+    settings.namespace = get(annotations, &annotations::NAMESPACE)
+        .map(|(v, _)| v.to_string())
+        .or_else(|| config.default_namespace.clone());
     settings.ca = config
         .store_ca_pem
         .clone()

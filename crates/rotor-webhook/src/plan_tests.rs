@@ -866,3 +866,34 @@ fn a_rotor_bin_image_volume_of_another_image_is_not_rotors() {
         "{msg}"
     );
 }
+
+#[test]
+fn the_default_store_namespace_reaches_pods_and_an_annotation_overrides_it() {
+    let config = InjectConfig {
+        default_namespace: Some("team-a".to_string()),
+        ..config()
+    };
+    let injected = |input: &Value| {
+        let plan = plan_mutation(&pod(input.clone()), &config).unwrap();
+        env_of(&apply(input, &plan)["spec"]["containers"][0])
+    };
+    let input = app_pod();
+    assert_eq!(
+        injected(&input).get("ROTOR_NAMESPACE").map(String::as_str),
+        Some("team-a")
+    );
+    let mut annotated = app_pod();
+    annotated["metadata"]["annotations"]["rotor.dev/vault-namespace"] = json!("team-b");
+    assert_eq!(
+        injected(&annotated)
+            .get("ROTOR_NAMESPACE")
+            .map(String::as_str),
+        Some("team-b")
+    );
+    // Without a default, a pod that names none reads the root namespace.
+    let plan = plan_mutation(&pod(input.clone()), &self::config()).unwrap();
+    assert_eq!(
+        env_of(&apply(&input, &plan)["spec"]["containers"][0]).get("ROTOR_NAMESPACE"),
+        None
+    );
+}
