@@ -65,6 +65,42 @@ async fn polls(admin: &str) -> Result<u64> {
     Ok(metric(admin, "rotor_reloader_polls_total").await? as u64)
 }
 
+/// The reloader of namespace `ns`, logged in to moto with a web identity token of its own
+/// ServiceAccount, with `watchable` (a `--watchable-paths=` flag). The directory holds the token.
+async fn start_aws_reloader(
+    stack: &Stack,
+    ns: &str,
+    moto: &Moto,
+    watchable: &str,
+) -> Result<(rotor_testkit::ManagedProcess, String, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        stack
+            .service_account_token(ns, "rotor-reloader", AUDIENCE, 3600)
+            .await?,
+    )?;
+    let token = token_file.display().to_string();
+    let aws_env = reloader_aws_env(&moto.addr, &token);
+    let env: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let extra = vec![format!("--watch-namespace={ns}"), watchable.to_string()];
+    let (process, admin) = start_reloader_in(
+        stack,
+        &binary("rotor-reloader")?,
+        "reloader-aws",
+        &token_file,
+        ns,
+        &extra,
+        ReloaderEnv {
+            kubeconfig: stack.kubeconfig(),
+            env: &env,
+        },
+    )
+    .await?;
+    Ok((process, admin, dir))
+}
+
 #[tokio::test]
 async fn aws_references_roll_their_workloads_once_per_new_version() -> Result<()> {
     let stack = Stack::start(StackOptions {
@@ -119,35 +155,11 @@ async fn aws_references_roll_their_workloads_once_per_new_version() -> Result<()
     }
     let names: Vec<&str> = workloads.iter().map(|(n, _)| *n).collect();
 
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        stack
-            .service_account_token(&ns, "rotor-reloader", AUDIENCE, 3600)
-            .await?,
-    )?;
-    let token = token_file.display().to_string();
-    let aws_env = reloader_aws_env(&moto.addr, &token);
-    let env: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Each namespace may have watched only its own ARNs (and its Vault paths).
     let watchable = format!(
         "--watchable-paths=arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{{namespace}}/*,arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{{namespace}}/*,secret/data/*"
     );
-    let extra = vec![format!("--watch-namespace={ns}"), watchable];
-    let (process, admin) = start_reloader_in(
-        &stack,
-        &binary("rotor-reloader")?,
-        "reloader-aws",
-        &token_file,
-        &ns,
-        &extra,
-        ReloaderEnv {
-            kubeconfig: stack.kubeconfig(),
-            env: &env,
-        },
-    )
-    .await?;
+    let (process, admin, _dir) = start_aws_reloader(&stack, &ns, &moto, &watchable).await?;
 
     // First sight: versions recorded, nothing rolls; the other tenant's ARN is not watched.
     let watched = ["sm", "sm-partial", "ssm", "both"];
@@ -264,5 +276,69 @@ async fn aws_references_roll_their_workloads_once_per_new_version() -> Result<()
         !log.contains(CANARY) && !log.contains("rotated\""),
         "a value reached the reloader's log"
     );
+    Ok(())
+}
+
+/// Issue 32: a `ListSecrets` name filter is a prefix, so a short name (`...:secret:NS/p`)
+/// matching over 1,000 secrets used up the batch's pages and a name beside it in the batch was
+/// never listed (never rolled in 40 s, 276 requests). Now an unreached name is described on
+/// its own: it rolls, and each poll costs at most one request more per such name.
+#[tokio::test]
+async fn a_short_name_matching_a_thousand_secrets_hides_no_other_name() -> Result<()> {
+    let stack = Stack::start(StackOptions {
+        controller_manager: false,
+        registry: false,
+        node: false,
+    })
+    .await?;
+    let ns = stack.namespace("flood").await?;
+    stack.service_account(&ns, "rotor-reloader").await?;
+    stack.enable_bao_kubernetes_auth("kubernetes").await?;
+    seed_reloader_role(&stack, &ns).await?;
+    let moto = Moto::start(stack.dir()).await?;
+    let aws = moto.admin()?;
+    let short = aws.create_secret(REGION, &format!("{ns}/p"), "x").await?;
+    for i in 0..1_010 {
+        aws.create_secret(REGION, &format!("{ns}/p{i:04}"), "x")
+            .await?;
+    }
+    let victim = aws
+        .create_secret(REGION, &format!("{ns}/victim"), CANARY)
+        .await?;
+    let short_partial = short.rsplit_once('-').unwrap().0.to_string();
+    let api: Api<Deployment> = Api::namespaced(stack.kube.clone(), &ns);
+    for (name, arn) in [("flood", &short_partial), ("victim", &victim)] {
+        api.create(&PostParams::default(), &deployment(name, &[arn])?)
+            .await?;
+    }
+    let watchable = "--watchable-paths=arn:aws:secretsmanager:*".to_string();
+    let (process, admin, _dir) = start_aws_reloader(&stack, &ns, &moto, &watchable).await?;
+    wait_until(
+        "the victim's version recorded",
+        Duration::from_secs(60),
+        || async { Ok(state(&api, "victim").await?.1.is_some()) },
+    )
+    .await?;
+    let before = state(&api, "victim").await?.0;
+    aws.put_secret_value(REGION, &victim, "rotated").await?;
+    wait_until("the victim rolled", Duration::from_secs(60), || async {
+        Ok(state(&api, "victim").await?.0 > before)
+    })
+    .await?;
+    // Per poll: the batch's 10 pages and one DescribeSecret for each name they did not reach.
+    let (polls_before, requests_before) = (polls(&admin).await?, moto.api_requests()?);
+    let target = polls_before + 3;
+    wait_until("3 more polls", Duration::from_secs(60), || async {
+        Ok(polls(&admin).await? >= target)
+    })
+    .await?;
+    let polled = polls(&admin).await? - polls_before;
+    let requests = (moto.api_requests()? - requests_before) as u64;
+    assert!(
+        requests <= 12 * (polled + 1),
+        "{requests} AWS requests in {polled} polls"
+    );
+    let log = std::fs::read_to_string(process.log_path())?;
+    assert!(!log.contains(CANARY), "a value reached the reloader's log");
     Ok(())
 }

@@ -165,6 +165,9 @@ impl AwsClient {
                 }
             }
         }
+        if next.is_some() && failed.is_none() && service == AwsService::SecretsManager {
+            failed = self.describe_unreached(batch, &mut found, out).await;
+        }
         for arn in batch {
             let Ok(a) = parse_arn(arn) else { continue };
             match answer_for(&a, arn, &found) {
@@ -190,6 +193,51 @@ impl AwsClient {
             }
         }
     }
+}
+
+impl AwsClient {
+    /// A `ListSecrets` name filter is a prefix: when the pages ran out before every name of
+    /// `batch` was listed (one name matched more than [`MAX_PAGES_PER_BATCH`] pages of secrets),
+    /// each unreached name is read on its own, one `DescribeSecret`, so a short name never hides
+    /// the others (at most one request more per name). Returns the error that stopped it.
+    async fn describe_unreached(
+        &self,
+        batch: &[&String],
+        found: &mut HashMap<String, (u64, Option<u64>)>,
+        out: &mut AwsVersions,
+    ) -> Option<StoreError> {
+        for arn in batch {
+            let Ok(a) = parse_arn(arn) else { continue };
+            if answer_for(&a, arn, found).is_some() {
+                continue;
+            }
+            out.requests += 1;
+            let op = format!("describing {arn}");
+            let body = json!({ "SecretId": arn });
+            match self
+                .call(&a, "secretsmanager.DescribeSecret", &body, &op)
+                .await
+            {
+                Ok(described) => collect(
+                    AwsService::SecretsManager,
+                    &json!({ "SecretList": [as_listed(&described)] }),
+                    found,
+                ),
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+}
+
+/// A `DescribeSecret` answer as a `ListSecrets` entry (its stages are `VersionIdsToStages`).
+fn as_listed(described: &Value) -> Value {
+    json!({
+        "ARN": described.get("ARN"),
+        "Name": described.get("Name"),
+        "SecretVersionsToStages": described.get("VersionIdsToStages"),
+        "LastChangedDate": described.get("LastChangedDate"),
+    })
 }
 
 /// Each listed entry under the keys it can be asked by: its full ARN and its name (SSM: its
