@@ -7,5 +7,6 @@ pub mod fixtures;
 pub mod node_pods;
 pub mod observe;
 pub mod policy;
+pub mod rotations;
 pub mod slow_bodies;
 pub mod tenants;

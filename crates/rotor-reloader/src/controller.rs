@@ -46,7 +46,7 @@ pub struct Controller {
     pub stores: Stores,
     /// The polls under way, and the AWS regions' watches (Secrets Manager, SSM).
     pub polls: Polls,
-    pub caches: Caches,
+    pub caches: std::sync::Arc<Caches>,
     pub poller: Arc<Poller>,
     pub metrics: Arc<Metrics>,
     pub config: ControllerConfig,

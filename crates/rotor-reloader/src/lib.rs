@@ -1,5 +1,7 @@
 //! rotor-reloader: polls the store for new versions of referenced secrets and rolls exactly
-//! the workloads that use them, once. State lives in the API (an annotation on each workload).
+//! the workloads that use them, once; with `--rotations`, also rotates secrets on the schedule of
+//! each `SecretRotation`. State lives in the API (an annotation on each workload, a rotation's
+//! status).
 
 #[cfg(test)]
 pub mod api_mock;
@@ -17,6 +19,7 @@ pub mod planner;
 pub mod pods;
 pub mod poll;
 pub mod references;
+pub mod rotation;
 pub mod run;
 pub mod sources;
 pub mod stores;

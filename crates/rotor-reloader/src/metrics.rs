@@ -43,6 +43,11 @@ pub struct Metrics {
     pub detection_to_patch: Histogram,
     pub poll_duration: Histogram,
     pub leader: Gauge,
+    pub rotations_defined: Gauge,
+    pub rotations: Family<ResultLabels, Counter>,
+    pub rotation_seconds: Histogram,
+    pub rotation_last_success: Gauge,
+    pub rotation_writes: Counter,
 }
 
 impl Metrics {
@@ -69,12 +74,42 @@ impl Metrics {
             detection_to_patch: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             poll_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
+            rotations_defined: Gauge::default(),
+            rotations: Family::default(),
+            rotation_seconds: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            rotation_last_success: Gauge::default(),
+            rotation_writes: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
             "paths_watched",
             "Distinct store paths watched",
             m.paths_watched.clone(),
+        );
+        r.register(
+            "rotations_defined",
+            "SecretRotation resources the reloader sees",
+            m.rotations_defined.clone(),
+        );
+        r.register(
+            "rotations",
+            "Scheduled rotations ended, by result: completed (every consumer runs the new version), lagging (written, some consumers did not move in time), failed (stopped after the retry budget)",
+            m.rotations.clone(),
+        );
+        r.register(
+            "rotation_seconds",
+            "Seconds from a rotation's claim to every consumer running the new version (or its wait ending)",
+            m.rotation_seconds.clone(),
+        );
+        r.register(
+            "rotation_last_success_timestamp_seconds",
+            "When a scheduled rotation last ended (completed or lagging), as Unix time",
+            m.rotation_last_success.clone(),
+        );
+        r.register(
+            "rotation_store_writes",
+            "New secret versions written by scheduled rotations",
+            m.rotation_writes.clone(),
         );
         r.register(
             "configmaps_kept",

@@ -16,6 +16,8 @@ use rotor_core::contract::{AuthMethod, var};
 
 use crate::metrics::Metrics;
 use crate::poll::Poller;
+use crate::rotation::tenant::TenantLogin;
+use crate::rotation::{RotationSettings, Rotations};
 use crate::stores::Stores;
 use crate::workloads::Caches;
 
@@ -99,6 +101,21 @@ pub struct RunArgs {
     /// workload says so. Empty: every path (a cluster with one tenant).
     #[arg(long, env = "ROTOR_WATCHABLE_PATHS", value_delimiter = ',')]
     pub watchable_paths: Vec<String>,
+    /// Rotate secrets on the schedule of each `SecretRotation` (the chart's `rotations.enabled`,
+    /// which installs the CRD and lets the reloader request tokens for tenants' ServiceAccounts).
+    #[arg(long, env = "ROTOR_ROTATIONS")]
+    pub rotations: bool,
+    /// The shortest `spec.interval` a `SecretRotation` may ask for, in seconds.
+    #[arg(long, env = "ROTOR_MIN_ROTATION_INTERVAL", default_value_t = 60.0)]
+    pub min_rotation_interval: f64,
+    /// The store's Kubernetes auth mount a rotation logs in at as its ServiceAccount (the one
+    /// that namespace's pods use; the webhook's default auth path).
+    #[arg(long, env = "ROTOR_ROTATION_AUTH_PATH", default_value = "kubernetes")]
+    pub rotation_auth_path: String,
+    /// The audience of the tokens requested for a rotation's ServiceAccount (the pods' token
+    /// audience, which the store's roles expect; never the API server's).
+    #[arg(long, env = "ROTOR_ROTATION_TOKEN_AUDIENCE", default_value = "rotor")]
+    pub rotation_token_audience: String,
     /// Watch one namespace only (default: all).
     #[arg(long, env = "ROTOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -163,6 +180,10 @@ impl RunArgs {
             all_workloads,
             configmap_references,
             watchable_paths,
+            rotations,
+            min_rotation_interval,
+            rotation_auth_path,
+            rotation_token_audience,
             watch_namespace,
             lease_namespace,
             lease_name,
@@ -214,11 +235,49 @@ impl RunArgs {
         let retry = Duration::from_secs(lease_duration.max(2)) / 3;
         let leader_task = tokio::spawn(elector.run(leading.clone(), retry, cancel.clone()));
         tracing::info!(%identity, admin = %admin_listen, store = %store_addr, "rotor-reloader starting");
+        let watchable =
+            crate::tenancy::WatchablePaths::parse(&watchable_paths).map_err(anyhow::Error::msg)?;
+        let caches = Arc::new(Caches::start(
+            &kube,
+            watch_namespace.as_deref(),
+            configmap_references,
+        ));
+        let rotations_task = if rotations {
+            if rotation_token_audience.trim().is_empty() {
+                anyhow::bail!(
+                    "--rotation-token-audience is empty: give the audience the store's Kubernetes auth roles expect (the pods' token audience, rotor by default)"
+                );
+            }
+            let settings = RotationSettings {
+                login: TenantLogin {
+                    store: store.clone(),
+                    auth_mount: rotation_auth_path,
+                    audience: rotation_token_audience,
+                },
+                min_interval: seconds(min_rotation_interval, "min-rotation-interval")?,
+                watchable: watchable.clone(),
+                all_workloads,
+                failpoint: std::env::var("ROTOR_FAILPOINT").ok(),
+            };
+            let rotations = Rotations::start(
+                &kube,
+                watch_namespace.as_deref(),
+                caches.clone(),
+                metrics.clone(),
+                leading.clone(),
+                settings,
+            );
+            Some(tokio::spawn(
+                rotations.run(identity.clone(), cancel.clone()),
+            ))
+        } else {
+            None
+        };
         let controller = Controller {
             kube: kube.clone(),
             stores: Stores::new(store, addr_allowlist, auth),
             polls: Default::default(),
-            caches: Caches::start(&kube, watch_namespace.as_deref(), configmap_references),
+            caches,
             poller: std::sync::Arc::new(
                 Poller::new(concurrency, max_requests_per_second)
                     .with_budget(checked_budget(poll_budget)?),
@@ -231,8 +290,7 @@ impl RunArgs {
                 max_rollouts_per_poll: max_rollouts_per_poll.max(1),
                 backoff_cap: seconds(backoff_cap, "backoff-cap")?,
                 all_workloads,
-                watchable: crate::tenancy::WatchablePaths::parse(&watchable_paths)
-                    .map_err(anyhow::Error::msg)?,
+                watchable,
                 paths_per_namespace: paths_per_namespace_per_poll.max(1),
             },
             announced: std::collections::HashSet::new(),
@@ -242,6 +300,9 @@ impl RunArgs {
             identity,
         };
         controller.run(cancel.clone()).await;
+        if let Some(task) = rotations_task {
+            let _ = task.await;
+        }
         let _ = leader_task.await;
         let _ = admin_task.await;
         tracing::info!("rotor-reloader stopped");

@@ -202,6 +202,43 @@ impl Caches {
         out
     }
 
+    /// Whether `kind` `namespace/name` has finished rolling out its current template: the
+    /// controller saw its latest generation and every replica is updated and available (ready,
+    /// for a StatefulSet), with no old one left. `false` when it is not kept.
+    pub fn rolled_out(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        let caught_up = |meta: &kube::api::ObjectMeta, observed: Option<i64>| {
+            observed.unwrap_or_default() >= meta.generation.unwrap_or_default()
+        };
+        match kind {
+            Kind::Deployment => self.deployments.get(namespace, name).is_some_and(|d| {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                d.status.as_ref().is_some_and(|s| {
+                    caught_up(&d.metadata, s.observed_generation)
+                        && s.updated_replicas.unwrap_or_default() == want
+                        && s.available_replicas.unwrap_or_default() == want
+                        && s.replicas.unwrap_or_default() == want
+                })
+            }),
+            Kind::StatefulSet => self.statefulsets.get(namespace, name).is_some_and(|d| {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                d.status.as_ref().is_some_and(|s| {
+                    caught_up(&d.metadata, s.observed_generation)
+                        && s.updated_replicas.unwrap_or_default() == want
+                        && s.ready_replicas.unwrap_or_default() == want
+                        && s.current_revision == s.update_revision
+                })
+            }),
+            Kind::DaemonSet => self.daemonsets.get(namespace, name).is_some_and(|d| {
+                d.status.as_ref().is_some_and(|s| {
+                    caught_up(&d.metadata, s.observed_generation)
+                        && s.updated_number_scheduled.unwrap_or_default()
+                            == s.desired_number_scheduled
+                        && s.number_available.unwrap_or_default() == s.desired_number_scheduled
+                })
+            }),
+        }
+    }
+
     /// After [`Caches::workloads`]: the ConfigMaps no workload read give up their values.
     /// Returns how many reference-carrying ConfigMaps are kept and the bytes of values held.
     pub fn end_configmap_poll(&self) -> (usize, usize) {

@@ -17,16 +17,34 @@ pub enum EventReason {
     PathNotWatched,
     /// The workload's store is not one the reloader may poll (Warning).
     StoreNotAllowed,
+    /// A scheduled rotation was claimed: the targets' versions before it are recorded.
+    RotationStarted,
+    /// A rotation's new value was written to every target.
+    RotationWritten,
+    /// Every consumer of a rotation runs the version written.
+    RotationCompleted,
+    /// A rotation stopped after its retry budget; consumers keep a working value (Warning).
+    RotationFailed,
+    /// A rotation's spec cannot be rotated as written (Warning).
+    RotationInvalid,
+    /// Consumers of a rotation did not run the new version within its wait (Warning).
+    ConsumersLagging,
 }
 
 impl EventReason {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 12] = [
         Self::SecretRotated,
         Self::SecretRotatedInPlace,
         Self::RotatedBeforeWatched,
         Self::UnreadableRecord,
         Self::PathNotWatched,
         Self::StoreNotAllowed,
+        Self::RotationStarted,
+        Self::RotationWritten,
+        Self::RotationCompleted,
+        Self::RotationFailed,
+        Self::RotationInvalid,
+        Self::ConsumersLagging,
     ];
 
     /// The reason as the Event carries it.
@@ -38,6 +56,12 @@ impl EventReason {
             Self::UnreadableRecord => "UnreadableRecord",
             Self::PathNotWatched => "PathNotWatched",
             Self::StoreNotAllowed => "StoreNotAllowed",
+            Self::RotationStarted => "RotationStarted",
+            Self::RotationWritten => "RotationWritten",
+            Self::RotationCompleted => "RotationCompleted",
+            Self::RotationFailed => "RotationFailed",
+            Self::RotationInvalid => "RotationInvalid",
+            Self::ConsumersLagging => "ConsumersLagging",
         }
     }
 
@@ -45,7 +69,12 @@ impl EventReason {
     pub fn is_warning(self) -> bool {
         matches!(
             self,
-            Self::UnreadableRecord | Self::PathNotWatched | Self::StoreNotAllowed
+            Self::UnreadableRecord
+                | Self::PathNotWatched
+                | Self::StoreNotAllowed
+                | Self::RotationFailed
+                | Self::RotationInvalid
+                | Self::ConsumersLagging
         )
     }
 }

@@ -23,6 +23,13 @@ pub enum Auth {
         role: String,
         token_file: PathBuf,
     },
+    /// Kubernetes auth with a ServiceAccount token held in memory (one rotor requested for a
+    /// tenant's ServiceAccount with TokenRequest, never written to disk).
+    KubernetesToken {
+        mount: String,
+        role: String,
+        jwt: String,
+    },
     /// A store token given directly.
     Token(String),
     /// AppRole auth.
@@ -56,6 +63,11 @@ impl std::fmt::Debug for Auth {
                 .field("role", role)
                 .field("token_file", token_file)
                 .finish(),
+            Self::KubernetesToken { mount, role, .. } => f
+                .debug_struct("KubernetesToken")
+                .field("mount", mount)
+                .field("role", role)
+                .finish_non_exhaustive(),
             Self::Token(_) => f.write_str("Token(<hidden>)"),
             Self::AppRole { mount, .. } => f
                 .debug_struct("AppRole")
@@ -69,7 +81,7 @@ impl Auth {
     /// A short name for logs: `kubernetes`, `jwt`, `token`, `approle`.
     pub fn method(&self) -> &'static str {
         match self {
-            Self::Kubernetes { .. } => "kubernetes",
+            Self::Kubernetes { .. } | Self::KubernetesToken { .. } => "kubernetes",
             Self::Jwt { .. } => "jwt",
             Self::Token(_) => "token",
             Self::AppRole { .. } => "approle",
@@ -92,6 +104,10 @@ impl Auth {
             } => Some((
                 format!("auth/{}/login", mount.trim_matches('/')),
                 serde_json::json!({ "role": role, "jwt": read(token_file)? }),
+            )),
+            Self::KubernetesToken { mount, role, jwt } => Some((
+                format!("auth/{}/login", mount.trim_matches('/')),
+                serde_json::json!({ "role": role, "jwt": jwt }),
             )),
             Self::AppRole {
                 mount,

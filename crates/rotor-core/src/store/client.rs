@@ -381,6 +381,43 @@ impl StoreClient {
         })
     }
 
+    /// Writes `data` as the next version of the KV v2 secret at `path` only while its current
+    /// version is `cas` (0: it does not exist yet): the store refuses the write otherwise, so
+    /// two writers never both succeed. Retried only when the store cannot have acted (a lost
+    /// answer shows as the version having moved). Returns the version written.
+    pub async fn write_kv2_cas(
+        &self,
+        path: &str,
+        data: &Map<String, Value>,
+        cas: u64,
+    ) -> Result<u64, StoreError> {
+        let mount = self.mount_info(path).await?;
+        let op = format!("writing a new version of {path}");
+        if mount.kv_version != Some(2) {
+            return Err(StoreError::NotKv2 {
+                op,
+                mount: mount.path,
+                fix: "rotate KV v2 secrets",
+            });
+        }
+        let api_path = format!("{}data/{}", mount.path, mount.relative(path));
+        let body = serde_json::json!({ "options": { "cas": cas }, "data": data });
+        let answer = self
+            .config
+            .retry
+            .run_when(StoreError::store_did_not_act, || {
+                self.call(Method::Post, &api_path, Some(&body), &op)
+            })
+            .await?;
+        answer
+            .pointer("/data/version")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| StoreError::Decode {
+                op,
+                message: "no data.version in the answer".to_string(),
+            })
+    }
+
     /// Revokes a lease (`sys/leases/revoke/<lease id>`, so a policy can allow it per path:
     /// `update` on `sys/leases/revoke/pki/issue/web/*`): the credential it holds stops working.
     pub async fn revoke_lease(&self, lease_id: &str) -> Result<(), StoreError> {
