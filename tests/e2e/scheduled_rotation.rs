@@ -147,7 +147,13 @@ async fn a_scheduled_rotation_writes_as_the_tenant_and_follows_its_consumers() -
     )
     .await?;
     let (process, admin, _dir) = reloader(&stack, &ns, "reloader-1", &[], &[]).await?;
-    create_rotation(&stack, &ns, "db", rotation_spec(&ns, &[path.clone()], "3s")).await?;
+    create_rotation(
+        &stack,
+        &ns,
+        "db",
+        rotation_spec(&ns, std::slice::from_ref(&path), "3s"),
+    )
+    .await?;
 
     let waited = wait_until(
         "two rotations completed",
@@ -387,7 +393,7 @@ async fn a_tenant_cannot_rotate_another_tenants_secret() -> Result<()> {
         &stack,
         &thief,
         "steal",
-        rotation_spec(&thief, &[path.clone()], "2s"),
+        rotation_spec(&thief, std::slice::from_ref(&path), "2s"),
     )
     .await?;
     wait_until(
@@ -412,12 +418,15 @@ async fn a_tenant_cannot_rotate_another_tenants_secret() -> Result<()> {
     drop(_p);
 
     // Without the reloader's rule, the store decides: the thief's role may not touch it.
+    rotor_e2e::rotations::rotations(&stack, &thief)
+        .delete("steal", &Default::default())
+        .await?;
     let (_p2, admin2, _dir2) = reloader(&stack, &thief, "reloader-2", &[], &[]).await?;
     create_rotation(
         &stack,
         &thief,
         "steal-2",
-        rotation_spec(&thief, &[path.clone()], "2s"),
+        rotation_spec(&thief, std::slice::from_ref(&path), "2s"),
     )
     .await?;
     wait_until(
@@ -465,7 +474,7 @@ async fn a_consumer_that_does_not_move_is_named() -> Result<()> {
     consumer(&stack, &ns, "moves", 0, &reference).await?;
     consumer(&stack, &ns, "stuck", 1, &reference).await?;
     let (_p, admin, _dir) = reloader(&stack, &ns, "reloader-1", &[], &[]).await?;
-    let mut spec = rotation_spec(&ns, &[path.clone()], "2s");
+    let mut spec = rotation_spec(&ns, std::slice::from_ref(&path), "2s");
     spec["consumersTimeout"] = json!("8s");
     create_rotation(&stack, &ns, "db", spec).await?;
     wait_until(

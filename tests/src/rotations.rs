@@ -21,8 +21,10 @@ path "secret/metadata/{namespace}/*" {{ capabilities = ["read"] }}"#
     )
 }
 
-/// Installs the chart's CRD and waits until the API server serves it.
+/// Installs the chart's CRD and waits until the API server serves it; enables the store's
+/// Kubernetes auth, where tenants log in.
 pub async fn install_crd(stack: &Stack) -> Result<()> {
+    stack.enable_bao_kubernetes_auth("kubernetes").await?;
     let docs = render_chart(&[
         "store.addr=https://vault.example:8200".to_string(),
         "rotations.enabled=true".to_string(),
@@ -95,11 +97,11 @@ pub async fn status(stack: &Stack, namespace: &str, name: &str) -> Result<Value>
 }
 
 /// A tenant: namespace `prefix-*` with ServiceAccount `app`, whose store role `app-<ns>` (audience
-/// `rotor`, as pods) has [`tenant_policy`]. Returns the namespace.
+/// `rotor`, as pods) has [`tenant_policy`], at the store's Kubernetes auth (enabled by
+/// [`install_crd`]). Returns the namespace.
 pub async fn tenant(stack: &Stack, prefix: &str) -> Result<String> {
     let ns = stack.namespace(prefix).await?;
     stack.service_account(&ns, "app").await?;
-    stack.enable_bao_kubernetes_auth("kubernetes").await?;
     let bao = stack.bao_admin()?;
     let role = format!("app-{ns}");
     bao.put_policy(&role, &tenant_policy(&ns)).await?;
