@@ -58,6 +58,8 @@ fn lint_templates_and_schema() {
             "metrics.prometheusRule.enabled=true",
             "--set",
             "networkPolicy.enabled=true",
+            "--set",
+            "rotations.enabled=true",
         ],
         vec![
             "--set",
@@ -677,4 +679,65 @@ fn the_store_namespace_reaches_the_webhook_the_policies_and_the_reloader() {
     ] {
         assert!(lines.contains(&wanted), "{wanted} not rendered");
     }
+}
+
+/// Issue 31: `rotations.enabled` installs the CRD (kept on uninstall), starts the reloader's
+/// rotations with the pods' auth path and audience, grants it SecretRotations, their status and
+/// tokens for tenants' ServiceAccounts, and adds the rotation alerts. Off by default: none of it.
+#[test]
+fn rotations_install_the_crd_the_reloader_flags_its_rbac_and_alerts() {
+    let render = |sets: &[&str]| {
+        let mut args = vec!["template", "r", "charts/rotor", "--kube-version", "1.37.2"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        ok(&helm(&args, None))
+    };
+    let off = render(&["metrics.prometheusRule.enabled=true"]);
+    for absent in [
+        "secretrotations",
+        "--rotations",
+        "serviceaccounts/token",
+        "RotorRotation",
+    ] {
+        assert!(
+            !off.contains(absent),
+            "{absent} rendered while rotations are off"
+        );
+    }
+    let on = render(&[
+        "metrics.prometheusRule.enabled=true",
+        "rotations.enabled=true",
+        "webhook.tokenAudience=bao-pods",
+        "webhook.authPath=k8s-prod",
+    ]);
+    let lines: Vec<&str> = on.lines().map(str::trim).collect();
+    for wanted in [
+        "kind: CustomResourceDefinition",
+        "name: secretrotations.rotor.dev",
+        "helm.sh/resource-policy: keep",
+        "- --rotations",
+        "- --min-rotation-interval=60",
+        "- --rotation-auth-path=k8s-prod",
+        "- --rotation-token-audience=bao-pods",
+        "resources: [\"serviceaccounts/token\"]",
+        "resources: [\"secretrotations/status\"]",
+        "- alert: RotorRotationFailed",
+        "- alert: RotorRotationConsumersLagging",
+        "- alert: RotorRotationStalled",
+    ] {
+        assert!(lines.contains(&wanted), "{wanted} not rendered");
+    }
+    let out = helm(
+        &[
+            "template",
+            "r",
+            "charts/rotor",
+            "--set",
+            "rotations.minInterval=0",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/rotations/minInterval"));
 }

@@ -145,6 +145,17 @@ impl Rotations {
         self.metrics
             .rotations_defined
             .set(i64::try_from(resources.len()).unwrap_or(i64::MAX));
+        // The last rotation ended, as the resources record it: a restarted reloader reports it.
+        let last = resources
+            .iter()
+            .filter_map(|r| r.status.as_ref()?.last_rotated_at.as_ref())
+            .filter_map(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map(|t| t.as_second())
+            .max()
+            .unwrap_or_default();
+        if last > self.metrics.rotation_last_success.get() {
+            self.metrics.rotation_last_success.set(last);
+        }
         if resources.is_empty() {
             return;
         }
