@@ -48,6 +48,7 @@ pub struct Metrics {
     pub rotation_seconds: Histogram,
     pub rotation_last_success: Gauge,
     pub rotation_writes: Counter,
+    pub rotation_status_writes: Counter,
 }
 
 impl Metrics {
@@ -79,6 +80,7 @@ impl Metrics {
             rotation_seconds: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             rotation_last_success: Gauge::default(),
             rotation_writes: Counter::default(),
+            rotation_status_writes: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -110,6 +112,11 @@ impl Metrics {
             "rotation_store_writes",
             "New secret versions written by scheduled rotations",
             m.rotation_writes.clone(),
+        );
+        r.register(
+            "rotation_status_writes",
+            "SecretRotation status writes (one per step taken; API requests per rotation)",
+            m.rotation_status_writes.clone(),
         );
         r.register(
             "configmaps_kept",

@@ -440,6 +440,7 @@ impl Step<'_> {
             .await
         {
             Ok(_) => {
+                self.rotations.metrics.rotation_status_writes.inc();
                 if let (Some(uid), Some(rv)) = (&r.metadata.uid, &r.metadata.resource_version) {
                     self.rotations
                         .superseded
