@@ -44,18 +44,6 @@ pub fn sum_of(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_metric_is_summed_over_its_labels_or_read_as_one_series() {
-        let text = "# HELP x_total X\nx_total{reason=\"a\"} 2\nx_total{reason=\"b\"} 3\nx_totals 9\ny 1.5\n";
-        assert_eq!(super::sum_of(text, "x_total"), 5.0);
-        assert_eq!(super::sum_of(text, "x_total{reason=\"b\"}"), 3.0);
-        assert_eq!(super::sum_of(text, "y"), 1.5);
-        assert_eq!(super::sum_of(text, "z"), 0.0);
-    }
-}
-
 /// CPU time (user + system) of process `pid` so far, in seconds (0 when it is gone).
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -79,4 +67,16 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_metric_is_summed_over_its_labels_or_read_as_one_series() {
+        let text = "# HELP x_total X\nx_total{reason=\"a\"} 2\nx_total{reason=\"b\"} 3\nx_totals 9\ny 1.5\n";
+        assert_eq!(super::sum_of(text, "x_total"), 5.0);
+        assert_eq!(super::sum_of(text, "x_total{reason=\"b\"}"), 3.0);
+        assert_eq!(super::sum_of(text, "y"), 1.5);
+        assert_eq!(super::sum_of(text, "z"), 0.0);
+    }
 }
