@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
-use rotor_e2e::fixtures::{ReloaderEnv, binary, start_reloader_in};
+use rotor_e2e::fixtures::{ReloaderEnv, binary, start_reloader_in, write_reloader_token};
 use rotor_e2e::node_pods::seed_reloader_role;
 use rotor_e2e::observe::{cpu_seconds, metric, peak_rss_kib, wait_until};
 use rotor_e2e::rotations::{create_rotation, install_crd, status, tenant};
@@ -57,14 +57,9 @@ async fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        stack
-            .service_account_token(&ns, "rotor-reloader", "rotor", 3600)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    write_reloader_token(&stack, &ns, "rotor", &token_file)
+        .await
+        .unwrap();
     let args: Vec<String> = [
         "--rotations",
         "--min-rotation-interval=1",

@@ -56,6 +56,23 @@ async fn quiet_tenant(t: &Tenants) {
         .unwrap();
 }
 
+/// The row `name`: team B's delays while team A's workload names the allowlisted store on
+/// `port`, which misbehaves.
+async fn beside_a_bad_store(name: &str, port: u16) {
+    let t = tenants().await.unwrap();
+    quiet_tenant(&t).await;
+    let bad = format!("http://127.0.0.1:{port}");
+    t.deployment(&t.a.clone(), "on-bad-store", &["x".to_string()], Some(&bad))
+        .await
+        .unwrap();
+    let (_reloader, admin) = t
+        .reloader(&[format!("--addr-allowlist={bad}")])
+        .await
+        .unwrap();
+    t.recorded(&t.b, "quiet").await.unwrap();
+    row(name, team_b_delays(&t, &admin).await);
+}
+
 #[tokio::main]
 async fn main() {
     println!("| beside team B | rotations | min s | median s | max s | most polls write -> roll |");
@@ -86,42 +103,10 @@ async fn main() {
         );
         drop(churn);
     }
-    {
-        let t = tenants().await.unwrap();
-        quiet_tenant(&t).await;
-        let (port, _accepted) = resetting_store().await.unwrap();
-        let bad = format!("http://127.0.0.1:{port}");
-        t.deployment(&t.a.clone(), "on-bad-store", &["x".to_string()], Some(&bad))
-            .await
-            .unwrap();
-        let (_reloader, admin) = t
-            .reloader(&[format!("--addr-allowlist={bad}")])
-            .await
-            .unwrap();
-        t.recorded(&t.b, "quiet").await.unwrap();
-        row(
-            "team A's allowlisted store resets every connection",
-            team_b_delays(&t, &admin).await,
-        );
-    }
-    {
-        let t = tenants().await.unwrap();
-        quiet_tenant(&t).await;
-        let (port, _accepted) = hanging_store().await.unwrap();
-        let bad = format!("http://127.0.0.1:{port}");
-        t.deployment(&t.a.clone(), "on-bad-store", &["x".to_string()], Some(&bad))
-            .await
-            .unwrap();
-        let (_reloader, admin) = t
-            .reloader(&[format!("--addr-allowlist={bad}")])
-            .await
-            .unwrap();
-        t.recorded(&t.b, "quiet").await.unwrap();
-        row(
-            "team A's allowlisted store accepts and never answers",
-            team_b_delays(&t, &admin).await,
-        );
-    }
+    let (port, _accepted) = resetting_store().await.unwrap();
+    beside_a_bad_store("team A's allowlisted store resets every connection", port).await;
+    let (port, _accepted) = hanging_store().await.unwrap();
+    beside_a_bad_store("team A's allowlisted store accepts and never answers", port).await;
     {
         // The third pass's scale finding: 2,000 watched paths, each in a directory of its own,
         // so the store is read path by path (10 Deployments of 200).

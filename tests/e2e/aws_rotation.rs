@@ -14,7 +14,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
-use rotor_e2e::fixtures::{ReloaderEnv, binary, reloader_aws_env, start_reloader_in};
+use rotor_e2e::fixtures::{
+    ReloaderEnv, binary, reloader_aws_env, start_reloader_in, write_reloader_token,
+};
 use rotor_e2e::node_pods::seed_reloader_role;
 use rotor_e2e::observe::{metric, wait_until};
 use rotor_testkit::moto::{ACCOUNT, Moto};
@@ -75,12 +77,7 @@ async fn start_aws_reloader(
 ) -> Result<(rotor_testkit::ManagedProcess, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        stack
-            .service_account_token(ns, "rotor-reloader", AUDIENCE, 3600)
-            .await?,
-    )?;
+    write_reloader_token(stack, ns, AUDIENCE, &token_file).await?;
     let token = token_file.display().to_string();
     let aws_env = reloader_aws_env(&moto.addr, &token);
     let env: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();

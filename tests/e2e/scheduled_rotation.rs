@@ -12,7 +12,7 @@ use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
-use rotor_e2e::fixtures::{ReloaderEnv, binary, start_reloader_in};
+use rotor_e2e::fixtures::{ReloaderEnv, binary, start_reloader_in, write_reloader_token};
 use rotor_e2e::node_pods::seed_reloader_role;
 use rotor_e2e::observe::{metric, wait_until};
 use rotor_e2e::rotations::{create_rotation, install_crd, secret, status, tenant};
@@ -45,12 +45,7 @@ async fn reloader(
     seed_reloader_role(stack, home).await?;
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        stack
-            .service_account_token(home, "rotor-reloader", "rotor", 3600)
-            .await?,
-    )?;
+    write_reloader_token(stack, home, "rotor", &token_file).await?;
     let mut args: Vec<String> = vec![
         "--rotations".into(),
         "--min-rotation-interval=1".into(),

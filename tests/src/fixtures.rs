@@ -414,6 +414,21 @@ pub struct ReloaderEnv<'a> {
     pub env: &'a [(&'a str, &'a str)],
 }
 
+/// Writes a token of ServiceAccount `rotor-reloader` in `namespace` for `audience`, valid an
+/// hour, to `path` (the reloader's `--token-file`).
+pub async fn write_reloader_token(
+    stack: &Stack,
+    namespace: &str,
+    audience: &str,
+    path: &Path,
+) -> Result<()> {
+    let token = stack
+        .service_account_token(namespace, "rotor-reloader", audience, 3600)
+        .await?;
+    std::fs::write(path, token)?;
+    Ok(())
+}
+
 /// [`start_reloader_via`] with more environment.
 pub async fn start_reloader_in(
     stack: &Stack,
