@@ -72,3 +72,78 @@ pub fn consumers(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use rotor_core::contract::{OnRotation, StoreChoice};
+
+    use super::*;
+    use crate::decision::OBSERVED;
+
+    fn workload(name: &str, namespace: &str, path: &str, recorded: Option<u64>) -> Workload {
+        let mut annotations = BTreeMap::new();
+        if let Some(v) = recorded {
+            annotations.insert(
+                OBSERVED.to_string(),
+                format!("{{\"{}\":{v}}}", record_key(path)),
+            );
+        }
+        Workload {
+            kind: Kind::Deployment,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            reference: ObjectReference::default(),
+            annotations,
+            paths: BTreeSet::from([path.to_string()]),
+            store: StoreChoice::default(),
+            started_at: None,
+            not_watched: Vec::new(),
+            uid: name.to_string(),
+            generation: 1,
+            resource_version: None,
+            on_rotation: OnRotation::Rollout,
+            selector: None,
+        }
+    }
+
+    #[test]
+    fn a_consumer_counts_as_moved_when_it_records_the_version_and_rolled_out() {
+        let target = Target::from_status(
+            &TargetStatus {
+                path: "secret/shop/db".into(),
+                mount: "secret/".into(),
+                key: "password".into(),
+                from_version: 3,
+                version: Some(4),
+            },
+            "secret/",
+        );
+        assert!(names_target("secret/data/shop/db", &target));
+        assert!(names_target("secret/shop/db", &target));
+        assert!(!names_target("secret/data/shop/db2", &target));
+        let workloads = vec![
+            workload("moved", "shop", "secret/data/shop/db", Some(4)),
+            workload("old", "shop", "secret/shop/db", Some(3)),
+            workload("unrolled", "shop", "secret/data/shop/db", Some(5)),
+            workload("never-seen", "shop", "secret/data/shop/db", None),
+            workload("other-path", "shop", "secret/data/shop/api", Some(9)),
+            workload("other-ns", "bank", "secret/data/shop/db", Some(4)),
+        ];
+        let list = consumers(&workloads, "shop", &[target], |_, _, name| {
+            name != "unrolled"
+        });
+        let got: Vec<(&str, bool)> = list.iter().map(|c| (c.name.as_str(), c.current)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("Deployment/moved", true),
+                ("Deployment/old", false),
+                ("Deployment/unrolled", false),
+                ("Deployment/never-seen", false),
+            ]
+        );
+    }
+}

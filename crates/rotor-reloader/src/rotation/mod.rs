@@ -131,22 +131,28 @@ impl Rotations {
     }
 
     async fn tick(&self, recorder: &Recorder) {
+        let all = self.resources.state();
         let resources: Vec<Arc<SecretRotation>> = {
-            let superseded = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
-            self.resources
-                .state()
-                .into_iter()
+            let mut superseded = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+            // Resources deleted since are forgotten.
+            let present: std::collections::HashSet<&str> = all
+                .iter()
+                .filter_map(|r| r.metadata.uid.as_deref())
+                .collect();
+            superseded.retain(|uid, _| present.contains(uid.as_str()));
+            all.iter()
                 .filter(|r| {
                     let uid = r.metadata.uid.as_deref().unwrap_or_default();
                     superseded.get(uid) != r.metadata.resource_version.as_ref()
                 })
+                .cloned()
                 .collect()
         };
         self.metrics
             .rotations_defined
-            .set(i64::try_from(resources.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(all.len()).unwrap_or(i64::MAX));
         // The last rotation ended, as the resources record it: a restarted reloader reports it.
-        let last = resources
+        let last = all
             .iter()
             .filter_map(|r| r.status.as_ref()?.last_rotated_at.as_ref())
             .filter_map(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
@@ -159,10 +165,18 @@ impl Rotations {
         if resources.is_empty() {
             return;
         }
-        let workloads = Arc::new(
+        // The consumers matter only to rotations waiting for them.
+        let moving = resources.iter().any(|r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == resource::Phase::Moving)
+        });
+        let workloads = Arc::new(if moving {
             self.caches
-                .workloads(self.settings.all_workloads, &self.settings.watchable),
-        );
+                .workloads(self.settings.all_workloads, &self.settings.watchable)
+        } else {
+            Vec::new()
+        });
         futures::stream::iter(resources)
             .map(|r| {
                 let workloads = workloads.clone();

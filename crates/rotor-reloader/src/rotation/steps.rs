@@ -63,8 +63,9 @@ impl Step<'_> {
                 let unchanged = status.phase == Phase::Invalid
                     && status.message.as_deref() == Some(why.as_str())
                     && status.observed_generation == generation;
-                // A rotation already written goes on to its consumers; any other stops here.
-                if !unchanged && status.phase != Phase::Moving {
+                // A rotation already written is not followed further (the reloader still rolls
+                // its consumers); it starts again from its schedule once the spec is fixed.
+                if !unchanged {
                     let s = Status {
                         phase: Phase::Invalid,
                         message: Some(why.clone()),
