@@ -125,9 +125,14 @@ async fn main() {
         }
         let (_reloader, admin) = t.reloader(&[]).await.unwrap();
         t.recorded(&t.b, "quiet").await.unwrap();
-        for i in 0..10 {
-            t.recorded(&t.a, &format!("wide-{i}")).await.unwrap();
-        }
+        // Team A's reads are on: two polls' worth of its per-path reads (its own workloads are
+        // recorded in turns of 200 paths, each followed by its namespace's rest: by design its
+        // size delays only itself).
+        wait_until("team A's per-path reads", Duration::from_secs(120), || async {
+            Ok(metric(&admin, "rotor_reloader_store_requests_total").await? >= 400.0)
+        })
+        .await
+        .unwrap();
         row(
             "team A: 2,000 paths read path by path (10 Deployments of 200)",
             team_b_delays(&t, &admin).await,
