@@ -123,6 +123,7 @@ async fn main() {
     );
 
     // 1,000 resources, an hour apart: what looking at them every second costs.
+    let before = m("rotor_reloader_rotation_status_writes_total").await;
     rotor_e2e::rotations::rotations(&stack, &ns)
         .patch(
             "db",
@@ -152,7 +153,6 @@ async fn main() {
         .collect::<Vec<()>>()
         .await;
     let created = started.elapsed();
-    let before = m("rotor_reloader_rotation_status_writes_total").await;
     wait_until(
         "every resource scheduled",
         Duration::from_secs(300),
