@@ -128,9 +128,11 @@ async fn main() {
         // Team A's reads are on: two polls' worth of its per-path reads (its own workloads are
         // recorded in turns of 200 paths, each followed by its namespace's rest: by design its
         // size delays only itself).
-        wait_until("team A's per-path reads", Duration::from_secs(120), || async {
-            Ok(metric(&admin, "rotor_reloader_store_requests_total").await? >= 400.0)
-        })
+        wait_until(
+            "team A's per-path reads",
+            Duration::from_secs(120),
+            || async { Ok(metric(&admin, "rotor_reloader_store_requests_total").await? >= 400.0) },
+        )
         .await
         .unwrap();
         row(
